@@ -1,0 +1,21 @@
+// Module registration for commy_native; each concept lives in its own file.
+#include <napi.h>
+
+#include "diff.h"
+#include "futex.h"
+#include "mapping.h"
+#include "watcher.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  commy::InitMapping(env, exports);
+  commy::InitFutex(env, exports);
+  commy::InitWatcher(env, exports);
+  commy::InitDiff(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(commy_native, Init)

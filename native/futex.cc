@@ -1,0 +1,132 @@
+// futexWait / futexWake on int32 words of a shared mapping.
+#include "futex.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <climits>
+
+#include "common.h"
+#include "mapping.h"
+
+namespace commy {
+namespace {
+
+// Anything beyond ~31 years is treated as "forever" so the timespec math
+// below cannot overflow.
+constexpr double kForeverMs = 1e12;
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+Napi::Value JsFutexWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Mapping* m = GetMapping(info, 0);
+  if (m == nullptr) return Napi::Value();
+  size_t off;
+  if (!GetWordOffset(info, 1, "byteOffset", m, &off)) return Napi::Value();
+  if (!info[2].IsNumber()) {
+    ThrowType(env, "ERR_INVALID_ARG_TYPE",
+              "The \"expected\" argument must be a number");
+    return Napi::Value();
+  }
+  // Accept both Int32Array and Uint32Array views of the word.
+  double e = info[2].As<Napi::Number>().DoubleValue();
+  if (!(e >= -2147483648.0 && e <= 4294967295.0) || e != static_cast<int64_t>(e)) {
+    ThrowRange(env, "ERR_OUT_OF_RANGE",
+               "The \"expected\" argument must be an int32 or uint32 integer");
+    return Napi::Value();
+  }
+  const int32_t expected =
+      static_cast<int32_t>(static_cast<uint32_t>(static_cast<int64_t>(e)));
+  double timeout;
+  if (!GetTimeout(info, 3, "timeoutMs", &timeout)) return Napi::Value();
+
+  int r = FutexWait(
+      reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), expected,
+      timeout);
+  if (r < 0) {
+    ThrowErrno(env, "ERR_COMMY_FUTEX", "futex", -r);
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, r);
+}
+
+Napi::Value JsFutexWake(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Mapping* m = GetMapping(info, 0);
+  if (m == nullptr) return Napi::Value();
+  size_t off;
+  if (!GetWordOffset(info, 1, "byteOffset", m, &off)) return Napi::Value();
+  if (!info[2].IsNumber()) {
+    ThrowType(env, "ERR_INVALID_ARG_TYPE",
+              "The \"count\" argument must be a number");
+    return Napi::Value();
+  }
+  // Infinity (like Atomics.notify) or anything huge means "everyone".
+  double c = info[2].As<Napi::Number>().DoubleValue();
+  if (!(c >= 0)) {
+    ThrowRange(env, "ERR_OUT_OF_RANGE",
+               "The \"count\" argument must be >= 0");
+    return Napi::Value();
+  }
+  const int count = c >= INT_MAX ? INT_MAX : static_cast<int>(c);
+  long r = FutexWake(
+      reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), count);
+  if (r < 0) {
+    ThrowErrno(env, "ERR_COMMY_FUTEX", "futex", static_cast<int>(-r));
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
+}  // namespace
+
+int FutexWait(int32_t* addr, int32_t expected, double timeout_ms) {
+  const bool forever = timeout_ms < 0 || timeout_ms >= kForeverMs;
+  const int64_t deadline =
+      forever ? 0 : NowNs() + static_cast<int64_t>(timeout_ms * 1e6);
+  for (bool first = true;; first = false) {
+    timespec rel;
+    timespec* relp = nullptr;
+    if (!forever) {
+      int64_t left = deadline - NowNs();
+      // The first call always reaches the kernel so a zero timeout still
+      // reports "not equal" (like Atomics.wait) instead of a timeout.
+      if (left <= 0) {
+        if (!first) return kFutexTimedOut;
+        left = 0;
+      }
+      rel.tv_sec = static_cast<time_t>(left / 1000000000LL);
+      rel.tv_nsec = static_cast<long>(left % 1000000000LL);
+      relp = &rel;
+    }
+    // Deliberately not FUTEX_WAIT_PRIVATE: the word lives in a shared file
+    // mapping and is woken from other processes.
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT, expected, relp, nullptr, 0);
+    if (r == 0) return kFutexWoken;
+    switch (errno) {
+      case EAGAIN: return kFutexNotEqual;
+      case ETIMEDOUT: return kFutexTimedOut;
+      case EINTR: continue;  // retry with the remaining time
+      default: return -errno;
+    }
+  }
+}
+
+long FutexWake(int32_t* addr, int count) {
+  long r = syscall(SYS_futex, addr, FUTEX_WAKE, count, nullptr, nullptr, 0);
+  return r < 0 ? -errno : r;
+}
+
+void InitFutex(Napi::Env env, Napi::Object exports) {
+  exports.Set("futexWait", Napi::Function::New(env, JsFutexWait, "futexWait"));
+  exports.Set("futexWake", Napi::Function::New(env, JsFutexWake, "futexWake"));
+}
+
+}  // namespace commy

@@ -1,0 +1,44 @@
+import type { FileChangeEvent } from './file-change-event.js';
+import type { VariableMetadata } from './variable-metadata.js';
+import type { VariableValue } from './variable-type.js';
+
+/** The hot path: one variable, resolved once; no name lookup per call. */
+export interface VariableHandle<T extends VariableValue = VariableValue> {
+  readonly name: string;
+  readonly metadata: VariableMetadata;
+  get(): T;
+  set(value: T): void;
+  /** Read-modify-write under the variable's lock: no other writer, in any process, interleaves. */
+  update(fn: (current: T) => T): T;
+  /** The service version of this variable's last change. */
+  version(): bigint;
+}
+
+/**
+ * What a VirtualVariableFile stands on: a memory-mapped service file (local) or a synced buffer (remote).
+ * Application code sees only VirtualVariableFile, so it never knows which.
+ */
+export interface FileAccessor {
+  readonly mode: 'local' | 'remote';
+  readonly serviceId: string;
+  readonly filePath: string | undefined;
+  readonly closed: boolean;
+  version(): bigint;
+  register(meta: VariableMetadata): Promise<VariableMetadata>;
+  variables(): VariableMetadata[];
+  handle(name: string): VariableHandle;
+  writeBytes(name: string, bytes: Uint8Array): Promise<void>;
+  readBytes(name: string): Promise<Uint8Array>;
+  isTorn(name: string): boolean;
+  bytes(): Uint8Array;
+  shadowBytes(): Uint8Array;
+  syncShadow(): void;
+  /** Publishes raw changes (current vs shadow) and resolves once they are visible to every other client. */
+  flush(): Promise<void>;
+  /** Calls `listener` for every change; returns the function that stops it. */
+  watch(listener: (event: FileChangeEvent) => void): () => void;
+  /** Keep the process alive while something waits for changes. */
+  hold(): void;
+  unhold(): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,31 @@
+/** What changed in a service, as seen by one client. */
+export interface FileChangeEvent {
+  /** The service file (local mode) or the server's path for it (remote mode; may be empty). */
+  filePath: string;
+  serviceId: string;
+  changedVariables: string[];
+  /** [start, end) byte ranges in the data region, sorted. */
+  byteRanges: [number, number][];
+  /** The service version after the change. */
+  version: bigint;
+}
+
+/** Folds `next` into `into` (used when a slow consumer lets events pile up: nothing is lost, only merged). */
+export function mergeChangeEvents(into: FileChangeEvent, next: FileChangeEvent): FileChangeEvent {
+  const names = new Set(into.changedVariables);
+  for (const n of next.changedVariables) names.add(n);
+  const ranges = [...into.byteRanges, ...next.byteRanges].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const merged: [number, number][] = [];
+  for (const r of ranges) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && r[0] <= last[1]) last[1] = Math.max(last[1], r[1]);
+    else merged.push([r[0], r[1]]);
+  }
+  return {
+    filePath: next.filePath,
+    serviceId: next.serviceId,
+    changedVariables: [...names],
+    byteRanges: merged,
+    version: next.version > into.version ? next.version : into.version,
+  };
+}

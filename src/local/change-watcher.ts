@@ -1,0 +1,93 @@
+import type { FileChangeEvent } from '../core/file-change-event.js';
+import { native, type NativeWatcher } from '../native/addon.js';
+import { H } from './file-format.js';
+import type { ServiceFile } from './service-file.js';
+
+/** Safety net only: a wake is never needed to be missed for this to matter (see docs/file-format.md). */
+const WATCH_TIMEOUT_MS = 1000;
+
+type Listener = (event: FileChangeEvent) => void;
+
+/**
+ * Turns futex wake-ups on the service version into FileChangeEvents. One native thread per mapped file,
+ * shared by every listener in this process. It finds what changed by comparing each directory entry's
+ * version with the one it saw last: writes through the API need no diff.
+ */
+export class ChangeWatcher {
+  private watcher: NativeWatcher | undefined;
+  private readonly listeners = new Set<Listener>();
+  private seen: bigint[] = [];
+  private keepAlive = 0;
+  private rescanQueued = false;
+
+  constructor(
+    private readonly file: ServiceFile,
+    private readonly serviceId: string,
+  ) {}
+
+  /** Adds a listener; the first one starts the native thread. */
+  add(listener: Listener): void {
+    this.file.assertOpen();
+    if (this.watcher === undefined) this.start();
+    this.listeners.add(listener);
+  }
+
+  remove(listener: Listener): void {
+    this.listeners.delete(listener);
+  }
+
+  /** While held, the watcher keeps the event loop alive (like fs.watch). */
+  hold(): void {
+    if (this.keepAlive++ === 0) this.watcher?.ref();
+  }
+
+  unhold(): void {
+    if (this.keepAlive > 0 && --this.keepAlive === 0) this.watcher?.unref();
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.listeners.clear();
+  }
+
+  private start(): void {
+    // Everything before now is not a change to report.
+    this.seen = this.file.list().map((e) => this.file.entryVersion(e));
+    this.watcher = native.watch(this.file.buffer, H.VERSION, H.WAITERS, WATCH_TIMEOUT_MS, () => this.scan());
+    if (this.keepAlive > 0) this.watcher.ref();
+  }
+
+  /** Compares every entry's version with the last one seen, and emits one event for the differences. */
+  private scan(): void {
+    const file = this.file;
+    if (file.closed || this.watcher === undefined) return;
+    const entries = file.list();
+    const changed: string[] = [];
+    const ranges: [number, number][] = [];
+    let inFlight = false;
+    let top = 0n;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      // A write in progress has bumped the service version but may not have stored its own yet: look again soon.
+      if ((Atomics.load(file.i32, e.seqIdx) & 1) !== 0) inFlight = true;
+      const v = file.entryVersion(e);
+      if (v > top) top = v;
+      if (v === this.seen[i]) continue;
+      this.seen[i] = v;
+      changed.push(e.meta.name);
+      ranges.push([e.meta.offset, e.meta.end]);
+    }
+    if (inFlight && !this.rescanQueued) {
+      this.rescanQueued = true;
+      setImmediate(() => {
+        this.rescanQueued = false;
+        this.scan();
+      });
+    }
+    if (changed.length === 0) return;
+    ranges.sort((a, b) => a[0] - b[0]);
+    const event: FileChangeEvent = { filePath: file.path, serviceId: this.serviceId, changedVariables: changed, byteRanges: ranges, version: top };
+    for (const listener of this.listeners) listener(event);
+  }
+}

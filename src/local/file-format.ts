@@ -1,0 +1,157 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
+
+/**
+ * The service file format, version 1 (docs/file-format.md is the prose of this file).
+ *
+ *   [0, 4096)                    header
+ *   [4096, dataStart)            variable directory: maxVariables entries of 128 bytes (sparse until used)
+ *   [dataStart, fileSize)        data region; variable offsets are relative to dataStart
+ *
+ * Every multi-byte field is little-endian. Words that several processes change at once are only ever
+ * touched with atomic instructions (Atomics.*); the offsets below keep them naturally aligned.
+ */
+export const MAGIC = 'COMMYSVC';
+export const FORMAT_VERSION = 1;
+export const HEADER_SIZE = 4096;
+export const ENTRY_SIZE = 128;
+export const DATA_ALIGN = 8;
+export const PAGE_SIZE = 4096;
+
+export const DEFAULT_MAX_VARIABLES = 16384;
+export const MAX_MAX_VARIABLES = 1 << 20;
+export const DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024;
+/** Address space reserved per mapping is the file's maximum size; keep it sane. */
+export const MAX_MAX_FILE_SIZE = 4 * 1024 * 1024 * 1024 - PAGE_SIZE;
+export const INITIAL_DATA_CAPACITY = 4096;
+
+/** Header fields: byte offsets. */
+export const H = {
+  MAGIC: 0, // 8 bytes ASCII
+  FORMAT_VERSION: 8, // u32
+  HEADER_SIZE: 12, // u32
+  ENTRY_SIZE: 16, // u32
+  MAX_VARIABLES: 20, // u32
+  DATA_START: 24, // u32
+  FLAGS: 28, // u32, reserved (0)
+  MAX_FILE_SIZE: 32, // u64
+  FILE_ID: 40, // 16 random bytes: this file's incarnation
+  CREATED_MS: 56, // u64
+  // Hot words, written concurrently by every process: atomics only.
+  VERSION: 64, // u64 service version; its low 32 bits are the futex word watchers sleep on
+  WAITERS: 72, // i32 number of watcher threads (any process) sleeping on VERSION
+  VAR_COUNT: 76, // u32 published directory entries
+  LAYOUT_GEN: 80, // u32 bumped whenever the directory or the file size changes
+  REG_LOCK: 84, // i32 pid holding the registration lock, 0 when free
+  DATA_END: 88, // u64 allocation high-water mark, relative to dataStart
+  DATA_CAPACITY: 96, // u64 bytes of data region the file currently holds
+  TENANT_LEN: 128, // u8
+  SERVICE_LEN: 129, // u8
+  TENANT: 192, // 64 bytes
+  SERVICE: 256, // 64 bytes
+} as const;
+
+/** Directory entry fields: byte offsets inside one 128-byte entry. */
+export const E = {
+  STATE: 0, // u32: 0 empty, 1 live
+  LOCK: 4, // i32 writer lock: pid of the holder, 0 when free
+  SEQ: 8, // u32 seqlock: odd while a write is in progress
+  FLAGS: 12, // u32 bit 0: TORN (a writer died mid-write; cleared by the next complete write)
+  VERSION: 16, // u64 service version of the last change
+  OFFSET: 24, // u32 data-relative offset
+  SIZE: 28, // u32
+  TYPE_ID: 32, // u8
+  NAME_LEN: 33, // u8
+  NAME: 40, // 64 bytes ASCII
+} as const;
+
+export const ENTRY_LIVE = 1;
+export const FLAG_TORN = 1;
+
+export function entryOffset(index: number): number {
+  return HEADER_SIZE + index * ENTRY_SIZE;
+}
+
+export function dataStartFor(maxVariables: number): number {
+  return HEADER_SIZE + maxVariables * ENTRY_SIZE;
+}
+
+export function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+export interface HeaderInit {
+  maxVariables: number;
+  maxFileSize: number;
+  tenant: string;
+  service: string;
+  fileId: Uint8Array;
+  createdMs: number;
+}
+
+/** Writes a fresh header into `buf` (a whole new file's first page). */
+export function writeHeader(buf: Buffer, init: HeaderInit): void {
+  buf.fill(0, 0, HEADER_SIZE);
+  buf.write(MAGIC, H.MAGIC, 'ascii');
+  buf.writeUInt32LE(FORMAT_VERSION, H.FORMAT_VERSION);
+  buf.writeUInt32LE(HEADER_SIZE, H.HEADER_SIZE);
+  buf.writeUInt32LE(ENTRY_SIZE, H.ENTRY_SIZE);
+  buf.writeUInt32LE(init.maxVariables, H.MAX_VARIABLES);
+  buf.writeUInt32LE(dataStartFor(init.maxVariables), H.DATA_START);
+  buf.writeBigUInt64LE(BigInt(init.maxFileSize), H.MAX_FILE_SIZE);
+  Buffer.from(init.fileId).copy(buf, H.FILE_ID);
+  buf.writeBigUInt64LE(BigInt(init.createdMs), H.CREATED_MS);
+  buf.writeBigUInt64LE(0n, H.VERSION);
+  buf.writeBigUInt64LE(BigInt(INITIAL_DATA_CAPACITY), H.DATA_CAPACITY);
+  buf.writeUInt8(buf.write(init.tenant, H.TENANT, 64, 'ascii'), H.TENANT_LEN);
+  buf.writeUInt8(buf.write(init.service, H.SERVICE, 64, 'ascii'), H.SERVICE_LEN);
+}
+
+/** What a header says about the file's shape; validated before anything is mapped. */
+export interface HeaderInfo {
+  maxVariables: number;
+  dataStart: number;
+  maxFileSize: number;
+  fileId: string;
+  tenant: string;
+  service: string;
+}
+
+function invalid(path: string, why: string): CommyError {
+  return new CommyError(ErrorCode.INVALID_FILE, `${path} is not a usable commy service file: ${why}`);
+}
+
+/** Checks the first page of a file read with plain I/O; throws INVALID_FILE with the reason. */
+export function readHeader(path: string, page: Buffer, fileSize: number): HeaderInfo {
+  if (page.length < HEADER_SIZE || fileSize < HEADER_SIZE) throw invalid(path, `truncated header (${fileSize} bytes)`);
+  if (page.toString('ascii', H.MAGIC, H.MAGIC + 8) !== MAGIC) throw invalid(path, 'wrong magic');
+  const version = page.readUInt32LE(H.FORMAT_VERSION);
+  if (version !== FORMAT_VERSION) {
+    throw invalid(path, `format version ${version}; this commy reads version ${FORMAT_VERSION}${version > FORMAT_VERSION ? ' (upgrade commy)' : ''}`);
+  }
+  if (page.readUInt32LE(H.HEADER_SIZE) !== HEADER_SIZE || page.readUInt32LE(H.ENTRY_SIZE) !== ENTRY_SIZE) {
+    throw invalid(path, 'unexpected header or entry size');
+  }
+  const maxVariables = page.readUInt32LE(H.MAX_VARIABLES);
+  const dataStart = page.readUInt32LE(H.DATA_START);
+  const maxFileSize = Number(page.readBigUInt64LE(H.MAX_FILE_SIZE));
+  if (maxVariables < 1 || maxVariables > MAX_MAX_VARIABLES || dataStart !== dataStartFor(maxVariables)) {
+    throw invalid(path, 'corrupt directory size');
+  }
+  if (maxFileSize % PAGE_SIZE !== 0 || maxFileSize <= dataStart || maxFileSize > MAX_MAX_FILE_SIZE) {
+    throw invalid(path, `corrupt maximum file size ${maxFileSize}`);
+  }
+  const capacity = Number(page.readBigUInt64LE(H.DATA_CAPACITY));
+  if (fileSize < dataStart + capacity) {
+    throw invalid(path, `truncated: ${fileSize} bytes, the header promises ${dataStart + capacity}`);
+  }
+  const tenantLen = Math.min(page.readUInt8(H.TENANT_LEN), 64);
+  const serviceLen = Math.min(page.readUInt8(H.SERVICE_LEN), 64);
+  return {
+    maxVariables,
+    dataStart,
+    maxFileSize,
+    fileId: page.toString('hex', H.FILE_ID, H.FILE_ID + 16),
+    tenant: page.toString('ascii', H.TENANT, H.TENANT + tenantLen),
+    service: page.toString('ascii', H.SERVICE, H.SERVICE + serviceLen),
+  };
+}

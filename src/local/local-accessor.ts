@@ -1,0 +1,180 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { assertValidName } from '../core/names.js';
+import { native } from '../native/addon.js';
+import { pairsFromFlat, variablesTouched } from '../core/byte-diff.js';
+import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
+import type { FileChangeEvent } from '../core/file-change-event.js';
+import type { VariableMetadata } from '../core/variable-metadata.js';
+import type { VariableValue } from '../core/variable-type.js';
+import { ChangeWatcher } from './change-watcher.js';
+import { ServiceFile, type DirEntry, type ServiceFileOptions } from './service-file.js';
+
+/** A typed handle over a mapped variable: a seqlock read or a locked write, no lookup, no system call. */
+class LocalVariableHandle implements VariableHandle {
+  constructor(
+    private readonly file: ServiceFile,
+    private readonly entry: DirEntry,
+  ) {}
+
+  get name(): string {
+    return this.entry.meta.name;
+  }
+
+  get metadata(): VariableMetadata {
+    return this.entry.meta;
+  }
+
+  get(): VariableValue {
+    const file = this.file;
+    if (file.closed) file.assertOpen();
+    const e = this.entry;
+    const seq = Atomics.load(file.i32, e.seqIdx);
+    if ((seq & 1) === 0) {
+      const value = e.codec.load(file.view, e.at);
+      if (Atomics.load(file.i32, e.seqIdx) === seq) return value;
+    }
+    return file.readValue(this.entry) as VariableValue;
+  }
+
+  set(value: VariableValue): void {
+    const checked = this.entry.codec.check(value);
+    this.file.write(this.entry, checked);
+  }
+
+  update(fn: (current: VariableValue) => VariableValue): VariableValue {
+    return this.file.update(this.entry, fn);
+  }
+
+  version(): bigint {
+    this.file.assertOpen();
+    return this.file.entryVersion(this.entry);
+  }
+}
+
+export function fileServiceId(file: ServiceFile): string {
+  const { tenant, service, fileId } = file.info;
+  return tenant !== '' && service !== '' ? `${tenant}/${service}` : `file:${fileId}`;
+}
+
+/** Local mode: the service file mapped into this process. */
+export class LocalFileAccessor implements FileAccessor {
+  readonly mode = 'local' as const;
+  readonly serviceId: string;
+  private readonly watcher: ChangeWatcher;
+  private readonly handles = new Map<string, LocalVariableHandle>();
+  private shadow: Uint8Array | undefined;
+
+  constructor(readonly file: ServiceFile) {
+    this.serviceId = fileServiceId(file);
+    this.watcher = new ChangeWatcher(file, this.serviceId);
+  }
+
+  static open(path: string, options?: ServiceFileOptions): LocalFileAccessor {
+    return new LocalFileAccessor(ServiceFile.open(path, options));
+  }
+
+  get filePath(): string {
+    return this.file.path;
+  }
+
+  get closed(): boolean {
+    return this.file.closed;
+  }
+
+  version(): bigint {
+    return this.file.version;
+  }
+
+  async register(meta: VariableMetadata): Promise<VariableMetadata> {
+    return this.file.register(meta).meta;
+  }
+
+  variables(): VariableMetadata[] {
+    return this.file.list().map((e) => e.meta);
+  }
+
+  handle(name: string): VariableHandle {
+    this.file.assertOpen();
+    let h = this.handles.get(name);
+    if (h === undefined) {
+      assertValidName(name, 'variable name');
+      h = new LocalVariableHandle(this.file, this.file.entry(name));
+      this.handles.set(name, h);
+    }
+    return h;
+  }
+
+  async writeBytes(name: string, bytes: Uint8Array): Promise<void> {
+    if (!(bytes instanceof Uint8Array)) throw new CommyError(ErrorCode.TYPE_MISMATCH, 'writeVariable takes a Uint8Array');
+    this.file.writeBytes(this.lookup(name), bytes);
+  }
+
+  async readBytes(name: string): Promise<Uint8Array> {
+    return this.file.readBytes(this.lookup(name));
+  }
+
+  isTorn(name: string): boolean {
+    return this.file.isTorn(this.lookup(name));
+  }
+
+  private lookup(name: string): DirEntry {
+    this.file.assertOpen();
+    assertValidName(name, 'variable name');
+    return this.file.entry(name);
+  }
+
+  bytes(): Uint8Array {
+    // Raw writes start from here, so the shadow they are diffed against must exist before them.
+    if (this.shadow === undefined) this.shadowBytes();
+    return this.file.dataBytes();
+  }
+
+  /** A private copy of the data region as of the last syncShadow(); raw writes into bytes() show up against it. */
+  shadowBytes(): Uint8Array {
+    this.file.assertOpen();
+    const capacity = this.file.dataCapacity;
+    if (this.shadow === undefined) {
+      this.shadow = this.file.dataBytes().slice();
+    } else if (this.shadow.length < capacity) {
+      // The file grew: the new part of the shadow starts as the file's bytes (new variables start at zero).
+      const grown = this.file.dataBytes().slice();
+      grown.set(this.shadow);
+      this.shadow = grown;
+    }
+    return this.shadow;
+  }
+
+  syncShadow(): void {
+    const current = this.file.dataBytes();
+    const shadow = this.shadowBytes();
+    shadow.set(current.subarray(0, shadow.length));
+  }
+
+  /** Local: finds raw writes into bytes() by diffing against the shadow and publishes them as changes. */
+  async flush(): Promise<void> {
+    const shadow = this.shadowBytes();
+    const current = this.file.dataBytes().subarray(0, shadow.length);
+    const ranges = pairsFromFlat(native.diff(current, shadow));
+    for (const name of variablesTouched(this.variables(), ranges)) this.file.touch(this.file.entry(name));
+    this.syncShadow();
+  }
+
+  watch(listener: (event: FileChangeEvent) => void): () => void {
+    this.watcher.add(listener);
+    return () => this.watcher.remove(listener);
+  }
+
+  hold(): void {
+    this.watcher.hold();
+  }
+
+  unhold(): void {
+    this.watcher.unhold();
+  }
+
+  async close(): Promise<void> {
+    if (this.file.closed) return;
+    this.watcher.close();
+    this.file.close();
+  }
+}

@@ -1,0 +1,48 @@
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { CommyError, ErrorCode } from '../core/errors.js';
+
+/** A native thread waiting on a shared futex word; calls back on the JS thread when the word changes. */
+export interface NativeWatcher {
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+export type DiffImpl = 'auto' | 'avx512' | 'avx2' | 'u64';
+
+/** The surface of `native/*.cc` (see docs/file-format.md for how it is used). */
+export interface NativeAddon {
+  map(fd: number, length: number, writable: boolean): ArrayBuffer;
+  unmap(buffer: ArrayBuffer): void;
+  msync(buffer: ArrayBuffer, offset: number, length: number, sync: boolean): void;
+  /** 0 woken, 1 timed out, 2 the word did not hold `expected`. */
+  futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): number;
+  futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
+  watch(buffer: ArrayBuffer, wordOffset: number, waitersOffset: number, timeoutMs: number, callback: () => void): NativeWatcher;
+  /** Flat [start, end) pairs of the byte runs that differ. */
+  diff(a: Uint8Array, b: Uint8Array, impl?: DiffImpl): Uint32Array;
+  diffImpls(): string[];
+  cpu(): { avx512: boolean; avx2: boolean };
+}
+
+// dist/src/native/addon.js → package root is three levels up.
+const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/commy_native.node', import.meta.url));
+
+function load(): NativeAddon {
+  const where = `${process.platform}-${process.arch}, Node ${process.version}, ABI ${process.versions.modules}, N-API ${process.versions.napi}`;
+  if (!existsSync(ADDON_PATH)) {
+    throw new CommyError(
+      ErrorCode.INTERNAL_ERROR,
+      `commy's native addon is not built for ${where}: expected ${ADDON_PATH}. Run \`npm install\` (or \`npm run build\`) in the commy package; it needs g++, make and python3.`,
+    );
+  }
+  try {
+    return createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+  } catch (cause) {
+    throw new CommyError(ErrorCode.INTERNAL_ERROR, `commy's native addon at ${ADDON_PATH} does not load on ${where}: rebuild it with \`npm run build\``, { cause });
+  }
+}
+
+export const native: NativeAddon = load();
