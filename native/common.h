@@ -77,6 +77,29 @@ inline bool GetTimeout(const Napi::CallbackInfo& info, size_t i,
   return true;
 }
 
+// Optional futex bitset (absent/undefined = all bits). Any int32 or uint32
+// pattern is accepted; 0 matches nothing, which the kernel refuses, so it is
+// refused here first.
+inline bool GetBitset(const Napi::CallbackInfo& info, size_t i, uint32_t* out) {
+  if (info.Length() <= i || info[i].IsUndefined()) {
+    *out = 0xffffffffu;
+    return true;
+  }
+  if (!info[i].IsNumber()) {
+    ThrowType(info.Env(), "ERR_INVALID_ARG_TYPE",
+              "The \"bitset\" argument must be a number");
+    return false;
+  }
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= -2147483648.0 && d <= 4294967295.0) || d != static_cast<int64_t>(d) || d == 0) {
+    ThrowRange(info.Env(), "ERR_OUT_OF_RANGE",
+               "The \"bitset\" argument must be a non-zero int32 or uint32");
+    return false;
+  }
+  *out = static_cast<uint32_t>(static_cast<int64_t>(d));
+  return true;
+}
+
 inline bool GetBool(const Napi::CallbackInfo& info, size_t i, const char* name,
                     bool* out) {
   if (!info[i].IsBoolean()) {

@@ -47,9 +47,11 @@ Napi::Value JsFutexWait(const Napi::CallbackInfo& info) {
   double timeout;
   if (!GetTimeout(info, 3, "timeoutMs", &timeout)) return Napi::Value();
 
+  uint32_t bitset;
+  if (!GetBitset(info, 4, &bitset)) return Napi::Value();
   int r = FutexWait(
       reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), expected,
-      timeout);
+      timeout, bitset);
   if (r < 0) {
     ThrowErrno(env, "ERR_COMMY_FUTEX", "futex", -r);
     return Napi::Value();
@@ -76,8 +78,11 @@ Napi::Value JsFutexWake(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
   const int count = c >= INT_MAX ? INT_MAX : static_cast<int>(c);
+  uint32_t bitset;
+  if (!GetBitset(info, 3, &bitset)) return Napi::Value();
   long r = FutexWake(
-      reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), count);
+      reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), count,
+      bitset);
   if (r < 0) {
     ThrowErrno(env, "ERR_COMMY_FUTEX", "futex", static_cast<int>(-r));
     return Napi::Value();
@@ -87,40 +92,35 @@ Napi::Value JsFutexWake(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-int FutexWait(int32_t* addr, int32_t expected, double timeout_ms) {
+int FutexWait(int32_t* addr, int32_t expected, double timeout_ms,
+              uint32_t bitset) {
   const bool forever = timeout_ms < 0 || timeout_ms >= kForeverMs;
   const int64_t deadline =
       forever ? 0 : NowNs() + static_cast<int64_t>(timeout_ms * 1e6);
-  for (bool first = true;; first = false) {
-    timespec rel;
-    timespec* relp = nullptr;
-    if (!forever) {
-      int64_t left = deadline - NowNs();
-      // The first call always reaches the kernel so a zero timeout still
-      // reports "not equal" (like Atomics.wait) instead of a timeout.
-      if (left <= 0) {
-        if (!first) return kFutexTimedOut;
-        left = 0;
-      }
-      rel.tv_sec = static_cast<time_t>(left / 1000000000LL);
-      rel.tv_nsec = static_cast<long>(left % 1000000000LL);
-      relp = &rel;
-    }
-    // Deliberately not FUTEX_WAIT_PRIVATE: the word lives in a shared file
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a retry
+  // after EINTR needs no recomputation. A zero timeout still reaches the
+  // kernel once, so it reports "not equal" (like Atomics.wait).
+  timespec abs;
+  abs.tv_sec = static_cast<time_t>(deadline / 1000000000LL);
+  abs.tv_nsec = static_cast<long>(deadline % 1000000000LL);
+  for (;;) {
+    // Deliberately not the PRIVATE variant: the word lives in a shared file
     // mapping and is woken from other processes.
-    long r = syscall(SYS_futex, addr, FUTEX_WAIT, expected, relp, nullptr, 0);
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, expected,
+                     forever ? nullptr : &abs, nullptr, bitset);
     if (r == 0) return kFutexWoken;
     switch (errno) {
       case EAGAIN: return kFutexNotEqual;
       case ETIMEDOUT: return kFutexTimedOut;
-      case EINTR: continue;  // retry with the remaining time
+      case EINTR: continue;
       default: return -errno;
     }
   }
 }
 
-long FutexWake(int32_t* addr, int count) {
-  long r = syscall(SYS_futex, addr, FUTEX_WAKE, count, nullptr, nullptr, 0);
+long FutexWake(int32_t* addr, int count, uint32_t bitset) {
+  long r = syscall(SYS_futex, addr, FUTEX_WAKE_BITSET, count, nullptr, nullptr,
+                   bitset);
   return r < 0 ? -errno : r;
 }
 

@@ -30,6 +30,7 @@ struct WatchCore : std::enable_shared_from_this<WatchCore> {
   int32_t* word = nullptr;
   int32_t* waiters = nullptr;
   double timeout_ms = -1;
+  uint32_t bitset = 0xffffffffu;  // which wakes reach this watcher
   int32_t initial = 0;  // word value at watch(): first callback needs a change
 
   std::atomic<bool> stop{false};
@@ -79,7 +80,7 @@ void* ThreadMain(void* arg) {
     int32_t cur = __atomic_load_n(c->word, __ATOMIC_SEQ_CST);
     if (cur == last && !c->stop.load()) {
       // The timeout is only a safety net against a missed wake.
-      FutexWait(c->word, last, c->timeout_ms);
+      FutexWait(c->word, last, c->timeout_ms, c->bitset);
     }
     __atomic_fetch_sub(c->waiters, 1, __ATOMIC_SEQ_CST);
     cur = __atomic_load_n(c->word, __ATOMIC_SEQ_CST);
@@ -179,6 +180,8 @@ Napi::Value Watch(const Napi::CallbackInfo& info) {
               "The \"callback\" argument must be a function");
     return Napi::Value();
   }
+  uint32_t bitset;
+  if (!GetBitset(info, 5, &bitset)) return Napi::Value();
   // The thread increments `waiters`; on a read-only mapping that would fault.
   if (!m->writable) {
     ThrowError(env, "ERR_COMMY_READONLY",
@@ -193,6 +196,7 @@ Napi::Value Watch(const Napi::CallbackInfo& info) {
   core->waiters = reinterpret_cast<int32_t*>(base + waiters_off);
   // A zero timeout would turn the safety net into a busy loop.
   core->timeout_ms = (timeout >= 0 && timeout < 1) ? 1 : timeout;
+  core->bitset = bitset;
   core->initial = __atomic_load_n(core->word, __ATOMIC_SEQ_CST);
 
   AddonData* data = env.GetInstanceData<AddonData>();
@@ -258,11 +262,11 @@ void WatchCore::Close() {
   if (thread_started) {
     std::unique_lock<std::mutex> lk(mu);
     while (!exited) {
-      // Wakes every waiter on the word, also other processes' watchers; they
-      // see no change and sleep again. Repeated because the thread may check
-      // `stop` just before entering futex_wait.
+      // Wakes the waiters that share this watcher's bit (its own thread, and
+      // only those other watchers without a slot of their own). Repeated because
+      // the thread may check `stop` just before entering futex_wait.
       lk.unlock();
-      FutexWake(word, INT_MAX);
+      FutexWake(word, INT_MAX, bitset);
       lk.lock();
       cv.wait_for(lk, std::chrono::milliseconds(1), [this] { return exited; });
     }

@@ -1,6 +1,7 @@
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { native, type NativeWatcher } from '../native/addon.js';
-import { H } from './file-format.js';
+import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
+import { OWN_PID, pidAlive } from './process-lock.js';
 import type { ServiceFile } from './service-file.js';
 
 /** Safety net only: a wake is never needed to be missed for this to matter (see docs/file-format.md). */
@@ -19,6 +20,7 @@ export class ChangeWatcher {
   private seen: bigint[] = [];
   private keepAlive = 0;
   private rescanQueued = false;
+  private slot = -1;
 
   constructor(
     private readonly file: ServiceFile,
@@ -49,13 +51,36 @@ export class ChangeWatcher {
     this.watcher?.close();
     this.watcher = undefined;
     this.listeners.clear();
+    this.file.localChange = undefined;
+    this.file.wakeMask = ALL_WATCH_BITS;
+    if (this.slot >= 0 && !this.file.closed) Atomics.compareExchange(this.file.i32, (H.WATCH_SLOTS >> 2) + this.slot, OWN_PID, 0);
+    this.slot = -1;
   }
 
   private start(): void {
     // Everything before now is not a change to report.
     this.seen = this.file.list().map((e) => this.file.entryVersion(e));
-    this.watcher = native.watch(this.file.buffer, H.VERSION, H.WAITERS, WATCH_TIMEOUT_MS, () => this.scan());
+    this.slot = this.claimSlot();
+    const bit = this.slot >= 0 ? 1 << this.slot : ALL_WATCH_BITS;
+    this.watcher = native.watch(this.file.buffer, H.VERSION, H.WAITERS, WATCH_TIMEOUT_MS, () => this.scan(), bit >>> 0);
     if (this.keepAlive > 0) this.watcher.ref();
+    this.file.localChange = () => this.scan();
+    if (this.slot >= 0) this.file.wakeMask = ~bit >>> 0;
+  }
+
+  /**
+   * Claims a free watcher bit (or one whose owner died). Without one (32 watchers already), this watcher
+   * simply listens to every wake, its own process's included.
+   */
+  private claimSlot(): number {
+    const i32 = this.file.i32;
+    const base = H.WATCH_SLOTS >> 2;
+    for (let i = 0; i < WATCH_SLOT_COUNT; i++) {
+      const owner = Atomics.load(i32, base + i);
+      if (owner === 0 && Atomics.compareExchange(i32, base + i, 0, OWN_PID) === 0) return i;
+      if (owner !== 0 && owner !== OWN_PID && !pidAlive(owner) && Atomics.compareExchange(i32, base + i, owner, OWN_PID) === owner) return i;
+    }
+    return -1;
   }
 
   /** Compares every entry's version with the last one seen, and emits one event for the differences. */

@@ -48,7 +48,12 @@ export const H = {
   SERVICE_LEN: 129, // u8
   TENANT: 192, // 64 bytes
   SERVICE: 256, // 64 bytes
+  WATCH_SLOTS: 512, // 32 × i32: pid owning each watcher bit, 0 when free
 } as const;
+
+/** Watcher bits: a process's watcher owns one, so the process's own writes can skip waking it. */
+export const WATCH_SLOT_COUNT = 32;
+export const ALL_WATCH_BITS = 0xffffffff;
 
 /** Directory entry fields: byte offsets inside one 128-byte entry. */
 export const E = {

@@ -14,6 +14,7 @@ import {
   E,
   ENTRY_LIVE,
   FLAG_TORN,
+  ALL_WATCH_BITS,
   H,
   HEADER_SIZE,
   INITIAL_DATA_CAPACITY,
@@ -84,9 +85,17 @@ export class ServiceFile {
   private readonly entries: DirEntry[] = [];
   private readonly byName = new Map<string, DirEntry>();
   private wakePending = false;
+  /**
+   * Set by this process's ChangeWatcher: its listeners hear about this process's own writes directly at the
+   * end of the turn, and `wakeMask` leaves its thread out of the futex wake (no self wake-up).
+   */
+  localChange: (() => void) | undefined;
+  wakeMask = ALL_WATCH_BITS;
   private readonly wake = (): void => {
     this.wakePending = false;
-    if (!this.closedFlag) native.futexWake(this.buffer, H.VERSION, 0x7fffffff);
+    if (this.closedFlag) return;
+    if (Atomics.load(this.i32, I32(H.WAITERS)) !== 0) native.futexWake(this.buffer, H.VERSION, 0x7fffffff, this.wakeMask);
+    this.localChange?.();
   };
 
   private constructor(path: string, fd: number, info: HeaderInfo, options: ServiceFileOptions) {
@@ -427,7 +436,7 @@ export class ServiceFile {
     if (i32[entry.flagsIdx] !== 0) Atomics.and(i32, entry.flagsIdx, ~FLAG_TORN);
     Atomics.store(i32, entry.seqIdx, oddSeq + 1);
     Atomics.store(i32, entry.lockIdx, 0);
-    if (Atomics.load(i32, I32(H.WAITERS)) !== 0) this.notifyWatchers();
+    if (this.localChange !== undefined || Atomics.load(i32, I32(H.WAITERS)) !== 0) this.notifyWatchers();
     return version;
   }
 

@@ -18,9 +18,10 @@ export interface NativeAddon {
   unmap(buffer: ArrayBuffer): void;
   msync(buffer: ArrayBuffer, offset: number, length: number, sync: boolean): void;
   /** 0 woken, 1 timed out, 2 the word did not hold `expected`. */
-  futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): number;
-  futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
-  watch(buffer: ArrayBuffer, wordOffset: number, waitersOffset: number, timeoutMs: number, callback: () => void): NativeWatcher;
+  futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number, bitset?: number): number;
+  /** Wakes waiters whose bitset shares a bit with `bitset` (default: all). */
+  futexWake(buffer: ArrayBuffer, byteOffset: number, count: number, bitset?: number): number;
+  watch(buffer: ArrayBuffer, wordOffset: number, waitersOffset: number, timeoutMs: number, callback: () => void, bitset?: number): NativeWatcher;
   /** Flat [start, end) pairs of the byte runs that differ. */
   diff(a: Uint8Array, b: Uint8Array, impl?: DiffImpl): Uint32Array;
   diffImpls(): string[];

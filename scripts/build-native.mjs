@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// Builds the native addon from source with node-gyp (run by `npm install`).
+// Node's headers ship with the node binary on Debian-style installs (/usr/include/node); point node-gyp at
+// them so the build never tries to download headers (machines here have no internet).
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+const prefix = dirname(dirname(process.execPath));
+const env = { ...process.env };
+if (!env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))) env.npm_config_nodedir = prefix;
+
+// npm exposes its bundled node-gyp to lifecycle scripts; outside npm, fall back to one on PATH.
+const gyp = env.npm_config_node_gyp;
+const [cmd, args] = gyp && existsSync(gyp) ? [process.execPath, [gyp, 'rebuild']] : ['node-gyp', ['rebuild']];
+const result = spawnSync(cmd, args, { stdio: 'inherit', env });
+if (result.status !== 0) {
+  console.error(
+    `\ncommy: building the native addon failed (${process.platform}-${process.arch}, Node ${process.version}, ABI ${process.versions.modules}).\n` +
+      'It needs python3, make, g++ and Node\'s headers (include/node next to the node binary, or npm_config_nodedir).',
+  );
+  process.exit(result.status ?? 1);
+}
