@@ -1,0 +1,200 @@
+import { Packr, Unpackr } from 'msgpackr';
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { MessageType, messageName, type Message, type MessageBodies, type MessageTypeName } from './messages.js';
+
+/** Default frame limit; the server and client may set their own. */
+export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/** Encodes one message as one binary frame. */
+export function encodeFrame<K extends MessageTypeName>(type: K, id: number, body: MessageBodies[K]): Uint8Array {
+  return packr.pack([MessageType[type], id, body]);
+}
+
+export function encodeError(id: number, code: ErrorCode, message: string): Uint8Array {
+  return encodeFrame('Error', id, { errorCode: code, message });
+}
+
+function bad(why: string): CommyError {
+  return new CommyError(ErrorCode.INVALID_MESSAGE, why);
+}
+
+type Obj = Record<string, unknown>;
+const MAX_ID = 0x7fffffff;
+
+function str(o: Obj, k: string, max = 4096): string {
+  const v = o[k];
+  if (typeof v !== 'string' || v.length > max) throw bad(`field ${k} must be a string of at most ${max} characters`);
+  return v;
+}
+function num(o: Obj, k: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`field ${k} must be an integer in [${min}, ${max}]`);
+  return v;
+}
+function bin(v: unknown, what: string): Uint8Array {
+  if (!(v instanceof Uint8Array)) throw bad(`${what} must be binary`);
+  return v;
+}
+function optBool(o: Obj, k: string): void {
+  if (o[k] !== undefined && typeof o[k] !== 'boolean') throw bad(`field ${k} must be a boolean`);
+}
+function arr(o: Obj, k: string, max: number): unknown[] {
+  const v = o[k];
+  if (!Array.isArray(v) || v.length > max) throw bad(`field ${k} must be an array of at most ${max} items`);
+  return v;
+}
+function strArray(o: Obj, k: string, max: number): void {
+  for (const s of arr(o, k, max)) if (typeof s !== 'string' || s.length > 256) throw bad(`field ${k} must hold strings`);
+}
+function def(v: unknown): void {
+  if (!Array.isArray(v) || v.length !== 6 || typeof v[1] !== 'string') throw bad('a variable definition must be [index, name, offset, size, typeId, version]');
+  for (const i of [0, 2, 3, 4, 5]) if (typeof v[i] !== 'number' || !Number.isInteger(v[i]) || (v[i] as number) < 0) throw bad('a variable definition holds non-negative integers');
+}
+function serviceRef(o: Obj): void {
+  str(o, 'tenant', 256);
+  str(o, 'service', 256);
+}
+
+/** Field checks per message type: after this, handlers may trust the shape (not the values' meaning). */
+const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
+  Authenticate(b) {
+    str(b, 'tenant', 256);
+    if (b.method !== 'apiKey' && b.method !== 'jwt') throw bad('method must be apiKey or jwt');
+    str(b, 'credential', 16384);
+    num(b, 'protocol', 0, 1 << 16);
+  },
+  GetServiceFilePath(b) {
+    serviceRef(b);
+    optBool(b, 'create');
+  },
+  Subscription(b) {
+    serviceRef(b);
+    optBool(b, 'create');
+    if (b.variables !== undefined) strArray(b, 'variables', 1000);
+  },
+  Unsubscribe: (b) => void num(b, 'sid', 1, MAX_ID),
+  RegisterVariable(b) {
+    num(b, 'sid', 1, MAX_ID);
+    str(b, 'name', 256);
+    num(b, 'offset', -1, 0xffffffff);
+    num(b, 'size', 0, 0xffffffff);
+    num(b, 'typeId', 0, 255);
+  },
+  ReadVariable(b) {
+    serviceRef(b);
+    str(b, 'name', 256);
+  },
+  WriteVariable(b) {
+    serviceRef(b);
+    str(b, 'name', 256);
+    bin(b.value, 'value');
+  },
+  ReportVariableChanges(b) {
+    num(b, 'sid', 1, MAX_ID);
+    for (const c of arr(b, 'changes', 1 << 20)) {
+      if (!Array.isArray(c) || c.length !== 2 || typeof c[0] !== 'number' || !Number.isInteger(c[0]) || c[0] < 0) throw bad('a change is [index, bytes]');
+      bin(c[1], 'a changed value');
+    }
+  },
+  Mutate: () => {},
+  Query: () => {},
+  QueryCancel: () => {},
+  Authenticated(b) {
+    str(b, 'clientId');
+    str(b, 'hostId');
+    num(b, 'protocol');
+    str(b, 'keyId');
+  },
+  ServiceFilePath(b) {
+    str(b, 'serviceId');
+    str(b, 'filePath');
+    num(b, 'fileSize');
+    str(b, 'fileId');
+    optBool(b, 'readOnly');
+  },
+  Snapshot(b) {
+    num(b, 'sid', 1, MAX_ID);
+    str(b, 'serviceId');
+    num(b, 'version');
+    for (const d of arr(b, 'variables', 1 << 22)) def(d);
+    bin(b.data, 'data');
+    optBool(b, 'readOnly');
+  },
+  SyncBatch(b) {
+    num(b, 'sid', 1, MAX_ID);
+    num(b, 'version');
+    if (b.defs !== undefined) for (const d of arr(b, 'defs', 1 << 22)) def(d);
+    for (const u of arr(b, 'updates', 1 << 22)) {
+      if (!Array.isArray(u) || u.length !== 3 || typeof u[0] !== 'number' || typeof u[1] !== 'number') throw bad('an update is [index, version, bytes]');
+      bin(u[2], 'an updated value');
+    }
+  },
+  Unsubscribed: (b) => void num(b, 'sid', 1, MAX_ID),
+  VariableRegistered(b) {
+    num(b, 'sid', 1, MAX_ID);
+    def(b.def);
+  },
+  VariableValue(b) {
+    str(b, 'name', 256);
+    bin(b.value, 'value');
+    num(b, 'version');
+  },
+  VariableChangesAcknowledged(b) {
+    str(b, 'serviceId');
+    strArray(b, 'changedVariables', 1 << 22);
+    num(b, 'version');
+  },
+  VariablesUpdated(b) {
+    str(b, 'serviceId');
+    num(b, 'version');
+    strArray(b, 'variables', 1 << 22);
+  },
+  MutationResponse: () => {},
+  QueryResponse: () => {},
+  Error(b) {
+    str(b, 'errorCode', 64);
+    str(b, 'message', 65536);
+  },
+};
+
+/**
+ * Decodes and checks one frame. Throws CommyError: MESSAGE_TOO_LARGE past `maxBytes`, INVALID_MESSAGE for
+ * anything malformed, UNKNOWN_MESSAGE for a well-formed frame of a type this side does not know. The
+ * request id is recovered whenever possible (`err.requestId`) so the error can answer the right request.
+ */
+export function decodeFrame(frame: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): Message {
+  if (frame.length > maxBytes) throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a ${frame.length}-byte frame exceeds the ${maxBytes}-byte limit`);
+  let raw: unknown;
+  try {
+    raw = unpackr.unpack(frame);
+  } catch (cause) {
+    throw new CommyError(ErrorCode.INVALID_MESSAGE, 'the frame is not valid MessagePack', { cause });
+  }
+  if (!Array.isArray(raw) || raw.length !== 3 || typeof raw[0] !== 'number' || typeof raw[1] !== 'number') {
+    throw bad('a frame is [type, requestId, body]');
+  }
+  const [type, id, body] = raw as [number, number, unknown];
+  if (!Number.isInteger(id) || id < 0 || id > MAX_ID) throw bad('requestId must be an integer in [0, 2^31)');
+  const name = messageName(type);
+  if (name === undefined) throw withRequestId(new CommyError(ErrorCode.UNKNOWN_MESSAGE, `unknown message type ${type}`), id);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw withRequestId(bad(`${name}: the body must be a map`), id);
+  try {
+    validators[name](body as Obj);
+  } catch (err) {
+    if (err instanceof CommyError) err.message = `${name}: ${err.message}`;
+    throw withRequestId(err, id);
+  }
+  return { type: name, id, body } as Message;
+}
+
+export function withRequestId(err: unknown, id: number): unknown {
+  if (err instanceof CommyError) (err as CommyError & { requestId?: number }).requestId = id;
+  return err;
+}
+
+export function requestIdOf(err: unknown): number {
+  return (err as { requestId?: number }).requestId ?? 0;
+}

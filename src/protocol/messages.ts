@@ -1,0 +1,183 @@
+/**
+ * The wire protocol's message catalogue, shared by server and clients (docs/protocol.md is its prose).
+ * Every WebSocket frame is one binary message: a MessagePack array `[type, requestId, body]`.
+ * `requestId` is chosen by the client (1..2^31-1) and echoed in the reply; 0 means "no reply expected"
+ * or "not a reply" (broadcasts). Type numbers are stable: never renumber, only add.
+ */
+export const PROTOCOL_VERSION = 1;
+
+export const MessageType = {
+  // client → server
+  Authenticate: 1,
+  GetServiceFilePath: 2,
+  Subscription: 3,
+  Unsubscribe: 4,
+  RegisterVariable: 5,
+  ReadVariable: 6,
+  WriteVariable: 7,
+  ReportVariableChanges: 8,
+  Mutate: 9,
+  Query: 10,
+  QueryCancel: 11,
+  // server → client
+  Authenticated: 64,
+  ServiceFilePath: 65,
+  Snapshot: 66,
+  SyncBatch: 67,
+  Unsubscribed: 68,
+  VariableRegistered: 69,
+  VariableValue: 70,
+  VariableChangesAcknowledged: 71,
+  VariablesUpdated: 72,
+  MutationResponse: 73,
+  QueryResponse: 74,
+  Error: 127,
+} as const;
+
+export type MessageTypeName = keyof typeof MessageType;
+export type MessageTypeId = (typeof MessageType)[MessageTypeName];
+
+/** A variable as the wire describes it: its directory index is its identity on this service. */
+export type VariableDef = [index: number, name: string, offset: number, size: number, typeId: number, version: number];
+
+export interface AuthenticateBody {
+  tenant: string;
+  method: 'apiKey' | 'jwt';
+  credential: string;
+  protocol: number;
+}
+export interface AuthenticatedBody {
+  clientId: string;
+  /** Identifies the server's machine (boot id): a client with the same one may map files locally. */
+  hostId: string;
+  protocol: number;
+  keyId: string;
+}
+export interface ServiceRef {
+  tenant: string;
+  service: string;
+}
+export interface GetServiceFilePathBody extends ServiceRef {
+  create?: boolean;
+}
+export interface ServiceFilePathBody {
+  serviceId: string;
+  filePath: string;
+  fileSize: number;
+  /** The file's incarnation id (header): a local client checks it after opening the path. */
+  fileId: string;
+  /** The key may not write: map the file read-only. */
+  readOnly: boolean;
+}
+export interface SubscriptionBody extends ServiceRef {
+  create?: boolean;
+  /** Variable name patterns (`*` wildcard); absent = all. */
+  variables?: string[];
+}
+export interface SnapshotBody {
+  sid: number;
+  serviceId: string;
+  version: number;
+  variables: VariableDef[];
+  /** The data region up to the end of the highest variable. */
+  data: Uint8Array;
+  readOnly: boolean;
+}
+export type Update = [index: number, version: number, bytes: Uint8Array];
+export interface SyncBatchBody {
+  sid: number;
+  version: number;
+  /** Variables registered since the last batch or snapshot, before their updates. */
+  defs?: VariableDef[];
+  updates: Update[];
+}
+export interface UnsubscribeBody {
+  sid: number;
+}
+export interface RegisterVariableBody {
+  sid: number;
+  name: string;
+  offset: number;
+  size: number;
+  typeId: number;
+}
+export interface VariableRegisteredBody {
+  sid: number;
+  def: VariableDef;
+}
+export interface ReadVariableBody extends ServiceRef {
+  name: string;
+}
+export interface VariableValueBody {
+  name: string;
+  value: Uint8Array;
+  version: number;
+}
+export interface WriteVariableBody extends ServiceRef {
+  name: string;
+  value: Uint8Array;
+}
+export interface ReportVariableChangesBody {
+  sid: number;
+  changes: [index: number, bytes: Uint8Array][];
+}
+export interface VariableChangesAcknowledgedBody {
+  serviceId: string;
+  changedVariables: string[];
+  version: number;
+}
+export interface VariablesUpdatedBody {
+  serviceId: string;
+  version: number;
+  variables: string[];
+}
+export interface ErrorBody {
+  errorCode: string;
+  message: string;
+}
+
+/** Body type per message type, for typed encode/decode. */
+export interface MessageBodies {
+  Authenticate: AuthenticateBody;
+  GetServiceFilePath: GetServiceFilePathBody;
+  Subscription: SubscriptionBody;
+  Unsubscribe: UnsubscribeBody;
+  RegisterVariable: RegisterVariableBody;
+  ReadVariable: ReadVariableBody;
+  WriteVariable: WriteVariableBody;
+  ReportVariableChanges: ReportVariableChangesBody;
+  Mutate: Record<string, unknown>;
+  Query: Record<string, unknown>;
+  QueryCancel: Record<string, unknown>;
+  Authenticated: AuthenticatedBody;
+  ServiceFilePath: ServiceFilePathBody;
+  Snapshot: SnapshotBody;
+  SyncBatch: SyncBatchBody;
+  Unsubscribed: UnsubscribeBody;
+  VariableRegistered: VariableRegisteredBody;
+  VariableValue: VariableValueBody;
+  VariableChangesAcknowledged: VariableChangesAcknowledgedBody;
+  VariablesUpdated: VariablesUpdatedBody;
+  MutationResponse: Record<string, unknown>;
+  QueryResponse: Record<string, unknown>;
+  Error: ErrorBody;
+}
+
+export type Message = { [K in MessageTypeName]: { type: K; id: number; body: MessageBodies[K] } }[MessageTypeName];
+export type MessageOf<K extends MessageTypeName> = { type: K; id: number; body: MessageBodies[K] };
+
+const NAMES = new Map<number, MessageTypeName>(Object.entries(MessageType).map(([k, v]) => [v, k as MessageTypeName]));
+
+export function messageName(type: number): MessageTypeName | undefined {
+  return NAMES.get(type);
+}
+
+/** WebSocket close codes the server uses (4000-4999 are the application's). */
+export const CloseCode = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  TOO_LARGE: 1009,
+  AUTH_FAILED: 4001,
+  AUTH_TIMEOUT: 4002,
+  TOO_MANY_CONNECTIONS: 4003,
+} as const;
