@@ -22,6 +22,7 @@ export const ErrorCode = {
   TIMEOUT: 'TIMEOUT',
   CLOSED: 'CLOSED',
   INTERNAL_ERROR: 'INTERNAL_ERROR',
+  CONFIG_INVALID: 'CONFIG_INVALID',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

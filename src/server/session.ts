@@ -158,12 +158,19 @@ export class Session implements Outlet {
 
   /** The key's grants for this tenant, checked for `action` on `service`. */
   private check(tenant: string, service: string, action: Action): Permissions {
-    assertValidName(tenant, 'tenant name');
-    assertValidName(service, 'service name');
+    this.assertName(tenant, 'tenant name');
+    this.assertName(service, 'service name');
     const perms = this.grants.get(tenant);
     if (perms === undefined) throw new CommyError(ErrorCode.PERMISSION_DENIED, `this connection is not authenticated for tenant ${tenant}`);
     if (!perms.can(action, service)) throw new CommyError(ErrorCode.PERMISSION_DENIED, `key ${perms.grants.keyId} may not ${action} ${tenant}/${service}`);
     return perms;
+  }
+
+  /** A valid name within the configured length limit (which may be below the format's 64). */
+  private assertName(name: string, what: string): void {
+    assertValidName(name, what);
+    const max = this.ctx.limits.maxNameLength;
+    if (name.length > max) throw new CommyError(ErrorCode.INVALID_NAME, `${what} ${JSON.stringify(name)} is longer than ${max} characters`);
   }
 
   private keyId(tenant: string): string {
@@ -229,6 +236,7 @@ export class Session implements Outlet {
   private registerVariable(m: MessageOf<'RegisterVariable'>): Reply {
     const sub = this.subscription(m.body.sid, 'admin');
     const { name, offset, size, typeId } = m.body;
+    this.assertName(name, 'variable name');
     const file = sub.host.file;
     const entry = file.register(new VariableMetadata(name, offset, size, typeId as VariableTypeId));
     const { tenant, service } = sub.host;
@@ -241,7 +249,7 @@ export class Session implements Outlet {
   private readVariable(m: MessageOf<'ReadVariable'>): Reply {
     const { tenant, service, name } = m.body;
     this.check(tenant, service, 'read');
-    assertValidName(name, 'variable name');
+    this.assertName(name, 'variable name');
     const file = this.ctx.registry.get(tenant, service, false).file;
     const entry = file.entry(name);
     const [value, version] = file.read(entry, () => [file.u8.slice(entry.at, entry.at + entry.meta.size), file.entryVersion(entry)] as const);
@@ -251,7 +259,7 @@ export class Session implements Outlet {
   private writeVariable(m: MessageOf<'WriteVariable'>): Reply {
     const { tenant, service, name, value } = m.body;
     const perms = this.check(tenant, service, 'write');
-    assertValidName(name, 'variable name');
+    this.assertName(name, 'variable name');
     const host = this.ctx.registry.get(tenant, service, false);
     const version = host.file.writeBytes(host.file.entry(name), value);
     this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });

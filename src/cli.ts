@@ -1,0 +1,153 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import { isCommyError } from './core/errors.js';
+import { hashKey } from './server/auth.js';
+import { defaultDevTenant, loadConfig, type ServerConfig } from './server/config.js';
+import { loadTls, selfSignedTls, type TlsMaterial } from './server/tls.js';
+
+/** Exit codes: 2 for a usage or configuration mistake, 1 for anything that went wrong at run time. */
+const EXIT_CONFIG = 2;
+const EXIT_FAILURE = 1;
+
+interface ServeFlags {
+  config?: string;
+  host?: string;
+  port?: number;
+  data?: string;
+  tlsSelfSigned?: boolean;
+  tick?: 'immediate' | number;
+}
+
+function program(): Command {
+  const cli = new Command('commy')
+    .description('Commy: typed variables in memory-mapped service files, shared locally and over WebSocket.')
+    .version(packageVersion())
+    .showHelpAfterError()
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG));
+  cli
+    .command('serve')
+    .description('run the server (with no tenant configured: a tenant "dev" with a fresh API key, printed once)')
+    .option('--config <file>', 'JSON config file (docs/operations.md)')
+    .option('--host <host>', 'interface to listen on (default 127.0.0.1)')
+    .option('--port <port>', 'port to listen on, 0 for any free one (default 9000)', parsePort)
+    .option('--data <dir>', 'directory for service files (default ./commy-data)')
+    .option('--tls-self-signed', 'serve wss:// with a throwaway self-signed certificate (development only)')
+    .option('--tick <tick>', "'immediate' or milliseconds between update batches", parseTick)
+    .action((flags: ServeFlags) => serve(flags));
+  cli
+    .command('hash-key')
+    .description('print an scrypt hash of a secret for the config file (reads one line from stdin without the argument)')
+    .argument('[secret]', 'the secret; prefer stdin, which keeps it out of shell history')
+    .action((secret: string | undefined) => printHash(secret));
+  return cli;
+}
+
+// ---- serve ----
+
+async function serve(flags: ServeFlags): Promise<void> {
+  let config: ServerConfig;
+  let tls: TlsMaterial | undefined;
+  try {
+    config = withFlags(loadConfig(flags.config), flags);
+    tls = flags.tlsSelfSigned ? undefined : config.tls && loadTls(config.tls);
+  } catch (err) {
+    return fail(err, EXIT_CONFIG);
+  }
+  if (Object.keys(config.tenants).length === 0) {
+    const dev = defaultDevTenant();
+    config.tenants = { dev: dev.config };
+    console.log(`commy: tenant "dev" API key: ${dev.apiKey}`);
+  }
+  if (flags.tlsSelfSigned) {
+    tls = await selfSignedTls([config.host]);
+    console.error('commy: serving TLS with a self-signed certificate: for development only');
+  }
+  try {
+    const { Server } = await import('./server/index.js');
+    const server = await Server.start({ host: config.host, port: config.port, dataDir: config.dataDir, config, tls });
+    console.log(`commy: listening on ${server.url}`);
+    stopOn(['SIGINT', 'SIGTERM'], () => server.close());
+  } catch (err) {
+    return fail(err, isCommyError(err, 'CONFIG_INVALID') ? EXIT_CONFIG : EXIT_FAILURE);
+  }
+}
+
+function withFlags(config: ServerConfig, flags: ServeFlags): ServerConfig {
+  const out: ServerConfig = { ...config };
+  if (flags.host !== undefined) out.host = flags.host;
+  if (flags.port !== undefined) out.port = flags.port;
+  if (flags.data !== undefined) out.dataDir = flags.data;
+  if (flags.tick !== undefined) out.tick = flags.tick;
+  return out;
+}
+
+/** The first signal closes cleanly; a second one while closing means "now". */
+function stopOn(signals: NodeJS.Signals[], close: () => Promise<void>): void {
+  let closing = false;
+  const onSignal = () => {
+    if (closing) process.exit(EXIT_FAILURE);
+    closing = true;
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => fail(err, EXIT_FAILURE),
+    );
+  };
+  for (const s of signals) process.on(s, onSignal);
+}
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port > 65535) throw new InvalidArgumentError('expected an integer 0..65535');
+  return port;
+}
+
+function parseTick(value: string): 'immediate' | number {
+  if (value === 'immediate') return value;
+  const ms = Number(value);
+  if (value.trim() === '' || !Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError("expected 'immediate' or a number of milliseconds");
+  return ms;
+}
+
+// ---- hash-key ----
+
+async function printHash(secret: string | undefined): Promise<void> {
+  const value = secret ?? (await readLine());
+  if (value === '') return fail(new Error('hash-key: empty secret'), EXIT_CONFIG);
+  console.log(await hashKey(value));
+}
+
+/** The first line of stdin, without its line ending. */
+async function readLine(): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write('secret: ');
+  let text = '';
+  for await (const chunk of process.stdin) {
+    text += String(chunk);
+    const eol = text.indexOf('\n');
+    if (eol >= 0) {
+      process.stdin.destroy();
+      return text.slice(0, eol).replace(/\r$/, '');
+    }
+  }
+  return text.replace(/\r$/, '');
+}
+
+// ---- shared ----
+
+function fail(err: unknown, code: number): never {
+  const message = isCommyError(err) || err instanceof Error ? err.message : String(err);
+  console.error(`commy: ${message}`);
+  process.exit(code);
+}
+
+function packageVersion(): string {
+  try {
+    // dist/src/cli.js → the package root's package.json
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+await program().parseAsync(process.argv);

@@ -1,0 +1,153 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SignJWT, type JWTPayload } from 'jose';
+import { Authenticator, hashKey, verifySecret } from '../src/server/auth.js';
+import { loadConfig, type TenantConfig } from '../src/server/config.js';
+
+const JWT_SECRET = 'a-jwt-secret-of-reasonable-length';
+
+async function setup(): Promise<Authenticator> {
+  const config = loadConfig({
+    tenants: {
+      acme: {
+        keys: [
+          { id: 'ops', secret: 'ops-secret', read: ['*'], write: ['*'], admin: ['*'] },
+          { id: 'viewer', secret: await hashKey('x:y:z'), read: ['dash-*'] },
+        ],
+        jwt: { secret: JWT_SECRET, issuer: 'issuer.test' },
+      },
+      globex: { keys: [{ id: 'ops', secret: 'globex-secret', read: ['*'] }] },
+    },
+  });
+  return new Authenticator(config.tenants);
+}
+
+async function assertRefused(p: Promise<unknown>): Promise<void> {
+  await assert.rejects(p, (err: { code?: string; message?: string }) => {
+    assert.equal(err.code, 'AUTH_FAILED');
+    assert.equal(err.message, 'authentication failed'); // the same whatever was wrong
+    return true;
+  });
+}
+
+function token(claims: JWTPayload, opts: { secret?: string; issuer?: string; exp?: number | string } = {}): Promise<string> {
+  const jwt = new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setIssuedAt();
+  if (opts.issuer !== '') jwt.setIssuer(opts.issuer ?? 'issuer.test');
+  jwt.setExpirationTime(opts.exp ?? '5m');
+  return jwt.sign(new TextEncoder().encode(opts.secret ?? JWT_SECRET));
+}
+
+test('api key: id:secret, bare secret, plain and hashed', async () => {
+  const auth = await setup();
+  assert.deepEqual(await auth.authenticate('acme', 'apiKey', 'ops:ops-secret'), {
+    tenant: 'acme',
+    keyId: 'ops',
+    read: ['*'],
+    write: ['*'],
+    admin: ['*'],
+  });
+  assert.equal((await auth.authenticate('acme', 'apiKey', 'ops-secret')).keyId, 'ops');
+  // A hashed secret that itself contains ':' works both ways (its prefix 'x' is no key id).
+  assert.deepEqual(await auth.authenticate('acme', 'apiKey', 'viewer:x:y:z'), {
+    tenant: 'acme',
+    keyId: 'viewer',
+    read: ['dash-*'],
+    write: [],
+    admin: [],
+  });
+  assert.equal((await auth.authenticate('acme', 'apiKey', 'x:y:z')).keyId, 'viewer');
+  // From the cache the second time: same answer.
+  assert.equal((await auth.authenticate('acme', 'apiKey', 'x:y:z')).keyId, 'viewer');
+  // A prefix that is a key id checks that key only.
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'ops:x:y:z'));
+});
+
+test('api key: refusals all look the same', async () => {
+  const auth = await setup();
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'ops:wrong'));
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'wrong'));
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'viewer:ops-secret')); // another key's secret
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'viewer:wrong'));
+  await assertRefused(auth.authenticate('acme', 'apiKey', ''));
+  await assertRefused(auth.authenticate('nobody', 'apiKey', 'ops:ops-secret'));
+  await assertRefused(auth.authenticate('../acme', 'apiKey', 'ops:ops-secret'));
+  await assertRefused(auth.authenticate('constructor', 'apiKey', 'ops:ops-secret'));
+  await assertRefused(auth.authenticate('acme', 'password' as 'apiKey', 'ops:ops-secret'));
+});
+
+test('a key is valid for its own tenant only', async () => {
+  const auth = await setup();
+  await assertRefused(auth.authenticate('globex', 'apiKey', 'ops:ops-secret'));
+  await assertRefused(auth.authenticate('globex', 'apiKey', 'ops-secret'));
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'ops:globex-secret'));
+  // The cache is per tenant too: a success in acme does not open globex.
+  await auth.authenticate('acme', 'apiKey', 'ops:ops-secret');
+  await assertRefused(auth.authenticate('globex', 'apiKey', 'ops:ops-secret'));
+  assert.equal((await auth.authenticate('globex', 'apiKey', 'ops:globex-secret')).tenant, 'globex');
+});
+
+test('concurrent attempts with one credential all get the same answer', async () => {
+  const auth = await setup();
+  const ok = await Promise.all(Array.from({ length: 20 }, () => auth.authenticate('acme', 'apiKey', 'viewer:x:y:z')));
+  assert.ok(ok.every((g) => g.keyId === 'viewer'));
+  const bad = await Promise.allSettled(Array.from({ length: 5 }, () => auth.authenticate('acme', 'apiKey', 'viewer:nope')));
+  assert.ok(bad.every((r) => r.status === 'rejected' && (r.reason as { code: string }).code === 'AUTH_FAILED'));
+});
+
+test('hashKey / verifySecret', async () => {
+  const hash = await hashKey('s3cret');
+  assert.match(hash, /^scrypt\$16384\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/);
+  assert.notEqual(await hashKey('s3cret'), hash); // salted
+  assert.equal(await verifySecret('s3cret', hash), true);
+  assert.equal(await verifySecret('s3cret ', hash), false);
+  assert.equal(await verifySecret('', hash), false);
+  assert.equal(await verifySecret('plain', 'plain'), true);
+  assert.equal(await verifySecret('plain', 'plain2'), false);
+  assert.equal(await verifySecret('x', 'scrypt$garbage'), false);
+  assert.equal(await verifySecret('x', 'scrypt$1048576$32$1$c2FsdHNhbHQ=$aGFzaGhhc2hoYXNoaGFzaA=='), false); // 4 GiB asked: refused
+});
+
+test('jwt: a good token gives the grants of its claims', async () => {
+  const auth = await setup();
+  const grants = await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub: 'alice', read: ['a?c'], write: ['dash-*'] }));
+  assert.deepEqual(grants, { tenant: 'acme', keyId: 'alice', read: ['a?c'], write: ['dash-*'], admin: [] });
+  const anonymous = await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }));
+  assert.deepEqual(anonymous, { tenant: 'acme', keyId: 'jwt', read: [], write: [], admin: [] });
+});
+
+test('jwt: refusals', async () => {
+  const auth = await setup();
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }, { secret: 'another-secret-of-some-length!!' })));
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }, { exp: Math.floor(Date.now() / 1000) - 3600 })));
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'globex' })));
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ sub: 'alice' }))); // no tenant claim
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }, { issuer: 'someone-else' })));
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }, { issuer: '' }))); // issuer required when configured
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', read: 'dash-*' }))); // not a list
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', admin: [1] })));
+  await assertRefused(auth.authenticate('acme', 'jwt', 'not.a.token'));
+  // A tenant without jwt config refuses every token, even one signed with a secret it might guess.
+  await assertRefused(auth.authenticate('globex', 'jwt', await token({ tenant: 'globex' })));
+});
+
+test('jwt: alg none and other algorithms are refused', async () => {
+  const auth = await setup();
+  const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const unsigned = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ tenant: 'acme', iss: 'issuer.test', read: ['*'] })}.`;
+  await assertRefused(auth.authenticate('acme', 'jwt', unsigned));
+  const hs512 = await new SignJWT({ tenant: 'acme' }).setProtectedHeader({ alg: 'HS512' }).setIssuer('issuer.test').sign(new TextEncoder().encode(JWT_SECRET));
+  await assertRefused(auth.authenticate('acme', 'jwt', hs512));
+});
+
+test('jwt: audience checked when configured', async () => {
+  const tenants: Record<string, TenantConfig> = { acme: { keys: [], jwt: { secret: JWT_SECRET, audience: 'commy' } } };
+  const auth = new Authenticator(tenants);
+  const sign = (aud?: string) => {
+    const jwt = new SignJWT({ tenant: 'acme' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1m');
+    if (aud !== undefined) jwt.setAudience(aud);
+    return jwt.sign(new TextEncoder().encode(JWT_SECRET));
+  };
+  assert.equal((await auth.authenticate('acme', 'jwt', await sign('commy'))).tenant, 'acme');
+  await assertRefused(auth.authenticate('acme', 'jwt', await sign('other')));
+  await assertRefused(auth.authenticate('acme', 'jwt', await sign()));
+});
