@@ -5,3 +5,7 @@ export type { FileChangeEvent } from './core/file-change-event.js';
 export type { VariableHandle } from './core/file-accessor.js';
 export type { ByteRange } from './core/byte-diff.js';
 export { VirtualVariableFile, type OpenOptions } from './virtual-variable-file.js';
+export { Client } from './client/client.js';
+export { AuthCredentials, type AuthMethod } from './client/auth-credentials.js';
+export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions } from './client/client-options.js';
+export type { WaitOptions } from './client/change-inbox.js';

@@ -1,0 +1,69 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-codec.js';
+
+/** 'auto': map the server's file when on the same machine, else WebSocket; 'local': map or fail; 'remote': always WebSocket. */
+export type ClientMode = 'auto' | 'local' | 'remote';
+
+/** 'reconnecting' comes with reconnection, in a later version. */
+export type ClientState = 'connecting' | 'open' | 'closed';
+
+export interface ClientTlsOptions {
+  /** Trusted CA certificate(s), PEM: for a server with a self-signed or private-CA certificate. */
+  ca?: string | Buffer;
+  /** Default true. false accepts any certificate: for tests only. */
+  rejectUnauthorized?: boolean;
+}
+
+export interface ClientOptions {
+  mode?: ClientMode;
+  /** Used for wss:// URLs. */
+  tls?: ClientTlsOptions;
+  /** A request without a reply after this long fails with TIMEOUT. Default 30,000. */
+  requestTimeoutMs?: number;
+  /** Largest frame this client sends (bigger flushes are split; a single bigger message fails with MESSAGE_TOO_LARGE). Default 1 MiB, the server's default limit. */
+  maxFrameBytes?: number;
+  /**
+   * Failures nobody awaits: a background flush the server refused (the local value is already restored),
+   * an Error the server sent outside any request, the connection's loss. Default: process.emitWarning.
+   */
+  onError?: (err: CommyError) => void;
+}
+
+export interface ResolvedClientOptions {
+  mode: ClientMode;
+  tls: ClientTlsOptions | undefined;
+  requestTimeoutMs: number;
+  maxFrameBytes: number;
+  /** Snapshots carry a whole service (up to 64 MiB by default), so incoming frames may be larger than outgoing ones. */
+  maxIncomingBytes: number;
+  onError: (err: CommyError) => void;
+}
+
+const MODES: readonly ClientMode[] = ['auto', 'local', 'remote'];
+const MIN_INCOMING_BYTES = 128 * 1024 * 1024;
+const MAX_TIMEOUT_MS = 0x7fffffff;
+
+export function resolveClientOptions(options: ClientOptions = {}): ResolvedClientOptions {
+  if (typeof options !== 'object' || options === null) throw invalid('options must be an object');
+  const mode = options.mode ?? 'auto';
+  if (!MODES.includes(mode)) throw invalid(`options.mode must be 'auto', 'local' or 'remote', not ${JSON.stringify(mode)}`);
+  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 || requestTimeoutMs > MAX_TIMEOUT_MS) {
+    throw invalid(`options.requestTimeoutMs must be an integer from 1 to ${MAX_TIMEOUT_MS}`);
+  }
+  const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1024) throw invalid('options.maxFrameBytes must be an integer of at least 1024');
+  if (options.onError !== undefined && typeof options.onError !== 'function') throw invalid('options.onError must be a function');
+  return {
+    mode,
+    tls: options.tls,
+    requestTimeoutMs,
+    maxFrameBytes,
+    maxIncomingBytes: Math.max(maxFrameBytes, MIN_INCOMING_BYTES),
+    onError: options.onError ?? ((err) => process.emitWarning(err)),
+  };
+}
+
+function invalid(message: string): CommyError {
+  return new CommyError(ErrorCode.TYPE_MISMATCH, message);
+}

@@ -1,0 +1,279 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
+import type { FileAccessor } from '../core/file-accessor.js';
+import type { FileChangeEvent } from '../core/file-change-event.js';
+import { assertValidName } from '../core/names.js';
+import { PROTOCOL_VERSION, type Message } from '../protocol/messages.js';
+import { VirtualVariableFile } from '../virtual-variable-file.js';
+import { credentialOf, type AuthCredentials } from './auth-credentials.js';
+import { ChangeInbox, type WaitOptions } from './change-inbox.js';
+import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions } from './client-options.js';
+import { Connection } from './connection.js';
+import { nodePlatform } from './node-platform.js';
+import type { ClientPlatform } from './platform.js';
+import { RemoteFileAccessor, type RemoteContext } from './remote-accessor.js';
+
+/** A service file this client opened, and its feed into the client's change queue while monitoring. */
+interface OpenFile {
+  readonly vf: VirtualVariableFile;
+  readonly accessor: FileAccessor;
+  stopWatch: (() => void) | undefined;
+}
+
+const noop = (): void => {};
+
+/**
+ * A connection to a Commy server, authenticated to one or more tenants. Its service files are local
+ * (the server's file mapped into this process, when on the same machine) or remote (a buffer synced over
+ * the WebSocket); the application sees the same VirtualVariableFile either way.
+ */
+export class Client {
+  readonly url: string;
+  private readonly options: ResolvedClientOptions;
+  private conn: Connection | undefined;
+  private remote: RemoteContext | undefined;
+  private connecting: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private stateValue: ClientState = 'connecting';
+  private serverHostId: string | undefined;
+  private readonly files = new Set<OpenFile>();
+  private readonly routes = new Map<number, RemoteFileAccessor>();
+  private readonly inbox = new ChangeInbox();
+  private monitoring = false;
+  private readonly forward = (event: FileChangeEvent): void => this.inbox.push(event);
+
+  /** `platform` is for other runtimes (the browser build); Node needs nothing. */
+  constructor(url: string, options: ClientOptions = {}, private readonly platform: ClientPlatform = nodePlatform) {
+    this.url = checkUrl(url);
+    this.options = resolveClientOptions(options);
+  }
+
+  /** new Client, connect, authenticate, initFileWatcher, startFileMonitoring; on failure nothing is left open. */
+  static async initialize(url: string, tenant: string, credentials: AuthCredentials, options?: ClientOptions): Promise<Client> {
+    const client = new Client(url, options);
+    try {
+      await client.connect();
+      await client.authenticate(tenant, credentials);
+      await client.initFileWatcher();
+      await client.startFileMonitoring();
+    } catch (err) {
+      await client.close();
+      throw err;
+    }
+    return client;
+  }
+
+  /** 'connecting' until connect() succeeds, 'open', then 'closed' after close() or a lost connection. */
+  get state(): ClientState {
+    return this.stateValue;
+  }
+
+  /** Opens the WebSocket (NOT_CONNECTED or TIMEOUT when it cannot). */
+  connect(): Promise<void> {
+    if (this.closing !== undefined) return Promise.reject(this.closedError());
+    this.connecting ??= this.open().catch((err: unknown) => {
+      this.stateValue = 'closed';
+      throw err;
+    });
+    return this.connecting;
+  }
+
+  private async open(): Promise<void> {
+    const o = this.options;
+    const conn = await Connection.open(this.url, this.platform.openTransport, {
+      requestTimeoutMs: o.requestTimeoutMs,
+      maxFrameBytes: o.maxFrameBytes,
+      maxIncomingBytes: o.maxIncomingBytes,
+      ...(o.tls !== undefined ? { tls: o.tls } : {}),
+      onPush: (m) => this.onPush(m),
+      onClosed: (reason) => this.onConnectionLost(reason),
+      onError: o.onError,
+    });
+    this.conn = conn;
+    this.remote = {
+      conn,
+      maxFrameBytes: o.maxFrameBytes,
+      diff: this.platform.diff,
+      onError: o.onError,
+      route: (sid, accessor) => (accessor !== undefined ? this.routes.set(sid, accessor) : this.routes.delete(sid)),
+    };
+    this.stateValue = 'open';
+  }
+
+  /** Authenticates this connection to a tenant (once per tenant; a connection may hold several). */
+  async authenticate(tenant: string, credentials: AuthCredentials): Promise<void> {
+    assertValidName(tenant, 'tenant name');
+    const credential = credentialOf(credentials);
+    const reply = await this.connection().request(
+      'Authenticate',
+      { tenant, method: credentials.method, credential, protocol: PROTOCOL_VERSION },
+      'Authenticated',
+    );
+    this.serverHostId = reply.hostId;
+  }
+
+  /** Prepares the change queue; startFileMonitoring() starts filling it. */
+  async initFileWatcher(): Promise<void> {
+    this.assertUsable();
+  }
+
+  /** From now on, every change to any service file of this client is queued for waitForFileChange(). */
+  async startFileMonitoring(): Promise<void> {
+    this.assertUsable();
+    this.monitoring = true;
+    for (const file of this.liveFiles()) file.stopWatch ??= file.accessor.watch(this.forward);
+  }
+
+  /** Stops queueing changes; events already queued stay available to tryGetFileChange(). */
+  async stopFileMonitoring(): Promise<void> {
+    this.monitoring = false;
+    for (const file of this.files) {
+      file.stopWatch?.();
+      file.stopWatch = undefined;
+    }
+  }
+
+  /**
+   * The service's variables, local when the server's file can be mapped here (see ClientOptions.mode),
+   * remote otherwise. Creates the service if it does not exist and the key has the admin right.
+   */
+  async getVirtualServiceFile(tenant: string, service: string): Promise<VirtualVariableFile> {
+    assertValidName(tenant, 'tenant name');
+    assertValidName(service, 'service name');
+    const conn = this.connection();
+    const accessor = await this.openAccessor(conn, tenant, service);
+    if (this.closing !== undefined) {
+      await accessor.close();
+      throw this.closedError();
+    }
+    const vf = new VirtualVariableFile(accessor);
+    const file: OpenFile = { vf, accessor, stopWatch: undefined };
+    this.liveFiles();
+    this.files.add(file);
+    if (this.monitoring) file.stopWatch = accessor.watch(this.forward);
+    return vf;
+  }
+
+  private async openAccessor(conn: Connection, tenant: string, service: string): Promise<FileAccessor> {
+    const mode = this.options.mode;
+    if (mode !== 'remote') {
+      const attach = this.platform.attachLocal;
+      if (attach === undefined) {
+        if (mode === 'local') throw new CommyError(ErrorCode.FILE_NOT_FOUND, 'local mode is not available on this platform');
+      } else {
+        try {
+          return await attach({ conn, tenant, service, serverHostId: this.serverHostId });
+        } catch (err) {
+          if (mode === 'local') throw err;
+          // 'auto': any reason not to map (another machine, a read-only key, another container) means remote.
+        }
+      }
+    }
+    return RemoteFileAccessor.subscribe(this.remote!, tenant, service);
+  }
+
+  /** The next change to any of this client's service files; null after `timeoutMs` without one. */
+  waitForFileChange(options: WaitOptions = {}): Promise<FileChangeEvent | null> {
+    if (this.closing === undefined && this.stateValue !== 'closed' && !this.monitoring) {
+      return Promise.reject(new CommyError(ErrorCode.NOT_CONNECTED, 'file monitoring is not running: call startFileMonitoring() first'));
+    }
+    return this.inbox.take(options);
+  }
+
+  /** The next queued change, or null; never waits. */
+  tryGetFileChange(): FileChangeEvent | null {
+    return this.inbox.poll();
+  }
+
+  /** The old API: one variable's bytes, read by the server (a round trip each time). */
+  async readVariable(tenant: string, service: string, name: string): Promise<Uint8Array> {
+    checkNames(tenant, service, name);
+    const reply = await this.connection().request('ReadVariable', { tenant, service, name }, 'VariableValue');
+    return new Uint8Array(reply.value); // a plain copy, not a view of the received frame
+  }
+
+  /** The old API: one variable written by the server; resolves once applied and visible to every client. */
+  async writeVariable(tenant: string, service: string, name: string, bytes: Uint8Array): Promise<void> {
+    checkNames(tenant, service, name);
+    if (!(bytes instanceof Uint8Array)) throw new CommyError(ErrorCode.TYPE_MISMATCH, 'writeVariable takes a Uint8Array');
+    await this.connection().request('WriteVariable', { tenant, service, name, value: bytes }, 'VariableChangesAcknowledged');
+  }
+
+  /** Flushes and closes every service file of this client, then the connection. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    await this.connecting?.catch(noop);
+    await this.stopFileMonitoring();
+    const files = [...this.files];
+    this.files.clear();
+    await Promise.allSettled(files.map((f) => f.vf.close()));
+    this.inbox.close(this.closedError());
+    this.stateValue = 'closed';
+    await this.conn?.close();
+  }
+
+  private onPush(message: Message): void {
+    if (message.type === 'SyncBatch') this.routes.get(message.body.sid)?.onBatch(message.body);
+    // VariablesUpdated (the seed's broadcast) carries names only; SyncBatch already brings the values.
+  }
+
+  /**
+   * The server went away: remote service files stop (NOT_CONNECTED), waits end. Local service files are
+   * the server's files mapped here and keep working until close(). Reconnection comes in a later version.
+   */
+  private onConnectionLost(reason: CommyError): void {
+    this.stateValue = 'closed';
+    for (const accessor of [...this.routes.values()]) accessor.detach(reason);
+    this.routes.clear();
+    this.inbox.close(reason);
+    if (this.closing === undefined) this.options.onError(reason);
+  }
+
+  private connection(): Connection {
+    this.assertUsable();
+    const conn = this.conn;
+    if (conn === undefined || !conn.isOpen) throw new CommyError(ErrorCode.NOT_CONNECTED, `not connected to ${this.url}: call connect() first`);
+    return conn;
+  }
+
+  private assertUsable(): void {
+    if (this.closing !== undefined) throw this.closedError();
+  }
+
+  private closedError(): CommyError {
+    return new CommyError(ErrorCode.NOT_CONNECTED, 'the client is closed');
+  }
+
+  /** The open files, forgetting those the application closed itself. */
+  private liveFiles(): Set<OpenFile> {
+    for (const file of this.files) {
+      if (file.accessor.closed) {
+        file.stopWatch?.();
+        this.files.delete(file);
+      }
+    }
+    return this.files;
+  }
+}
+
+function checkUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new CommyError(ErrorCode.TYPE_MISMATCH, `not a URL: ${JSON.stringify(url)}`);
+  }
+  if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
+    throw new CommyError(ErrorCode.TYPE_MISMATCH, `a Commy server URL is ws:// or wss://, not ${parsed.protocol}`);
+  }
+  return url;
+}
+
+function checkNames(tenant: string, service: string, name: string): void {
+  assertValidName(tenant, 'tenant name');
+  assertValidName(service, 'service name');
+  assertValidName(name, 'variable name');
+}

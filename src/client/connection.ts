@@ -1,0 +1,213 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { decodeFrame, encodeFrame, requestIdOf } from '../protocol/frame-codec.js';
+import type { Message, MessageBodies, MessageTypeName } from '../protocol/messages.js';
+import type { Transport, TransportFactory, TransportOptions } from './transport.js';
+
+export type ConnectionState = 'connecting' | 'open' | 'closed';
+
+/** Called synchronously when the reply is decoded, before any later frame: replies and pushes never reorder. */
+export interface ReplyHandlers<R> {
+  reply(body: R): void;
+  fail(err: CommyError): void;
+}
+
+export interface ConnectionOptions {
+  requestTimeoutMs: number;
+  /** Outgoing frames past this are refused with MESSAGE_TOO_LARGE, never sent. */
+  maxFrameBytes: number;
+  /** Incoming limit: a snapshot carries a whole service, so it is larger than the outgoing one. */
+  maxIncomingBytes: number;
+  tls?: TransportOptions['tls'];
+  /** Frames with request id 0 (SyncBatch, VariablesUpdated). */
+  onPush(message: Message): void;
+  /** The connection is gone (after open); `reason` is a NOT_CONNECTED error. Not called after close(). */
+  onClosed(reason: CommyError): void;
+  /** Connection-level problems that answer no request: Error frames with id 0, undecodable frames. */
+  onError(err: CommyError): void;
+}
+
+interface Pending {
+  expect: MessageTypeName;
+  reply(body: unknown): void;
+  fail(err: CommyError): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const MAX_REQUEST_ID = 0x7fffffff;
+
+/**
+ * One WebSocket to the server: request ids, the requests waiting for their replies (each with a timeout),
+ * frame decoding, and dispatch of server pushes. Knows the wire, not what the messages mean.
+ */
+export class Connection {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private transport: Transport | undefined;
+  private stateValue: ConnectionState = 'connecting';
+
+  private constructor(
+    readonly url: string,
+    private readonly options: ConnectionOptions,
+  ) {}
+
+  static async open(url: string, factory: TransportFactory, options: ConnectionOptions): Promise<Connection> {
+    const conn = new Connection(url, options);
+    try {
+      conn.transport = await factory(
+        url,
+        { frame: (data) => conn.receive(data), closed: (code, reason) => conn.lost(code, reason) },
+        { maxIncomingBytes: options.maxIncomingBytes, timeoutMs: options.requestTimeoutMs, ...(options.tls ? { tls: options.tls } : {}) },
+      );
+    } catch (err) {
+      conn.stateValue = 'closed';
+      throw err;
+    }
+    conn.stateValue = 'open';
+    return conn;
+  }
+
+  get state(): ConnectionState {
+    return this.stateValue;
+  }
+
+  get isOpen(): boolean {
+    return this.stateValue === 'open';
+  }
+
+  /**
+   * Sends a request; exactly one of the handlers runs, once: on the `expect` reply, on an Error reply (as
+   * CommyError with the server's code), on TIMEOUT, on NOT_CONNECTED, or at once when the frame cannot go.
+   */
+  call<K extends MessageTypeName, R extends MessageTypeName>(type: K, body: MessageBodies[K], expect: R, handlers: ReplyHandlers<MessageBodies[R]>): void {
+    const transport = this.transport;
+    if (this.stateValue !== 'open' || transport === undefined || !transport.isOpen) {
+      handlers.fail(new CommyError(ErrorCode.NOT_CONNECTED, `not connected to ${this.url}`));
+      return;
+    }
+    const id = this.allocateId();
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame(type, id, body);
+    } catch (cause) {
+      handlers.fail(new CommyError(ErrorCode.INVALID_MESSAGE, `cannot encode ${type}: ${(cause as Error).message}`, { cause }));
+      return;
+    }
+    if (frame.length > this.options.maxFrameBytes) {
+      handlers.fail(new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a ${frame.length}-byte ${type} exceeds the ${this.options.maxFrameBytes}-byte frame limit`));
+      return;
+    }
+    const timer = setTimeout(() => this.expire(id, type), this.options.requestTimeoutMs);
+    this.pending.set(id, { expect, reply: handlers.reply as (body: unknown) => void, fail: handlers.fail, timer });
+    transport.send(frame);
+  }
+
+  /** `call` as a promise. */
+  request<K extends MessageTypeName, R extends MessageTypeName>(type: K, body: MessageBodies[K], expect: R): Promise<MessageBodies[R]> {
+    return new Promise((resolve, reject) => this.call(type, body, expect, { reply: resolve, fail: reject }));
+  }
+
+  /** Closes the socket; every request still waiting rejects with NOT_CONNECTED. */
+  async close(): Promise<void> {
+    if (this.stateValue === 'closed') return;
+    this.stateValue = 'closed';
+    this.failAll(new CommyError(ErrorCode.NOT_CONNECTED, 'the client was closed'));
+    await this.transport?.close(1000, 'client closed');
+  }
+
+  private allocateId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = id >= MAX_REQUEST_ID ? 1 : id + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private take(id: number): Pending | undefined {
+    const p = this.pending.get(id);
+    if (p === undefined) return undefined;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  private expire(id: number, type: MessageTypeName): void {
+    const p = this.pending.get(id);
+    if (p === undefined) return;
+    this.pending.delete(id);
+    // A late reply finds no pending request and is dropped.
+    try {
+      p.fail(new CommyError(ErrorCode.TIMEOUT, `${type} got no reply within ${this.options.requestTimeoutMs} ms`));
+    } catch (err) {
+      this.handlerFailed(err);
+    }
+  }
+
+  private receive(data: Uint8Array): void {
+    try {
+      this.dispatch(data);
+    } catch (err) {
+      this.handlerFailed(err);
+    }
+  }
+
+  private dispatch(data: Uint8Array): void {
+    let msg: Message;
+    try {
+      msg = decodeFrame(data, this.options.maxIncomingBytes);
+    } catch (err) {
+      const error = err instanceof CommyError ? err : new CommyError(ErrorCode.INVALID_MESSAGE, String(err), { cause: err });
+      const p = this.take(requestIdOf(err));
+      if (p !== undefined) p.fail(error);
+      else this.options.onError(error);
+      return;
+    }
+    if (msg.id === 0) {
+      if (msg.type === 'Error') this.options.onError(serverError(msg.body));
+      else this.options.onPush(msg);
+      return;
+    }
+    const p = this.take(msg.id);
+    if (p === undefined) return;
+    if (msg.type === 'Error') p.fail(serverError(msg.body));
+    else if (msg.type !== p.expect) p.fail(new CommyError(ErrorCode.INVALID_MESSAGE, `expected ${p.expect}, got ${msg.type}`));
+    else p.reply(msg.body);
+  }
+
+  private lost(code: number, reason: string): void {
+    if (this.stateValue === 'closed') return;
+    this.stateValue = 'closed';
+    const err = new CommyError(ErrorCode.NOT_CONNECTED, `connection to ${this.url} lost (${code}${reason ? `: ${reason}` : ''})`);
+    this.failAll(err);
+    try {
+      this.options.onClosed(err);
+    } catch (e) {
+      this.handlerFailed(e);
+    }
+  }
+
+  private failAll(err: CommyError): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) {
+      clearTimeout(p.timer);
+      try {
+        p.fail(err);
+      } catch (e) {
+        this.handlerFailed(e);
+      }
+    }
+  }
+
+  /** A throwing handler is a bug in the client; it must not stop the frames after it. */
+  private handlerFailed(err: unknown): void {
+    try {
+      this.options.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `client handler failed: ${String(err)}`, { cause: err }));
+    } catch {
+      /* the error sink itself failed: nothing left to tell */
+    }
+  }
+}
+
+function serverError(body: MessageBodies['Error']): CommyError {
+  return new CommyError(body.errorCode as ErrorCode, body.message);
+}
