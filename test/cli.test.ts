@@ -1,0 +1,62 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
+import { startChild } from './helpers/child.js';
+import { tempDir } from './helpers/temp.js';
+
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+/** Runs `commy serve` on embedded defaults (but port 0) and reads the key and URL it prints. */
+async function serve(t: Parameters<typeof tempDir>[0]): Promise<{ url: string; key: string; exited: Promise<number | null>; stop: () => void }> {
+  const cwd = tempDir(t, 'commy-serve-');
+  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  t.after(() => proc.kill('SIGKILL'));
+  let key = '';
+  let url = '';
+  for await (const line of createInterface({ input: proc.stdout! })) {
+    key ||= /API key: (\S+)/.exec(line)?.[1] ?? '';
+    url ||= /listening on (\S+)/.exec(line)?.[1] ?? '';
+    if (key !== '' && url !== '') break;
+  }
+  assert.match(key, /^dev:/);
+  assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+  return { url, key, exited, stop: () => proc.kill('SIGTERM') };
+}
+
+test('commy serve on embedded defaults: a local and a remote process share a variable with the printed key', { timeout: 120_000 }, async (t) => {
+  const server = await serve(t);
+  const local = await Client.initialize(server.url, 'dev', AuthCredentials.apiKey(server.key));
+  const vf = await local.getVirtualServiceFile('dev', 'demo');
+  assert.equal(vf.mode, 'local', 'same machine: the server file is mapped');
+  assert.ok(vf.filePath!.endsWith(join('commy-data', 'tenants', 'dev', 'demo.mem')), vf.filePath);
+  await vf.registerVariable(new VariableMetadata('counter', -1, 8, VariableType.U64));
+
+  const remote = startChild('remote-client', [server.url, 'remote', 'demo', 'dev', server.key], t);
+  assert.equal((await remote.next<{ mode: string }>('ready')).mode, 'remote');
+
+  vf.set('counter', 41n); // local → remote
+  remote.send({ type: 'wait', name: 'counter', value: '41' });
+  await remote.next('seen');
+
+  remote.send({ type: 'set', name: 'counter', value: '42' }); // remote → local
+  await remote.next('set-done');
+  while (vf.get('counter') !== 42n) await local.waitForFileChange({ timeoutMs: 1000 });
+
+  remote.send({ type: 'quit' });
+  await remote.exited;
+  await local.close();
+  server.stop();
+  assert.equal(await server.exited, 0, 'SIGTERM closes the server cleanly');
+});
+
+test('commy serve: a wrong key is refused', { timeout: 60_000 }, async (t) => {
+  const server = await serve(t);
+  await assert.rejects(Client.initialize(server.url, 'dev', AuthCredentials.apiKey('dev:wrong')), { code: 'AUTH_FAILED' });
+  server.stop();
+  await server.exited;
+});
