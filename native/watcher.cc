@@ -69,6 +69,18 @@ void CleanupHook(void* arg) {
   core->Close();
 }
 
+// A watcher with its own bit sets that bit in the `waiters` word (a mask of
+// parked watchers, so writers can tell "only my own process is waiting" and
+// skip the wake); one without (bitset = all) counts itself in it instead.
+void Announce(WatchCore* c, bool parked) {
+  if (c->bitset != kAllBits) {
+    if (parked) __atomic_fetch_or(c->waiters, static_cast<int32_t>(c->bitset), __ATOMIC_SEQ_CST);
+    else __atomic_fetch_and(c->waiters, ~static_cast<int32_t>(c->bitset), __ATOMIC_SEQ_CST);
+  } else {
+    __atomic_fetch_add(c->waiters, parked ? 1 : -1, __ATOMIC_SEQ_CST);
+  }
+}
+
 void* ThreadMain(void* arg) {
   WatchCore* c = static_cast<WatchCore*>(arg);
   int32_t last = c->initial;
@@ -76,13 +88,13 @@ void* ThreadMain(void* arg) {
     // Announce ourselves before re-reading the word: a writer bumps the word
     // and then reads `waiters`, so either it sees us and wakes the futex, or
     // we see its bump here and do not sleep.
-    __atomic_fetch_add(c->waiters, 1, __ATOMIC_SEQ_CST);
+    Announce(c, true);
     int32_t cur = __atomic_load_n(c->word, __ATOMIC_SEQ_CST);
     if (cur == last && !c->stop.load()) {
       // The timeout is only a safety net against a missed wake.
       FutexWait(c->word, last, c->timeout_ms, c->bitset);
     }
-    __atomic_fetch_sub(c->waiters, 1, __ATOMIC_SEQ_CST);
+    Announce(c, false);
     cur = __atomic_load_n(c->word, __ATOMIC_SEQ_CST);
     if (cur != last) {
       last = cur;

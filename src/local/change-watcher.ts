@@ -52,7 +52,7 @@ export class ChangeWatcher {
     this.watcher = undefined;
     this.listeners.clear();
     this.file.localChange = undefined;
-    this.file.wakeMask = ALL_WATCH_BITS;
+    this.file.ownWatchBit = 0;
     if (this.slot >= 0 && !this.file.closed) Atomics.compareExchange(this.file.i32, (H.WATCH_SLOTS >> 2) + this.slot, OWN_PID, 0);
     this.slot = -1;
   }
@@ -61,11 +61,12 @@ export class ChangeWatcher {
     // Everything before now is not a change to report.
     this.seen = this.file.list().map((e) => this.file.entryVersion(e));
     this.slot = this.claimSlot();
-    const bit = this.slot >= 0 ? 1 << this.slot : ALL_WATCH_BITS;
-    this.watcher = native.watch(this.file.buffer, H.VERSION, H.WAITERS, WATCH_TIMEOUT_MS, () => this.scan(), bit >>> 0);
+    const bit = this.slot >= 0 ? (1 << this.slot) >>> 0 : ALL_WATCH_BITS;
+    const waitersWord = this.slot >= 0 ? H.PARKED : H.WAITERS;
+    this.watcher = native.watch(this.file.buffer, H.VERSION, waitersWord, WATCH_TIMEOUT_MS, () => this.scan(), bit);
     if (this.keepAlive > 0) this.watcher.ref();
     this.file.localChange = () => this.scan();
-    if (this.slot >= 0) this.file.wakeMask = ~bit >>> 0;
+    if (this.slot >= 0) this.file.ownWatchBit = bit | 0;
   }
 
   /**
@@ -78,7 +79,11 @@ export class ChangeWatcher {
     for (let i = 0; i < WATCH_SLOT_COUNT; i++) {
       const owner = Atomics.load(i32, base + i);
       if (owner === 0 && Atomics.compareExchange(i32, base + i, 0, OWN_PID) === 0) return i;
-      if (owner !== 0 && owner !== OWN_PID && !pidAlive(owner) && Atomics.compareExchange(i32, base + i, owner, OWN_PID) === owner) return i;
+      if (owner !== 0 && owner !== OWN_PID && !pidAlive(owner) && Atomics.compareExchange(i32, base + i, owner, OWN_PID) === owner) {
+        // A watcher killed while asleep left its bit parked: clear it, or every writer would wake nobody forever.
+        Atomics.and(i32, H.PARKED >> 2, ~(1 << i));
+        return i;
+      }
     }
     return -1;
   }

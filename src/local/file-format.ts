@@ -38,12 +38,13 @@ export const H = {
   CREATED_MS: 56, // u64
   // Hot words, written concurrently by every process: atomics only.
   VERSION: 64, // u64 service version; its low 32 bits are the futex word watchers sleep on
-  WAITERS: 72, // i32 number of watcher threads (any process) sleeping on VERSION
+  WAITERS: 72, // i32 number of watchers without a watcher bit asleep on VERSION
   VAR_COUNT: 76, // u32 published directory entries
   LAYOUT_GEN: 80, // u32 bumped whenever the directory or the file size changes
   REG_LOCK: 84, // i32 pid holding the registration lock, 0 when free
   DATA_END: 88, // u64 allocation high-water mark, relative to dataStart
   DATA_CAPACITY: 96, // u64 bytes of data region the file currently holds
+  PARKED: 104, // i32 bit mask: watchers (by watcher bit) asleep on VERSION
   TENANT_LEN: 128, // u8
   SERVICE_LEN: 129, // u8
   TENANT: 192, // 64 bytes

@@ -14,7 +14,6 @@ import {
   E,
   ENTRY_LIVE,
   FLAG_TORN,
-  ALL_WATCH_BITS,
   H,
   HEADER_SIZE,
   INITIAL_DATA_CAPACITY,
@@ -90,11 +89,12 @@ export class ServiceFile {
    * end of the turn, and `wakeMask` leaves its thread out of the futex wake (no self wake-up).
    */
   localChange: (() => void) | undefined;
-  wakeMask = ALL_WATCH_BITS;
+  /** This process's watcher bit (0 without one): its own thread never needs waking by its own writes. */
+  ownWatchBit = 0;
   private readonly wake = (): void => {
     this.wakePending = false;
     if (this.closedFlag) return;
-    if (Atomics.load(this.i32, I32(H.WAITERS)) !== 0) native.futexWake(this.buffer, H.VERSION, 0x7fffffff, this.wakeMask);
+    if (this.othersWaiting()) native.futexWake(this.buffer, H.VERSION, 0x7fffffff, ~this.ownWatchBit >>> 0);
     this.localChange?.();
   };
 
@@ -159,8 +159,9 @@ export class ServiceFile {
     return Number(Atomics.load(this.b64, I64(H.DATA_END)));
   }
 
-  get waiters(): number {
-    return Atomics.load(this.i32, I32(H.WAITERS));
+  /** Is a watcher of another process (or another mapping in this one) asleep on the version word? */
+  othersWaiting(): boolean {
+    return Atomics.load(this.i32, I32(H.WAITERS)) !== 0 || (Atomics.load(this.i32, I32(H.PARKED)) & ~this.ownWatchBit) !== 0;
   }
 
   /** Picks up entries other processes have published since the last look. */
@@ -436,7 +437,7 @@ export class ServiceFile {
     if (i32[entry.flagsIdx] !== 0) Atomics.and(i32, entry.flagsIdx, ~FLAG_TORN);
     Atomics.store(i32, entry.seqIdx, oddSeq + 1);
     Atomics.store(i32, entry.lockIdx, 0);
-    if (this.localChange !== undefined || Atomics.load(i32, I32(H.WAITERS)) !== 0) this.notifyWatchers();
+    if (this.localChange !== undefined || this.othersWaiting()) this.notifyWatchers();
     return version;
   }
 

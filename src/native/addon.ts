@@ -21,6 +21,10 @@ export interface NativeAddon {
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number, bitset?: number): number;
   /** Wakes waiters whose bitset shares a bit with `bitset` (default: all). */
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number, bitset?: number): number;
+  /**
+   * A thread sleeping on `wordOffset` until it changes. With a single-bit `bitset` the thread marks itself in
+   * the word at `waitersOffset` as a bit mask (OR while parked); with all bits, it counts itself there.
+   */
   watch(buffer: ArrayBuffer, wordOffset: number, waitersOffset: number, timeoutMs: number, callback: () => void, bitset?: number): NativeWatcher;
   /** Flat [start, end) pairs of the byte runs that differ. */
   diff(a: Uint8Array, b: Uint8Array, impl?: DiffImpl): Uint32Array;
