@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <string>
 
 #include "common.h"
 #include "mapping.h"
@@ -24,19 +25,30 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
 }
 
+// The shared preamble of futexWait/futexWake: (buffer, byteOffset, number, ...).
+// Returns the word's address and the third argument, or nullptr after
+// throwing.
+int32_t* WordAndNumber(const Napi::CallbackInfo& info, const char* name,
+                       double* number) {
+  Mapping* m = GetMapping(info, 0);
+  if (m == nullptr) return nullptr;
+  size_t off;
+  if (!GetWordOffset(info, 1, "byteOffset", m, &off)) return nullptr;
+  if (!info[2].IsNumber()) {
+    ThrowType(info.Env(), "ERR_INVALID_ARG_TYPE",
+              std::string("The \"") + name + "\" argument must be a number");
+    return nullptr;
+  }
+  *number = info[2].As<Napi::Number>().DoubleValue();
+  return reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off);
+}
+
 Napi::Value JsFutexWait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Mapping* m = GetMapping(info, 0);
-  if (m == nullptr) return Napi::Value();
-  size_t off;
-  if (!GetWordOffset(info, 1, "byteOffset", m, &off)) return Napi::Value();
-  if (!info[2].IsNumber()) {
-    ThrowType(env, "ERR_INVALID_ARG_TYPE",
-              "The \"expected\" argument must be a number");
-    return Napi::Value();
-  }
+  double e;
+  int32_t* word = WordAndNumber(info, "expected", &e);
+  if (word == nullptr) return Napi::Value();
   // Accept both Int32Array and Uint32Array views of the word.
-  double e = info[2].As<Napi::Number>().DoubleValue();
   if (!(e >= -2147483648.0 && e <= 4294967295.0) || e != static_cast<int64_t>(e)) {
     ThrowRange(env, "ERR_OUT_OF_RANGE",
                "The \"expected\" argument must be an int32 or uint32 integer");
@@ -46,12 +58,9 @@ Napi::Value JsFutexWait(const Napi::CallbackInfo& info) {
       static_cast<int32_t>(static_cast<uint32_t>(static_cast<int64_t>(e)));
   double timeout;
   if (!GetTimeout(info, 3, "timeoutMs", &timeout)) return Napi::Value();
-
   uint32_t bitset;
   if (!GetBitset(info, 4, &bitset)) return Napi::Value();
-  int r = FutexWait(
-      reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), expected,
-      timeout, bitset);
+  int r = FutexWait(word, expected, timeout, bitset);
   if (r < 0) {
     ThrowErrno(env, "ERR_COMMY_FUTEX", "futex", -r);
     return Napi::Value();
@@ -61,28 +70,18 @@ Napi::Value JsFutexWait(const Napi::CallbackInfo& info) {
 
 Napi::Value JsFutexWake(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Mapping* m = GetMapping(info, 0);
-  if (m == nullptr) return Napi::Value();
-  size_t off;
-  if (!GetWordOffset(info, 1, "byteOffset", m, &off)) return Napi::Value();
-  if (!info[2].IsNumber()) {
-    ThrowType(env, "ERR_INVALID_ARG_TYPE",
-              "The \"count\" argument must be a number");
-    return Napi::Value();
-  }
+  double c;
+  int32_t* word = WordAndNumber(info, "count", &c);
+  if (word == nullptr) return Napi::Value();
   // Infinity (like Atomics.notify) or anything huge means "everyone".
-  double c = info[2].As<Napi::Number>().DoubleValue();
   if (!(c >= 0)) {
-    ThrowRange(env, "ERR_OUT_OF_RANGE",
-               "The \"count\" argument must be >= 0");
+    ThrowRange(env, "ERR_OUT_OF_RANGE", "The \"count\" argument must be >= 0");
     return Napi::Value();
   }
   const int count = c >= INT_MAX ? INT_MAX : static_cast<int>(c);
   uint32_t bitset;
   if (!GetBitset(info, 3, &bitset)) return Napi::Value();
-  long r = FutexWake(
-      reinterpret_cast<int32_t*>(static_cast<char*>(m->addr) + off), count,
-      bitset);
+  long r = FutexWake(word, count, bitset);
   if (r < 0) {
     ThrowErrno(env, "ERR_COMMY_FUTEX", "futex", static_cast<int>(-r));
     return Napi::Value();
