@@ -150,3 +150,22 @@ test('a variable registered in another process shows up as a change', { timeout:
   assert.equal(vf.get('v2'), 7n);
   await events.return!();
 });
+
+test('a directory corrupted by another writer: the watching process warns and lives on', { timeout: 60_000 }, async (t) => {
+  const [path, vf] = await serviceWith(t, [['x', 8, VariableType.U64]]);
+  const other = await VirtualVariableFile.open(path);
+  t.after(() => other.close());
+  const events = vf.changes();
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  const { openSync, writeSync, closeSync } = await import('node:fs');
+  const { H } = await import('../src/local/file-format.js');
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.from([0xff, 0xff, 0xff, 0x7f]), 0, 4, H.VAR_COUNT); // varCount far past the directory
+  closeSync(fd);
+  other.set('x', 1n); // wakes vf's watcher, whose scan now finds the corrupt directory
+  const warning = await warned;
+  assert.equal((warning as Error & { code?: string }).code, 'INVALID_FILE', 'the warning is the CommyError itself');
+  assert.match(warning.message, /corrupt/);
+  assert.throws(() => vf.variables(), { code: 'INVALID_FILE' }, 'the corruption is reported to callers too');
+  await events.return!();
+});

@@ -30,6 +30,8 @@ export class ChangeWatcher {
   /** Adds a listener; the first one starts the native thread. */
   add(listener: Listener): void {
     this.file.assertOpen();
+    // The thread and the slot claim store into the header: on a PROT_READ mapping that would be SIGSEGV.
+    this.file.assertWritable();
     if (this.watcher === undefined) this.start();
     this.listeners.add(listener);
   }
@@ -63,9 +65,9 @@ export class ChangeWatcher {
     this.slot = this.claimSlot();
     const bit = this.slot >= 0 ? (1 << this.slot) >>> 0 : ALL_WATCH_BITS;
     const waitersWord = this.slot >= 0 ? H.PARKED : H.WAITERS;
-    this.watcher = native.watch(this.file.buffer, H.VERSION, waitersWord, WATCH_TIMEOUT_MS, () => this.scan(), bit);
+    this.watcher = native.watch(this.file.buffer, H.VERSION, waitersWord, WATCH_TIMEOUT_MS, () => this.safeScan(), bit);
     if (this.keepAlive > 0) this.watcher.ref();
-    this.file.localChange = () => this.scan();
+    this.file.localChange = () => this.safeScan();
     if (this.slot >= 0) this.file.ownWatchBit = bit | 0;
   }
 
@@ -88,10 +90,31 @@ export class ChangeWatcher {
     return -1;
   }
 
-  /** Compares every entry's version with the last one seen, and emits one event for the differences. */
-  private scan(): void {
+  /**
+   * Another process can write anything into a shared file, a corrupt directory included: that must not
+   * throw out of a native callback (which would end this process). It is reported, and watching goes on.
+   */
+  private safeScan(): void {
+    let event: FileChangeEvent | undefined;
+    try {
+      event = this.scan();
+    } catch (err) {
+      warn(err);
+    }
+    if (event === undefined) return;
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        warn(err); // one failing listener must not starve the others
+      }
+    }
+  }
+
+  /** Compares every entry's version with the last one seen: one event for the differences, if any. */
+  private scan(): FileChangeEvent | undefined {
     const file = this.file;
-    if (file.closed || this.watcher === undefined) return;
+    if (file.closed || this.watcher === undefined) return undefined;
     const entries = file.list();
     const changed: string[] = [];
     const ranges: [number, number][] = [];
@@ -112,12 +135,17 @@ export class ChangeWatcher {
       this.rescanQueued = true;
       setImmediate(() => {
         this.rescanQueued = false;
-        this.scan();
+        this.safeScan();
       });
     }
-    if (changed.length === 0) return;
+    if (changed.length === 0) return undefined;
     ranges.sort((a, b) => a[0] - b[0]);
-    const event: FileChangeEvent = { filePath: file.path, serviceId: this.serviceId, changedVariables: changed, byteRanges: ranges, version: top };
-    for (const listener of this.listeners) listener(event);
+    return { filePath: file.path, serviceId: this.serviceId, changedVariables: changed, byteRanges: ranges, version: top };
   }
+}
+
+/** Reported as a process warning: the error itself (a CommyError keeps its code), or one wrapping it. */
+function warn(err: unknown): void {
+  if (err instanceof Error) process.emitWarning(err);
+  else process.emitWarning(String(err), { code: 'COMMY_WATCH' });
 }
