@@ -92,14 +92,19 @@ test("mode 'auto' maps the server's file on this machine; 'remote' syncs over th
   await until(() => rf.get('a') === 200n && rf.get('b') === 600n, 'the remote client to settle');
 });
 
-test("mode 'local' is local or fails; a read-only key is remote in 'auto' and refused in 'local'", async (t) => {
+test("mode 'local' is local or fails; a read-only key maps read-only in 'auto' and 'local', and is remote in 'remote'", async (t) => {
   const s = await startClientServer(t);
   const local = await s.connect({ mode: 'local' });
-  assert.equal((await local.getVirtualServiceFile('acme', 'ro')).mode, 'local');
+  const vf = await local.getVirtualServiceFile('acme', 'ro');
+  assert.equal(vf.mode, 'local');
   const viewerAuto = await s.connect({ mode: 'auto' }, VIEWER_KEY);
-  assert.equal((await viewerAuto.getVirtualServiceFile('acme', 'ro')).mode, 'remote');
+  const va = await viewerAuto.getVirtualServiceFile('acme', 'ro');
+  assert.equal(va.mode, 'local');
+  assert.equal(va.filePath, vf.filePath);
   const viewerLocal = await s.connect({ mode: 'local' }, VIEWER_KEY);
-  await assert.rejects(viewerLocal.getVirtualServiceFile('acme', 'ro'), { code: 'PERMISSION_DENIED' });
+  assert.equal((await viewerLocal.getVirtualServiceFile('acme', 'ro')).mode, 'local');
+  const viewerRemote = await s.connect({ mode: 'remote' }, VIEWER_KEY);
+  assert.equal((await viewerRemote.getVirtualServiceFile('acme', 'ro')).mode, 'remote');
   // Creating a service needs the admin right, whatever the mode.
   await assert.rejects(viewerAuto.getVirtualServiceFile('acme', 'brand-new'), { code: 'PERMISSION_DENIED' });
 });

@@ -39,6 +39,15 @@ test('every client request round-trips', () => {
   assert.ok(w.type === 'WriteVariable' && w.body.value instanceof Uint8Array && w.body.value[1] === 2);
 });
 
+test('notify subscriptions and their VariablesUpdated (with sid) round-trip', () => {
+  const sub = decodeFrame(encodeFrame('Subscription', 3, { tenant: 'acme', service: 's', notify: true }));
+  assert.ok(sub.type === 'Subscription' && sub.body.notify === true);
+  const upd = decodeFrame(encodeFrame('VariablesUpdated', 0, { serviceId: 'acme/s', version: 7, variables: ['x', 'y'], sid: 2 }));
+  assert.ok(upd.type === 'VariablesUpdated' && upd.body.sid === 2 && upd.body.variables.length === 2);
+  const plain = decodeFrame(encodeFrame('VariablesUpdated', 0, { serviceId: 'acme/s', version: 7, variables: [] }));
+  assert.ok(plain.type === 'VariablesUpdated' && plain.body.sid === undefined, 'sid is optional');
+});
+
 test('malformed frames: the right code, with the request id when it can be read', () => {
   const packr = new Packr({ useRecords: false });
   const cases: [unknown, string][] = [
@@ -46,6 +55,8 @@ test('malformed frames: the right code, with the request id when it can be read'
     [[MessageType.Authenticate, 1, { tenant: 5, method: 'apiKey', credential: 'x', protocol: 1 }], 'INVALID_MESSAGE'],
     [[MessageType.WriteVariable, 2, { tenant: 'a', service: 'b', name: 'c', value: 'text' }], 'INVALID_MESSAGE'],
     [[MessageType.ReportVariableChanges, 3, { sid: 1, changes: [[-1, new Uint8Array(1)]] }], 'INVALID_MESSAGE'],
+    [[MessageType.Subscription, 3, { tenant: 'a', service: 'b', notify: 'yes' }], 'INVALID_MESSAGE'],
+    [[MessageType.VariablesUpdated, 0, { serviceId: 'a/b', version: 1, variables: ['x'], sid: 0 }], 'INVALID_MESSAGE'],
     [[99, 4, {}], 'UNKNOWN_MESSAGE'],
     [[MessageType.Unsubscribe, 5, []], 'INVALID_MESSAGE'],
     [[MessageType.Unsubscribe, -5, { sid: 1 }], 'INVALID_MESSAGE'],

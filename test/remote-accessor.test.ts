@@ -170,9 +170,9 @@ test('a read-only key: typed writes fail at once, a raw write is refused by the 
   await vo.flush();
 
   const errors: CommyError[] = [];
-  const viewer = await s.connect({ mode: 'auto', onError: (e) => errors.push(e) }, VIEWER_KEY);
+  const viewer = await s.connect({ mode: 'remote', onError: (e) => errors.push(e) }, VIEWER_KEY);
   const vf = await viewer.getVirtualServiceFile('acme', 'ro');
-  assert.equal(vf.mode, 'remote', 'a read-only key uses remote mode in this version');
+  assert.equal(vf.mode, 'remote');
   assert.equal(vf.get('x'), 5n);
   assert.throws(() => vf.set('x', 6n), { code: 'PERMISSION_DENIED' });
   await assert.rejects(vf.writeVariable('x', new Uint8Array(8)), { code: 'PERMISSION_DENIED' });

@@ -144,6 +144,41 @@ test('snapshot, ReportVariableChanges → acknowledgement, SyncBatch to every su
   assert.equal(errorCode(await a.request('ReportVariableChanges', { sid: 999, changes: [] })), 'SERVICE_NOT_FOUND');
 });
 
+test('a notify subscription: definitions without data, then VariablesUpdated names instead of SyncBatch values', async (t) => {
+  const server = await startServer(t);
+  const ops = await connect(t, server.url, 'ops:s3cret');
+  const sa = body<{ sid: number }>(await ops.request('Subscription', { tenant: 'acme', service: 'names', create: true }));
+  await ops.request('RegisterVariable', { sid: sa.sid, name: 'n', offset: -1, size: 8, typeId: VariableType.U64 });
+  await ops.request('WriteVariable', { tenant: 'acme', service: 'names', name: 'n', value: new Uint8Array(8).fill(3) });
+
+  const viewer = await connect(t, server.url, 'viewer:view'); // read is all a notify subscription needs
+  const snap = body<{ sid: number; serviceId: string; variables: unknown[][]; data: Uint8Array; readOnly: boolean }>(
+    await viewer.request('Subscription', { tenant: 'acme', service: 'names', notify: true }),
+  );
+  assert.equal(snap.serviceId, 'acme/names');
+  assert.deepEqual(snap.variables.map((d) => d[1]), ['n']);
+  assert.equal(snap.data.length, 0, 'the values are read from the mapping, not sent');
+  assert.equal(snap.readOnly, true);
+
+  for (let i = 1; i <= 5; i++) await ops.request('WriteVariable', { tenant: 'acme', service: 'names', name: 'n', value: new Uint8Array(8).fill(i) });
+  await ops.request('RegisterVariable', { sid: sa.sid, name: 'later', offset: -1, size: 4, typeId: VariableType.U32 });
+  const ack = body<{ version: number }>(await ops.request('WriteVariable', { tenant: 'acme', service: 'names', name: 'later', value: new Uint8Array(4) }));
+  const seen = new Set<string>();
+  let lastVersion = 0;
+  while (!seen.has('later') || lastVersion < ack.version) {
+    const m = await viewer.push((p) => p.type === 'VariablesUpdated' || p.type === 'SyncBatch');
+    assert.equal(m.type, 'VariablesUpdated', 'a notify subscriber never gets values');
+    const u = body<{ sid: number; serviceId: string; version: number; variables: string[] }>(m);
+    assert.equal(u.sid, snap.sid);
+    assert.equal(u.serviceId, 'acme/names');
+    assert.ok(u.version >= lastVersion, 'versions never go back');
+    lastVersion = u.version;
+    for (const name of u.variables) seen.add(name);
+  }
+  assert.deepEqual([...seen].sort(), ['later', 'n']);
+  assert.equal(body<{ sid: number }>(await viewer.request('Unsubscribe', { sid: snap.sid })).sid, snap.sid);
+});
+
 test('unknown, malformed, text and oversize frames get an error; the connection stays usable', async (t) => {
   const server = await startServer(t, { limits: { maxFrameBytes: 4096 } });
   const c = await connect(t, server.url, 'ops:s3cret');

@@ -2,7 +2,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import type { FileAccessor } from '../core/file-accessor.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { assertValidName } from '../core/names.js';
-import { PROTOCOL_VERSION, type Message } from '../protocol/messages.js';
+import { PROTOCOL_VERSION, type Message, type VariablesUpdatedBody } from '../protocol/messages.js';
 import { VirtualVariableFile } from '../virtual-variable-file.js';
 import { credentialOf, type AuthCredentials } from './auth-credentials.js';
 import { ChangeInbox, type WaitOptions } from './change-inbox.js';
@@ -37,6 +37,8 @@ export class Client {
   private serverHostId: string | undefined;
   private readonly files = new Set<OpenFile>();
   private readonly routes = new Map<number, RemoteFileAccessor>();
+  /** Notify subscriptions of read-only local files: where their VariablesUpdated pushes go. */
+  private readonly notices = new Map<number, (body: VariablesUpdatedBody) => void>();
   private readonly inbox = new ChangeInbox();
   private monitoring = false;
   private readonly forward = (event: FileChangeEvent): void => this.inbox.push(event);
@@ -161,10 +163,17 @@ export class Client {
         if (mode === 'local') throw new CommyError(ErrorCode.FILE_NOT_FOUND, 'local mode is not available on this platform');
       } else {
         try {
-          return await attach({ conn, tenant, service, serverHostId: this.serverHostId });
+          return await attach({
+            conn,
+            tenant,
+            service,
+            serverHostId: this.serverHostId,
+            route: (sid, onUpdated) => (onUpdated !== undefined ? this.notices.set(sid, onUpdated) : this.notices.delete(sid)),
+            onError: this.options.onError,
+          });
         } catch (err) {
           if (mode === 'local') throw err;
-          // 'auto': any reason not to map (another machine, a read-only key, another container) means remote.
+          // 'auto': any reason not to map (another machine, another container, a file that will not open) means remote.
         }
       }
     }
@@ -217,17 +226,20 @@ export class Client {
 
   private onPush(message: Message): void {
     if (message.type === 'SyncBatch') this.routes.get(message.body.sid)?.onBatch(message.body);
-    // VariablesUpdated (the seed's broadcast) carries names only; SyncBatch already brings the values.
+    // Names only, for a read-only local file that reads the values from its mapping.
+    else if (message.type === 'VariablesUpdated' && message.body.sid !== undefined) this.notices.get(message.body.sid)?.(message.body);
   }
 
   /**
    * The server went away: remote service files stop (NOT_CONNECTED), waits end. Local service files are
-   * the server's files mapped here and keep working until close(). Reconnection comes in a later version.
+   * the server's files mapped here and keep working until close() (read-only ones without change events:
+   * those came from the server). Reconnection comes in a later version.
    */
   private onConnectionLost(reason: CommyError): void {
     this.stateValue = 'closed';
     for (const accessor of [...this.routes.values()]) accessor.detach(reason);
     this.routes.clear();
+    this.notices.clear();
     this.inbox.close(reason);
     if (this.closing === undefined) this.options.onError(reason);
   }

@@ -37,6 +37,7 @@ class LocalVariableHandle implements VariableHandle {
   }
 
   set(value: VariableValue): void {
+    if (this.file.readOnly) this.file.assertWritable(); // PERMISSION_DENIED before the value is even checked
     const checked = this.entry.codec.check(value);
     this.file.write(this.entry, checked);
   }
@@ -56,17 +57,61 @@ export function fileServiceId(file: ServiceFile): string {
   return tenant !== '' && service !== '' ? `${tenant}/${service}` : `file:${fileId}`;
 }
 
+type Listener = (event: FileChangeEvent) => void;
+
+/**
+ * Where a LocalFileAccessor's change events come from. By default its own futex watcher thread
+ * (ChangeWatcher); a read-only mapping cannot run one, so a client gives it the server's notices instead.
+ */
+export interface ChangeSource {
+  add(listener: Listener): void;
+  remove(listener: Listener): void;
+  /** While held, the source keeps the process alive (like fs.watch). */
+  hold(): void;
+  unhold(): void;
+  /** Stops the source; the accessor unmaps the file right after (without waiting for a returned promise). */
+  close(): void | Promise<void>;
+}
+
+/** A read-only mapping with no server to tell it about changes (an embedded read-only open). */
+class NoChangeSource implements ChangeSource {
+  constructor(private readonly file: ServiceFile) {}
+
+  add(): void {
+    this.file.assertOpen();
+    throw new CommyError(
+      ErrorCode.PERMISSION_DENIED,
+      `${this.file.path} is mapped read-only: it has no change watcher (that would store into the file); a Client with a read-only key gets change events from the server`,
+    );
+  }
+
+  remove(): void {}
+  hold(): void {}
+  unhold(): void {}
+  close(): void {}
+}
+
 /** Local mode: the service file mapped into this process. */
 export class LocalFileAccessor implements FileAccessor {
   readonly mode = 'local' as const;
   readonly serviceId: string;
-  private readonly watcher: ChangeWatcher;
+  private readonly watcher: ChangeSource;
   private readonly handles = new Map<string, LocalVariableHandle>();
   private shadow: Uint8Array | undefined;
+  /** Read-only: the last copy bytes() handed out, and that copy as handed out (how flush() finds raw writes). */
+  private lent: { copy: Uint8Array; pristine: Uint8Array } | undefined;
 
-  constructor(readonly file: ServiceFile) {
+  /**
+   * `changes` replaces the file's own watcher thread as the source of change events (a read-only mapping
+   * needs one: it cannot run a watcher). Without it, a writable file gets a ChangeWatcher, and a read-only
+   * one no change events at all (watch() throws PERMISSION_DENIED).
+   */
+  constructor(
+    readonly file: ServiceFile,
+    changes?: ChangeSource,
+  ) {
     this.serviceId = fileServiceId(file);
-    this.watcher = new ChangeWatcher(file, this.serviceId);
+    this.watcher = changes ?? (file.readOnly ? new NoChangeSource(file) : new ChangeWatcher(file, this.serviceId));
   }
 
   static open(path: string, options?: ServiceFileOptions): LocalFileAccessor {
@@ -123,10 +168,13 @@ export class LocalFileAccessor implements FileAccessor {
     return this.file.entry(name);
   }
 
+  /** The data region: a view of the mapping, or on a read-only mapping a copy (writes into it change nothing). */
   bytes(): Uint8Array {
     // Raw writes start from here, so the shadow they are diffed against must exist before them.
     if (this.shadow === undefined) this.shadowBytes();
-    return this.file.dataBytes();
+    const bytes = this.file.dataBytes();
+    if (this.file.readOnly) this.lent = { copy: bytes, pristine: bytes.slice() };
+    return bytes;
   }
 
   /** A private copy of the data region as of the last syncShadow(); raw writes into bytes() show up against it. */
@@ -152,10 +200,25 @@ export class LocalFileAccessor implements FileAccessor {
 
   /** Local: finds raw writes into bytes() by diffing against the shadow and publishes them as changes. */
   async flush(): Promise<void> {
+    if (this.file.readOnly) return this.flushReadOnly();
     const shadow = this.shadowBytes();
     const current = this.file.dataBytes().subarray(0, shadow.length);
     const ranges = pairsFromFlat(native.diff(current, shadow));
     for (const name of variablesTouched(this.variables(), ranges)) this.file.touch(this.file.entry(name));
+    this.syncShadow();
+  }
+
+  /**
+   * Read-only: nothing can be published. Raw writes into the last copy bytes() returned are refused with
+   * PERMISSION_DENIED (once: the copy is forgotten); with none, flush() only takes the file as the new shadow.
+   */
+  private flushReadOnly(): void {
+    this.file.assertOpen();
+    const lent = this.lent;
+    this.lent = undefined;
+    if (lent !== undefined && native.diff(lent.copy, lent.pristine).length > 0) {
+      throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.file.path} is mapped read-only: raw writes into bytes() (a copy) cannot be published`);
+    }
     this.syncShadow();
   }
 
@@ -174,7 +237,9 @@ export class LocalFileAccessor implements FileAccessor {
 
   async close(): Promise<void> {
     if (this.file.closed) return;
-    this.watcher.close();
+    const stopped = this.watcher.close();
     this.file.close();
+    this.lent = undefined;
+    await stopped;
   }
 }

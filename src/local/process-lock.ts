@@ -38,7 +38,8 @@ export function pidAlive(pid: number): boolean {
 
 /**
  * Waits until `stillBlocked()` turns false, watching the owner in `lockIndex`. Calls `takeOver(owner)` when
- * the owner is dead; takeOver returns true if this waiter now holds the lock (then the wait ends).
+ * the owner is dead; takeOver returns true if this waiter now holds the lock (then the wait ends). Returning
+ * false (lost the race, or not allowed to) keeps waiting; either way the wait ends by `timeoutMs`.
  */
 export function waitOut(
   i32: Int32Array,
@@ -63,12 +64,16 @@ export function waitOut(
     const now = performance.now();
     if (since === 0) since = now;
     const held = now - since;
+    let dead = false;
     if (owner !== 0 && held >= policy.staleMs && !pidAlive(owner)) {
       if (takeOver(owner)) return;
-      continue;
+      // Another waiter won the lock (the word changes: the next look resets), or this waiter may not take it
+      // over (a read-only mapping): wait on, bounded by timeoutMs like any other wait.
+      dead = true;
     }
     if (held >= policy.timeoutMs) {
-      throw new CommyError(ErrorCode.TIMEOUT, `${what} has been locked by pid ${owner} for ${Math.round(held)} ms`);
+      const whose = dead ? `pid ${owner}, which is no longer running (only a writable mapping can recover its lock),` : `pid ${owner}`;
+      throw new CommyError(ErrorCode.TIMEOUT, `${what} has been locked by ${whose} for ${Math.round(held)} ms`);
     }
     nap(1);
   }

@@ -44,6 +44,12 @@ export interface ServiceFileOptions {
   tenant?: string;
   service?: string;
   lock?: Partial<LockPolicy>;
+  /**
+   * Open O_RDONLY and map PROT_READ: values and the directory can be read, nothing can be changed. Every
+   * mutator throws PERMISSION_DENIED before touching memory; reads never take a writer lock nor break a dead
+   * writer's; `dataBytes()` returns a copy. Never creates the file (a missing one is FILE_NOT_FOUND).
+   */
+  readOnly?: boolean;
 }
 
 /** One directory entry as this process has cached it, with the indexes its hot paths need. */
@@ -79,6 +85,7 @@ export class ServiceFile {
   readonly view: DataView;
   readonly maxVariableSize: number;
   private readonly policy: LockPolicy;
+  private readonly readOnlyFlag: boolean;
   private fd: number;
   private closedFlag = false;
   private readonly entries: DirEntry[] = [];
@@ -105,7 +112,9 @@ export class ServiceFile {
     this.dataStart = info.dataStart;
     this.maxVariableSize = options.maxVariableSize ?? DEFAULT_MAX_VARIABLE_SIZE;
     this.policy = { ...DEFAULT_LOCK_POLICY, ...options.lock };
-    this.buffer = native.map(fd, info.maxFileSize, true);
+    this.readOnlyFlag = options.readOnly === true;
+    // PROT_READ for a read-only file: a stray write would be SIGSEGV, so no method below ever makes one.
+    this.buffer = native.map(fd, info.maxFileSize, !this.readOnlyFlag);
     this.i32 = new Int32Array(this.buffer);
     this.b64 = new BigUint64Array(this.buffer);
     this.u8 = new Uint8Array(this.buffer);
@@ -137,6 +146,19 @@ export class ServiceFile {
 
   get closed(): boolean {
     return this.closedFlag;
+  }
+
+  /** Mapped PROT_READ (see ServiceFileOptions.readOnly): every mutator throws PERMISSION_DENIED. */
+  get readOnly(): boolean {
+    return this.readOnlyFlag;
+  }
+
+  /**
+   * PERMISSION_DENIED on a read-only mapping. Every method that stores into the mapping calls this first:
+   * a store into PROT_READ memory is SIGSEGV, a crash of the whole process, never an error we could catch.
+   */
+  assertWritable(): void {
+    if (this.readOnlyFlag) throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.path} is a read-only mapping: it cannot be changed from here`);
   }
 
   /** Throws NOT_CONNECTED once the file is closed: use after close must never touch unmapped memory. */
@@ -248,6 +270,7 @@ export class ServiceFile {
     this.refresh();
     const known = this.byName.get(want.name);
     if (known !== undefined) return this.sameLayout(known, want);
+    this.assertWritable(); // a known variable with the same layout is a no-op even read-only; a new one is not
     this.withRegistrationLock(() => {
       this.refresh();
       if (!this.byName.has(want.name)) this.publish(want);
@@ -360,12 +383,14 @@ export class ServiceFile {
 
   /** Takes the entry's writer lock; a write that a dead process left half done marks the value TORN. */
   lock(entry: DirEntry): void {
+    this.assertWritable();
     const i32 = this.i32;
     if (Atomics.compareExchange(i32, entry.lockIdx, 0, OWN_PID) === 0) return;
     acquire(i32, entry.lockIdx, this.policy, `variable ${entry.meta.name}`, () => this.markTornIfMidWrite(entry));
   }
 
   unlock(entry: DirEntry): void {
+    this.assertWritable();
     release(this.i32, entry.lockIdx);
   }
 
@@ -379,6 +404,7 @@ export class ServiceFile {
   /** Writes a checked value under the entry's seqlock and publishes a new version. */
   write(entry: DirEntry, checked: unknown): bigint {
     this.assertOpen();
+    this.assertWritable();
     this.lock(entry);
     const i32 = this.i32;
     const seq = Atomics.load(i32, entry.seqIdx) + 1;
@@ -390,6 +416,7 @@ export class ServiceFile {
   /** Read-modify-write under the writer lock; `fn` throwing (or returning a bad value) changes nothing. */
   update<T>(entry: DirEntry, fn: (current: T) => T): T {
     this.assertOpen();
+    this.assertWritable();
     this.lock(entry);
     let next: T;
     let checked: unknown;
@@ -410,6 +437,7 @@ export class ServiceFile {
   /** Writes raw bytes (≤ size, zero-padded) under the seqlock. */
   writeBytes(entry: DirEntry, bytes: Uint8Array): bigint {
     this.assertOpen();
+    this.assertWritable();
     if (bytes.length > entry.meta.size) {
       throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${bytes.length} bytes do not fit ${entry.meta.name} (${entry.meta.size} bytes)`);
     }
@@ -424,6 +452,7 @@ export class ServiceFile {
   /** Publishes a change someone made to the entry's bytes without the API (a raw write into bytes()). */
   touch(entry: DirEntry): bigint {
     this.assertOpen();
+    this.assertWritable();
     this.lock(entry);
     const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
     Atomics.store(this.i32, entry.seqIdx, seq);
@@ -448,7 +477,10 @@ export class ServiceFile {
     queueMicrotask(this.wake);
   }
 
-  /** Reads a consistent value: retries while a writer is active; after many retries, reads under the lock. */
+  /**
+   * Reads a consistent value: retries while a writer is active; after many retries, reads under the lock
+   * (a read-only mapping may not take it: it keeps retrying, up to the lock policy's timeoutMs).
+   */
   read<T>(entry: DirEntry, readValue: () => T): T {
     this.assertOpen();
     const i32 = this.i32;
@@ -461,6 +493,7 @@ export class ServiceFile {
       const value = readValue();
       if (Atomics.load(i32, entry.seqIdx) === before) return value;
     }
+    if (this.readOnlyFlag) return this.readWithoutLock(entry, readValue);
     // A stream of writes keeps beating us: take the writer lock so the read completes.
     this.lock(entry);
     try {
@@ -470,7 +503,28 @@ export class ServiceFile {
     }
   }
 
-  /** Waits while `seq` stays odd; breaks the lock of a dead writer (marking the value TORN). */
+  /** The read-only reader's fallback: no writer lock to take, so it retries until timeoutMs, then TIMEOUT. */
+  private readWithoutLock<T>(entry: DirEntry, readValue: () => T): T {
+    const i32 = this.i32;
+    const deadline = performance.now() + this.policy.timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      const before = Atomics.load(i32, entry.seqIdx);
+      if ((before & 1) !== 0) {
+        this.waitForWriter(entry, before);
+        continue;
+      }
+      const value = readValue();
+      if (Atomics.load(i32, entry.seqIdx) === before) return value;
+      if (attempt % READ_RETRIES_BEFORE_LOCK === 0 && performance.now() > deadline) {
+        throw new CommyError(ErrorCode.TIMEOUT, `variable ${entry.meta.name} kept changing under a read-only reader for ${this.policy.timeoutMs} ms`);
+      }
+    }
+  }
+
+  /**
+   * Waits while `seq` stays odd; breaks the lock of a dead writer (marking the value TORN). A read-only
+   * mapping never does: it waits on, and a writer that died mid-write ends the wait with TIMEOUT.
+   */
   private waitForWriter(entry: DirEntry, oddSeq: number): void {
     const i32 = this.i32;
     waitOut(
@@ -479,6 +533,7 @@ export class ServiceFile {
       this.policy,
       () => Atomics.load(i32, entry.seqIdx) === oddSeq,
       (dead) => {
+        if (this.readOnlyFlag) return false;
         if (Atomics.compareExchange(i32, entry.lockIdx, dead, OWN_PID) !== dead) return false;
         this.markTornIfMidWrite(entry);
         release(i32, entry.lockIdx);
@@ -496,10 +551,14 @@ export class ServiceFile {
     return this.read(entry, () => this.u8.slice(entry.at, entry.at + entry.meta.size));
   }
 
-  /** A view of the data region as the file holds it now (it grows; take a new one after registering). */
+  /**
+   * A view of the data region as the file holds it now (it grows; take a new one after registering). On a
+   * read-only mapping, a **copy**: a view over PROT_READ memory would turn a user's raw write into SIGSEGV.
+   */
   dataBytes(): Uint8Array {
     this.assertOpen();
-    return new Uint8Array(this.buffer, this.dataStart, this.dataCapacity);
+    const view = new Uint8Array(this.buffer, this.dataStart, this.dataCapacity);
+    return this.readOnlyFlag ? view.slice() : view;
   }
 
   msync(sync: boolean): void {
@@ -518,6 +577,15 @@ export class ServiceFile {
 }
 
 function openOrCreate(abs: string, options: ServiceFileOptions): number {
+  if (options.readOnly === true) {
+    try {
+      return openSync(abs, fsc.O_RDONLY);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' ? 'does not exist (a read-only open never creates)' : `cannot be opened: ${code}`;
+      throw new CommyError(ErrorCode.FILE_NOT_FOUND, `${abs} ${why}`, { cause: err });
+    }
+  }
   try {
     return openSync(abs, fsc.O_RDWR);
   } catch (err) {

@@ -74,6 +74,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     serviceRef(b);
     optBool(b, 'create');
     if (b.variables !== undefined) strArray(b, 'variables', 1000);
+    optBool(b, 'notify');
   },
   Unsubscribe: (b) => void num(b, 'sid', 1, MAX_ID),
   RegisterVariable(b) {
@@ -151,6 +152,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     str(b, 'serviceId');
     num(b, 'version');
     strArray(b, 'variables', 1 << 22);
+    if (b.sid !== undefined) num(b, 'sid', 1, MAX_ID);
   },
   MutationResponse: () => {},
   QueryResponse: () => {},

@@ -73,6 +73,12 @@ export interface SubscriptionBody extends ServiceRef {
   create?: boolean;
   /** Variable name patterns (`*` wildcard); absent = all. */
   variables?: string[];
+  /**
+   * Names instead of values: the snapshot carries the definitions and an empty `data`, and changes arrive as
+   * `VariablesUpdated` pushes (with this `sid`) instead of `SyncBatch`es. For a client that maps the file
+   * read-only and so reads the values itself, but cannot run a watcher on the mapping.
+   */
+  notify?: boolean;
 }
 export interface SnapshotBody {
   sid: number;
@@ -130,6 +136,8 @@ export interface VariablesUpdatedBody {
   serviceId: string;
   version: number;
   variables: string[];
+  /** The notify subscription it belongs to (see SubscriptionBody.notify). */
+  sid?: number;
 }
 export interface ErrorBody {
   errorCode: string;

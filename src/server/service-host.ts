@@ -26,7 +26,8 @@ const BACKPRESSURE_RETRY_MS = 5;
 /**
  * One remote client's view of one service. Backpressure by conflation: the client owes nothing but the
  * latest value of each variable in `dirty`, so a slow client costs at most one entry per variable and
- * always ends up with the last value.
+ * always ends up with the last value. A `notify` subscriber (a local client with a read-only mapping) is
+ * owed only the names: it reads the values from its own mapping.
  */
 export class Subscriber {
   readonly dirty = new Set<number>();
@@ -40,6 +41,7 @@ export class Subscriber {
     readonly host: ServiceHost,
     readonly outlet: Outlet,
     private readonly patterns: string[] | undefined,
+    readonly notify = false,
   ) {}
 
   wants(name: string): boolean {
@@ -73,13 +75,27 @@ export class ServiceHost {
     return this.subscribers.size;
   }
 
-  /** Adds a subscriber and returns the snapshot it starts from; later changes arrive as SyncBatches. */
-  subscribe(sid: number, outlet: Outlet, patterns: string[] | undefined, readOnly: boolean): { subscriber: Subscriber; snapshot: SnapshotBody } {
-    const subscriber = new Subscriber(sid, this, outlet, patterns);
+  /**
+   * Adds a subscriber and returns the snapshot it starts from; later changes arrive as SyncBatches, or for a
+   * `notify` subscriber as VariablesUpdated names (its snapshot has the definitions but no data).
+   */
+  subscribe(
+    sid: number,
+    outlet: Outlet,
+    patterns: string[] | undefined,
+    readOnly: boolean,
+    notify = false,
+  ): { subscriber: Subscriber; snapshot: SnapshotBody } {
+    const subscriber = new Subscriber(sid, this, outlet, patterns, notify);
     // Registered before the snapshot is read: a change racing with it is sent again, never lost.
     this.subscribers.add(subscriber);
     const version = this.file.version;
     const entries = this.file.list();
+    if (notify) {
+      subscriber.knownDefs = entries.length;
+      const variables = entries.map((e) => defOf(e, this.file.entryVersion(e)));
+      return { subscriber, snapshot: { sid, serviceId: this.serviceId, version: Number(version), variables, data: new Uint8Array(0), readOnly } };
+    }
     const data = new Uint8Array(this.file.dataEnd);
     const variables: VariableDef[] = entries.map((e) => {
       const [bytes, v] = this.file.read(e, () => [this.file.u8.slice(e.at, e.at + e.meta.size), this.file.entryVersion(e)] as const);
@@ -124,6 +140,10 @@ export class ServiceHost {
       return;
     }
     const entries = this.file.list();
+    if (sub.notify) {
+      this.flushNames(sub, entries);
+      return;
+    }
     const defs = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
     sub.knownDefs = entries.length;
     const budget = this.options.maxFrameBytes / 2;
@@ -147,6 +167,34 @@ export class ServiceHost {
     }
     sub.dirty.clear();
     if (updates.length > 0 || (defs.length > 0 && !sentDefs)) send();
+  }
+
+  /**
+   * A notify subscriber's dirty set as VariablesUpdated names (one message per flush unless the names
+   * exceed the frame budget). New variables need no definitions: they are in the directory it maps.
+   */
+  private flushNames(sub: Subscriber, entries: readonly DirEntry[]): void {
+    sub.knownDefs = entries.length;
+    if (sub.dirty.size === 0) return;
+    const version = Number(this.file.version);
+    const budget = this.options.maxFrameBytes / 2;
+    let names: string[] = [];
+    let bytes = 0;
+    const send = () => {
+      sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables: names, sid: sub.sid }));
+      names = [];
+      bytes = 0;
+    };
+    for (const index of sub.dirty) {
+      const e = entries[index];
+      if (e === undefined) continue;
+      const cost = e.meta.name.length + 2;
+      if (bytes + cost > budget && names.length > 0) send();
+      names.push(e.meta.name);
+      bytes += cost;
+    }
+    sub.dirty.clear();
+    if (names.length > 0) send();
   }
 
   close(): void {

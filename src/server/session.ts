@@ -212,7 +212,7 @@ export class Session implements Outlet {
     }
     const host = this.host(tenant, service, m.body.create === true);
     const sid = this.nextSid++;
-    const { subscriber, snapshot } = host.subscribe(sid, this, m.body.variables, !perms.can('write', service));
+    const { subscriber, snapshot } = host.subscribe(sid, this, m.body.variables, !perms.can('write', service), m.body.notify === true);
     this.subscriptions.set(sid, subscriber);
     this.ctx.audit.record({ event: 'Subscription', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service });
     return encodeFrame('Snapshot', m.id, snapshot);

@@ -1,0 +1,133 @@
+import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
+import type { FileChangeEvent } from '../core/file-change-event.js';
+import type { VariableMetadata } from '../core/variable-metadata.js';
+import { LocalFileAccessor, type ChangeSource } from '../local/local-accessor.js';
+import type { DirEntry, ServiceFile } from '../local/service-file.js';
+import type { VariablesUpdatedBody } from '../protocol/messages.js';
+import type { Connection } from './connection.js';
+
+type Listener = (event: FileChangeEvent) => void;
+
+const noop = (): void => {};
+
+/** What a read-only local service needs from its client. */
+export interface NotifyContext {
+  readonly conn: Connection;
+  /** Delivers this subscription's VariablesUpdated pushes to `onUpdated`; `undefined` stops. */
+  route(sid: number, onUpdated: ((body: VariablesUpdatedBody) => void) | undefined): void;
+  /** A change listener that threw, a notice that could not be read. */
+  onError(err: CommyError): void;
+}
+
+/**
+ * Change events for a read-only mapping, which cannot run a watcher thread (it would store into the
+ * file): the server watches the file and pushes the changed variables' names over a `notify`
+ * subscription; the values are read from the mapping itself.
+ */
+export class NotifiedChanges implements ChangeSource {
+  private readonly listeners = new Set<Listener>();
+  private stopped = false;
+  readonly onUpdated = (body: VariablesUpdatedBody): void => this.deliver(body);
+
+  constructor(
+    private readonly ctx: NotifyContext,
+    private readonly file: ServiceFile,
+    private readonly serviceId: string,
+    readonly sid: number,
+  ) {}
+
+  add(listener: Listener): void {
+    this.file.assertOpen();
+    this.listeners.add(listener);
+  }
+
+  remove(listener: Listener): void {
+    this.listeners.delete(listener);
+  }
+
+  // The client's WebSocket already keeps the process alive until client.close().
+  hold(): void {}
+  unhold(): void {}
+
+  /** Stops delivering at once; then leaves the subscription (Unsubscribe), if the connection is still up. */
+  async close(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.listeners.clear();
+    this.ctx.route(this.sid, undefined);
+    if (this.ctx.conn.isOpen) await this.ctx.conn.request('Unsubscribe', { sid: this.sid }, 'Unsubscribed').catch(noop);
+  }
+
+  /** One notice → one FileChangeEvent, with ranges from the mapped directory (refreshed: it may have grown). */
+  private deliver(body: VariablesUpdatedBody): void {
+    if (this.stopped || this.file.closed || this.listeners.size === 0) return;
+    let event: FileChangeEvent;
+    try {
+      const entries: DirEntry[] = [];
+      for (const name of new Set(body.variables)) {
+        const entry = this.find(name);
+        if (entry !== undefined) entries.push(entry);
+      }
+      if (entries.length === 0) return;
+      entries.sort((a, b) => a.meta.offset - b.meta.offset);
+      event = {
+        filePath: this.file.path,
+        serviceId: this.serviceId,
+        changedVariables: entries.map((e) => e.meta.name),
+        byteRanges: entries.map((e): [number, number] => [e.meta.offset, e.meta.end]),
+        version: BigInt(body.version),
+      };
+    } catch (err) {
+      this.ctx.onError(asCommyError(err, `${this.serviceId}: a change notice could not be read`));
+      return;
+    }
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.ctx.onError(asCommyError(err, 'a change listener threw'));
+      }
+    }
+  }
+
+  /** The entry (after a refresh if needed), or undefined for a name this mapping does not have. */
+  private find(name: string): DirEntry | undefined {
+    try {
+      return this.file.entry(name);
+    } catch (err) {
+      if (isCommyError(err, ErrorCode.VARIABLE_NOT_FOUND)) return undefined;
+      throw err;
+    }
+  }
+}
+
+/**
+ * Local mode for a read-only key: the server's file mapped read-only, change events from the server.
+ * Every write fails with PERMISSION_DENIED (the mapping cannot be written); registering a variable the file
+ * does not have yet goes to the server, which needs the admin right for it, as in remote mode.
+ */
+export class NotifiedLocalAccessor extends LocalFileAccessor {
+  constructor(
+    file: ServiceFile,
+    private readonly notices: NotifiedChanges,
+    private readonly conn: Connection,
+  ) {
+    super(file, notices);
+  }
+
+  override async register(meta: VariableMetadata): Promise<VariableMetadata> {
+    try {
+      return await super.register(meta); // a known variable with the same layout: a no-op, no right needed
+    } catch (err) {
+      // Anything but "a new variable on a read-only mapping" (bad layout, closed, …) is the answer.
+      if (!isCommyError(err, ErrorCode.PERMISSION_DENIED) || this.file.closed) throw err;
+    }
+    const { name, offset, size, typeId } = meta;
+    await this.conn.request('RegisterVariable', { sid: this.notices.sid, name, offset, size, typeId }, 'VariableRegistered');
+    return this.file.entry(name).meta; // the server has published it in the file this process maps
+  }
+}
+
+function asCommyError(err: unknown, what: string): CommyError {
+  return err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `${what}: ${String(err)}`, { cause: err });
+}
