@@ -125,7 +125,12 @@ export class ServiceHost {
     sub.scheduled = true;
     const run = () => {
       sub.scheduled = false;
-      this.flush(sub);
+      try {
+        this.flush(sub);
+      } catch (err) {
+        // A service file corrupted by a local writer must not take the server down with it.
+        process.emitWarning(err instanceof Error ? err : new Error(String(err)));
+      }
     };
     const tick = delayMs ?? this.options.tick;
     if (tick === 'immediate') setImmediate(run);
