@@ -68,6 +68,7 @@ export interface DirEntry {
 const I32 = (byteOffset: number): number => byteOffset >> 2;
 const I64 = (byteOffset: number): number => byteOffset >> 3;
 const READ_RETRIES_BEFORE_LOCK = 64;
+const RETRY: unique symbol = Symbol('retry');
 
 /**
  * A service file mapped into this process: the format's rules (directory, growth, seqlocks, versions)
@@ -483,15 +484,9 @@ export class ServiceFile {
    */
   read<T>(entry: DirEntry, readValue: () => T): T {
     this.assertOpen();
-    const i32 = this.i32;
     for (let attempt = 0; attempt < READ_RETRIES_BEFORE_LOCK; attempt++) {
-      const before = Atomics.load(i32, entry.seqIdx);
-      if ((before & 1) !== 0) {
-        this.waitForWriter(entry, before);
-        continue;
-      }
-      const value = readValue();
-      if (Atomics.load(i32, entry.seqIdx) === before) return value;
+      const value = this.attemptRead(entry, readValue);
+      if (value !== RETRY) return value;
     }
     if (this.readOnlyFlag) return this.readWithoutLock(entry, readValue);
     // A stream of writes keeps beating us: take the writer lock so the read completes.
@@ -503,18 +498,23 @@ export class ServiceFile {
     }
   }
 
+  /** One seqlock read: the value, or RETRY if a writer was active before or during it. */
+  private attemptRead<T>(entry: DirEntry, readValue: () => T): T | typeof RETRY {
+    const before = Atomics.load(this.i32, entry.seqIdx);
+    if ((before & 1) !== 0) {
+      this.waitForWriter(entry, before);
+      return RETRY;
+    }
+    const value = readValue();
+    return Atomics.load(this.i32, entry.seqIdx) === before ? value : RETRY;
+  }
+
   /** The read-only reader's fallback: no writer lock to take, so it retries until timeoutMs, then TIMEOUT. */
   private readWithoutLock<T>(entry: DirEntry, readValue: () => T): T {
-    const i32 = this.i32;
     const deadline = performance.now() + this.policy.timeoutMs;
     for (let attempt = 1; ; attempt++) {
-      const before = Atomics.load(i32, entry.seqIdx);
-      if ((before & 1) !== 0) {
-        this.waitForWriter(entry, before);
-        continue;
-      }
-      const value = readValue();
-      if (Atomics.load(i32, entry.seqIdx) === before) return value;
+      const value = this.attemptRead(entry, readValue);
+      if (value !== RETRY) return value;
       if (attempt % READ_RETRIES_BEFORE_LOCK === 0 && performance.now() > deadline) {
         throw new CommyError(ErrorCode.TIMEOUT, `variable ${entry.meta.name} kept changing under a read-only reader for ${this.policy.timeoutMs} ms`);
       }
