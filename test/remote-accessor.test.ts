@@ -332,6 +332,22 @@ test('sync rules: an update ordered after our write wins; one ordered before it 
   assert.equal(s.vf.version, 5n);
 });
 
+test('sync rules: with per-change versions, an update ordered between two changes of one report wins', async (t) => {
+  const s = await scripted(t, [X, Y], new Uint8Array(16));
+  s.vf.set('x', 5n);
+  s.vf.set('y', 6n);
+  const report = (await s.next()) as MessageOf<'ReportVariableChanges'>;
+  assert.deepEqual(report.body.changes.map(([i]) => i), [0, 1]);
+  // A local process wrote x (version 3) between the server's writes of our x (2) and our y (4).
+  s.push('SyncBatch', 0, { sid: 1, version: 3, updates: [[0, 3, u64(7)]] });
+  s.push('VariableChangesAcknowledged', report.id, { serviceId: 'acme/svc', changedVariables: ['x', 'y'], version: 4, versions: [2, 4] });
+  assert.equal(s.vf.get('x'), 7n, 'the local write came after ours: it is the server value');
+  assert.equal(s.vf.get('y'), 6n);
+  assert.equal(s.vf.handle('x').version(), 3n);
+  assert.equal(s.vf.handle('y').version(), 4n);
+  assert.deepEqual(s.vf.bytes(), s.vf.shadowBytes());
+});
+
 test('sync rules: a refused report restores the value, then applies what the server sent meanwhile', async (t) => {
   const s = await scripted(t, [X, Y], new Uint8Array(16));
   s.vf.set('x', 5n);

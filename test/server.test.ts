@@ -138,6 +138,9 @@ test('snapshot, ReportVariableChanges → acknowledgement, SyncBatch to every su
   assert.equal(upd.updates[0]![0], index);
   assert.equal(new DataView(upd.updates[0]![2].buffer, upd.updates[0]![2].byteOffset).getBigUint64(0, true), 77n);
   assert.equal(upd.updates[0]![1], body<{ version: number }>(ack).version);
+  const two = await a.request('ReportVariableChanges', { sid: sa.sid, changes: [[index, value], [index, value]] });
+  const twoBody = body<{ version: number; versions: number[] }>(two);
+  assert.deepEqual(twoBody.versions, [twoBody.version - 1, twoBody.version], 'each change gets its own version, in order');
   const bad = await a.request('ReportVariableChanges', { sid: sa.sid, changes: [[index, new Uint8Array(9)]] });
   assert.equal(errorCode(bad), 'VALUE_TOO_LARGE');
   assert.equal(errorCode(await a.request('ReportVariableChanges', { sid: sa.sid, changes: [[99, new Uint8Array(1)]] })), 'VARIABLE_NOT_FOUND');

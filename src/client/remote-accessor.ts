@@ -410,11 +410,12 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
     for (let i = 0; i <= last; i++) {
       const [e, bytes] = group[i]!;
       this.store.shadow.set(bytes, e.meta.offset);
-      // The ack names only the version after the whole report; the server applies a report's changes in
-      // order, one version each, so change i got version - (last - i). The echo brings the exact figure.
-      const version = ack.version - (last - i);
+      // The version this change got. An older server names only the version after the whole report; its
+      // changes were applied in order, one version each, so change i got about version - (last - i).
+      const version = ack.versions?.[i] ?? ack.version - (last - i);
       if (version > e.version) e.version = version;
-      if (this.release(e) && this.applyStash(e, ack.version)) (changed ??= []).push(e);
+      // An update kept aside wins if the server ordered it after this change, even within the same report.
+      if (this.release(e) && this.applyStash(e, version)) (changed ??= []).push(e);
     }
     if (changed !== undefined) this.emit(changed, this.serviceVersion);
   }

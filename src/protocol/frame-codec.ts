@@ -147,6 +147,9 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     str(b, 'serviceId');
     strArray(b, 'changedVariables', 1 << 22);
     num(b, 'version');
+    if (b.versions !== undefined) {
+      for (const v of arr(b, 'versions', 1 << 22)) if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw bad('versions must hold non-negative integers');
+    }
   },
   VariablesUpdated(b) {
     str(b, 'serviceId');

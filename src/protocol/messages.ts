@@ -130,7 +130,10 @@ export interface ReportVariableChangesBody {
 export interface VariableChangesAcknowledgedBody {
   serviceId: string;
   changedVariables: string[];
+  /** The service version after the last change. */
   version: number;
+  /** The version each change got, in order (other processes may write between two of them). */
+  versions?: number[];
 }
 export interface VariablesUpdatedBody {
   serviceId: string;

@@ -263,7 +263,7 @@ export class Session implements Outlet {
     const host = this.ctx.registry.get(tenant, service, false);
     const version = host.file.writeBytes(host.file.entry(name), value);
     this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
-    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: host.serviceId, changedVariables: [name], version: Number(version) });
+    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: host.serviceId, changedVariables: [name], version: Number(version), versions: [Number(version)] });
   }
 
   /** All changes are checked before any is applied: a bad one rejects the whole report, nothing half-done. */
@@ -278,12 +278,12 @@ export class Session implements Outlet {
       }
       return entry;
     });
-    let version = file.version;
-    m.body.changes.forEach(([, bytes], i) => (version = file.writeBytes(entries[i]!, bytes)));
+    const versions = m.body.changes.map(([, bytes], i) => Number(file.writeBytes(entries[i]!, bytes)));
     const names = entries.map((e) => e.meta.name);
     const { tenant, service } = sub.host;
     this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: this.keyId(tenant), tenant, service, variables: names });
-    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: sub.host.serviceId, changedVariables: names, version: Number(version) });
+    const version = versions.length > 0 ? versions[versions.length - 1]! : Number(file.version);
+    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: sub.host.serviceId, changedVariables: names, version, versions });
   }
 
   private cleanup(): void {
