@@ -213,7 +213,7 @@ test('change events: one per batch, sorted ranges, the service version; also for
   assert.deepEqual(last.changedVariables, ['p', 'q']);
   assert.deepEqual(last.byteRanges, [[0, 8], [8, 16]]);
   assert.equal(last.version, vb.version);
-  // The writer hears its own change too (the server echoes it), like a local file's watcher does.
+  // The writer hears its own change too (its acknowledgement is the event), like a local file's watcher does.
   let own: FileChangeEvent | null = null;
   for (let i = 0; i < 10 && own === null; i++) {
     const ev = await a.waitForFileChange({ timeoutMs: 1000 });

@@ -138,6 +138,15 @@ test('snapshot, ReportVariableChanges → acknowledgement, SyncBatch to every su
   assert.equal(upd.updates[0]![0], index);
   assert.equal(new DataView(upd.updates[0]![2].buffer, upd.updates[0]![2].byteOffset).getBigUint64(0, true), 77n);
   assert.equal(upd.updates[0]![1], body<{ version: number }>(ack).version);
+  // The writer's own write is not echoed back to it; another client's write is.
+  await b.request('ReadVariable', { tenant: 'acme', service: 'sync', name: 'n' }); // a round trip: the batch to b went out before it
+  const ackVersion = body<{ version: number }>(ack).version;
+  const echoed = a.pushes.some((m) => m.type === 'SyncBatch' && (m.body as { updates: [number, number, Uint8Array][] }).updates.some((u) => u[1] === ackVersion));
+  assert.equal(echoed, false, 'no echo of its own write');
+  const fromB = new Uint8Array(8).fill(2);
+  await b.request('ReportVariableChanges', { sid: sb.sid, changes: [[index, fromB]] });
+  const toA = await a.push((m) => m.type === 'SyncBatch' && (m.body as { updates: [number, number, Uint8Array][] }).updates.some((u) => u[1] > ackVersion));
+  assert.deepEqual([...body<{ updates: [number, number, Uint8Array][] }>(toA).updates[0]![2]], [...fromB]);
   const two = await a.request('ReportVariableChanges', { sid: sa.sid, changes: [[index, value], [index, value]] });
   const twoBody = body<{ version: number; versions: number[] }>(two);
   assert.deepEqual(twoBody.versions, [twoBody.version - 1, twoBody.version], 'each change gets its own version, in order');

@@ -405,7 +405,6 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
   /** The server applied the report: the sent bytes are now confirmed. */
   private acknowledged(group: Change[], ack: VariableChangesAcknowledgedBody): void {
     this.noteVersion(ack.version);
-    let changed: RemoteEntry[] | undefined;
     const last = group.length - 1;
     for (let i = 0; i <= last; i++) {
       const [e, bytes] = group[i]!;
@@ -415,9 +414,11 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
       const version = ack.versions?.[i] ?? ack.version - (last - i);
       if (version > e.version) e.version = version;
       // An update kept aside wins if the server ordered it after this change, even within the same report.
-      if (this.release(e) && this.applyStash(e, version)) (changed ??= []).push(e);
+      if (this.release(e)) this.applyStash(e, version);
     }
-    if (changed !== undefined) this.emit(changed, this.serviceVersion);
+    // The server does not echo our own writes back: the ack is their change event (a local file's watcher
+    // reports a process's own writes too).
+    this.emit(group.map(([e]) => e), this.serviceVersion);
   }
 
   /** The report failed: nothing of it was applied. Undo it locally unless the value changed again since. */

@@ -31,6 +31,11 @@ const BACKPRESSURE_RETRY_MS = 5;
  */
 export class Subscriber {
   readonly dirty = new Set<number>();
+  /**
+   * Versions of this client's own acknowledged writes, by variable: the ack told it everything, so an update
+   * still at that version is not echoed back (half the frames for a writer).
+   */
+  readonly own = new Map<number, number>();
   /** Directory entries the client has been told about (defs are sent once, in order). */
   knownDefs = 0;
   scheduled = false;
@@ -165,6 +170,11 @@ export class ServiceHost {
     for (const index of sub.dirty) {
       const e = entries[index];
       if (e === undefined) continue;
+      const mine = sub.own.get(index);
+      if (mine !== undefined) {
+        sub.own.delete(index);
+        if (Number(this.file.entryVersion(e)) === mine) continue; // nobody wrote it since the client's own write
+      }
       const update = this.file.read(e, () => [index, Number(this.file.entryVersion(e)), this.file.u8.slice(e.at, e.at + e.meta.size)] as Update);
       if (bytes + e.meta.size + 16 > budget && updates.length > 0) send();
       updates.push(update);

@@ -279,6 +279,7 @@ export class Session implements Outlet {
       return entry;
     });
     const versions = m.body.changes.map(([, bytes], i) => Number(file.writeBytes(entries[i]!, bytes)));
+    entries.forEach((e, i) => sub.own.set(e.index, versions[i]!));
     const names = entries.map((e) => e.meta.name);
     const { tenant, service } = sub.host;
     this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: this.keyId(tenant), tenant, service, variables: names });
