@@ -2,7 +2,7 @@ import type { FileChangeEvent } from '../core/file-change-event.js';
 import { ChangeWatcher } from '../local/change-watcher.js';
 import type { DirEntry, ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
-import type { SnapshotBody, Update, VariableDef } from '../protocol/messages.js';
+import type { SnapshotBody, SyncBatchBody, Update, VariableDef } from '../protocol/messages.js';
 import { globMatch } from './permissions.js';
 
 /** Where a subscriber's frames go: one WebSocket connection. */
@@ -154,19 +154,21 @@ export class ServiceHost {
       this.flushNames(sub, entries);
       return;
     }
-    const defs = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
+    // New definitions ride with the first batch, before any update to them.
+    let defs: VariableDef[] | undefined = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
+    if (defs.length === 0) defs = undefined;
     sub.knownDefs = entries.length;
     const budget = this.options.maxFrameBytes / 2;
     let updates: Update[] = [];
     let bytes = 0;
     const send = () => {
-      const body = { sid: sub.sid, version: Number(this.file.version), updates, ...(defs.length > 0 && !sentDefs ? { defs } : {}) };
-      sentDefs = true;
+      const body: SyncBatchBody = { sid: sub.sid, version: Number(this.file.version), updates };
+      if (defs !== undefined) body.defs = defs;
+      defs = undefined;
       sub.outlet.send(encodeFrame('SyncBatch', 0, body));
       updates = [];
       bytes = 0;
     };
-    let sentDefs = false;
     for (const index of sub.dirty) {
       const e = entries[index];
       if (e === undefined) continue;
@@ -181,7 +183,7 @@ export class ServiceHost {
       bytes += e.meta.size + 16;
     }
     sub.dirty.clear();
-    if (updates.length > 0 || (defs.length > 0 && !sentDefs)) send();
+    if (updates.length > 0 || defs !== undefined) send();
   }
 
   /**
