@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
@@ -11,7 +12,7 @@ import { tempDir } from './helpers/temp.js';
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
 /** Runs `commy serve` on embedded defaults (but port 0) and reads the key and URL it prints. */
-async function serve(t: Parameters<typeof tempDir>[0]): Promise<{ url: string; key: string; exited: Promise<number | null>; stop: () => void }> {
+async function serve(t: Parameters<typeof tempDir>[0]): Promise<{ url: string; key: string; cwd: string; exited: Promise<number | null>; stop: () => void }> {
   const cwd = tempDir(t, 'commy-serve-');
   const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
@@ -25,7 +26,7 @@ async function serve(t: Parameters<typeof tempDir>[0]): Promise<{ url: string; k
   }
   assert.match(key, /^dev:/);
   assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
-  return { url, key, exited, stop: () => proc.kill('SIGTERM') };
+  return { url, key, cwd, exited, stop: () => proc.kill('SIGTERM') };
 }
 
 test('commy serve on embedded defaults: a local and a remote process share a variable with the printed key', { timeout: 120_000 }, async (t) => {
@@ -52,6 +53,10 @@ test('commy serve on embedded defaults: a local and a remote process share a var
   await local.close();
   server.stop();
   assert.equal(await server.exited, 0, 'SIGTERM closes the server cleanly');
+  // Audited by default, next to the data: who was given the file, and the remote change.
+  const audit = readFileSync(join(server.cwd, 'commy-data', 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.ok(audit.some((l) => l.event === 'GetServiceFilePath' && l.keyId === 'dev' && l.service === 'demo'));
+  assert.ok(audit.some((l) => l.event === 'VariablesChanged' && (l.variables as string[]).includes('counter')));
 });
 
 test('commy serve: a wrong key is refused', { timeout: 60_000 }, async (t) => {

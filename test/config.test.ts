@@ -43,7 +43,7 @@ test('defaults', () => {
   assert.deepEqual(config.tenants, {});
   assert.deepEqual(config.limits, DEFAULT_LIMITS);
   assert.equal(config.tick, 'immediate');
-  assert.deepEqual(config.audit, { enabled: false });
+  assert.deepEqual(config.audit, { enabled: true }, 'audited by default (to <dataDir>/audit.log)');
   assert.equal(config.tls, undefined);
   assert.ok(isServerConfig(config));
   assert.ok(!isServerConfig({ host: 'x' }));

@@ -192,8 +192,8 @@ function withDefaults(raw: RawConfig): ServerConfig {
       rateLimit: { ...DEFAULT_LIMITS.rateLimit, ...definedOnly(limits.rateLimit ?? {}) },
     },
     tick: raw.tick ?? 'immediate',
-    // An audit file named is an audit log wanted; otherwise it is off unless asked for.
-    audit: { enabled: raw.audit?.enabled ?? raw.audit?.file !== undefined },
+    // Audited unless turned off: without a file, the server writes <dataDir>/audit.log ("-" means stdout).
+    audit: { enabled: raw.audit?.enabled ?? true },
   };
   if (raw.tls) config.tls = { ...raw.tls };
   if (raw.audit?.file !== undefined) config.audit.file = raw.audit.file;
@@ -205,7 +205,7 @@ function resolvePaths(raw: RawConfig, base: string): RawConfig {
   const out: RawConfig = { ...raw };
   if (raw.dataDir !== undefined) out.dataDir = resolve(base, raw.dataDir);
   if (raw.tls) out.tls = { cert: resolve(base, raw.tls.cert), key: resolve(base, raw.tls.key) };
-  if (raw.audit?.file !== undefined) out.audit = { ...raw.audit, file: resolve(base, raw.audit.file) };
+  if (raw.audit?.file !== undefined && raw.audit.file !== '-') out.audit = { ...raw.audit, file: resolve(base, raw.audit.file) };
   return out;
 }
 

@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { join, resolve } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { CloseCode } from '../protocol/messages.js';
@@ -60,7 +61,7 @@ export class Server {
       maxBufferedBytes: config.limits.maxBufferedBytes,
       maxFrameBytes: config.limits.maxFrameBytes,
     });
-    const audit = createAuditLog(config.audit);
+    const audit = createAuditLog({ enabled: config.audit.enabled, file: auditFile(config) });
     const server = new Server(config, http, wss, registry, audit, tls !== undefined);
     const onError = options.onError ?? ((err: unknown) => console.error('commy server:', err));
     const authenticator = new Authenticator(config.tenants);
@@ -114,6 +115,12 @@ export class Server {
     })();
     return this.closing;
   }
+}
+
+/** The audit file: as configured, `<dataDir>/audit.log` by default; "-" (stdout) becomes undefined. */
+function auditFile(config: ServerConfig): string | undefined {
+  const file = config.audit.file ?? join(resolve(config.dataDir), 'audit.log');
+  return file === '-' ? undefined : file;
 }
 
 function resolveConfig(options: ServerOptions): ServerConfig {
