@@ -1,5 +1,5 @@
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
-import type { FileChangeEvent } from '../core/file-change-event.js';
+import { deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { LocalFileAccessor, type ChangeSource } from '../local/local-accessor.js';
 import type { DirEntry, ServiceFile } from '../local/service-file.js';
@@ -81,13 +81,7 @@ export class NotifiedChanges implements ChangeSource {
       this.ctx.onError(asCommyError(err, `${this.serviceId}: a change notice could not be read`));
       return;
     }
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch (err) {
-        this.ctx.onError(asCommyError(err, 'a change listener threw'));
-      }
-    }
+    deliverChange(this.listeners, event, (err) => this.ctx.onError(asCommyError(err, 'a change listener threw')));
   }
 
   /** The entry (after a refresh if needed), or undefined for a name this mapping does not have. */

@@ -1,7 +1,7 @@
 import { variablesTouched, type ByteRange } from '../core/byte-diff.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
-import type { FileChangeEvent } from '../core/file-change-event.js';
+import { deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
 import { assertValidName } from '../core/names.js';
 import { codecFor } from '../core/value-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
@@ -525,13 +525,9 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
       byteRanges: sorted.map((e): [number, number] => [e.meta.offset, e.meta.end]),
       version: BigInt(version),
     };
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch (err) {
-        this.ctx.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `a change listener threw: ${String(err)}`, { cause: err }));
-      }
-    }
+    deliverChange(this.listeners, event, (err) =>
+      this.ctx.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `a change listener threw: ${String(err)}`, { cause: err })),
+    );
   }
 
   watch(listener: Listener): () => void {

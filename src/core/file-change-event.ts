@@ -29,3 +29,14 @@ export function mergeChangeEvents(into: FileChangeEvent, next: FileChangeEvent):
     version: next.version > into.version ? next.version : into.version,
   };
 }
+
+/** Gives `event` to every listener; one that throws goes to `onError` and does not starve the others. */
+export function deliverChange(listeners: Iterable<(event: FileChangeEvent) => void>, event: FileChangeEvent, onError: (err: unknown) => void): void {
+  for (const listener of listeners) {
+    try {
+      listener(event);
+    } catch (err) {
+      onError(err);
+    }
+  }
+}

@@ -1,4 +1,4 @@
-import type { FileChangeEvent } from '../core/file-change-event.js';
+import { deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
 import { native, type NativeWatcher } from '../native/addon.js';
 import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
 import { OWN_PID, pidAlive } from './process-lock.js';
@@ -101,14 +101,7 @@ export class ChangeWatcher {
     } catch (err) {
       warn(err);
     }
-    if (event === undefined) return;
-    for (const listener of this.listeners) {
-      try {
-        listener(event);
-      } catch (err) {
-        warn(err); // one failing listener must not starve the others
-      }
-    }
+    if (event !== undefined) deliverChange(this.listeners, event, warn);
   }
 
   /** Compares every entry's version with the last one seen: one event for the differences, if any. */

@@ -94,7 +94,7 @@ export class ServiceFile {
   private wakePending = false;
   /**
    * Set by this process's ChangeWatcher: its listeners hear about this process's own writes directly at the
-   * end of the turn, and `wakeMask` leaves its thread out of the futex wake (no self wake-up).
+   * end of the turn, and `ownWatchBit` leaves its thread out of the futex wake (no self wake-up).
    */
   localChange: (() => void) | undefined;
   /** This process's watcher bit (0 without one): its own thread never needs waking by its own writes. */
@@ -382,7 +382,10 @@ export class ServiceFile {
 
   // ---- values -------------------------------------------------------------------------------------
 
-  /** Takes the entry's writer lock; a write that a dead process left half done marks the value TORN. */
+  /**
+   * Takes the entry's writer lock; a write that a dead process left half done marks the value TORN. Every
+   * writer comes through here first, so this is where a read-only mapping is refused.
+   */
   lock(entry: DirEntry): void {
     this.assertWritable();
     const i32 = this.i32;
@@ -405,7 +408,6 @@ export class ServiceFile {
   /** Writes a checked value under the entry's seqlock and publishes a new version. */
   write(entry: DirEntry, checked: unknown): bigint {
     this.assertOpen();
-    this.assertWritable();
     this.lock(entry);
     const i32 = this.i32;
     const seq = Atomics.load(i32, entry.seqIdx) + 1;
@@ -417,7 +419,6 @@ export class ServiceFile {
   /** Read-modify-write under the writer lock; `fn` throwing (or returning a bad value) changes nothing. */
   update<T>(entry: DirEntry, fn: (current: T) => T): T {
     this.assertOpen();
-    this.assertWritable();
     this.lock(entry);
     let next: T;
     let checked: unknown;
@@ -453,7 +454,6 @@ export class ServiceFile {
   /** Publishes a change someone made to the entry's bytes without the API (a raw write into bytes()). */
   touch(entry: DirEntry): bigint {
     this.assertOpen();
-    this.assertWritable();
     this.lock(entry);
     const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
     Atomics.store(this.i32, entry.seqIdx, seq);
