@@ -274,3 +274,23 @@ test('audit log: one JSON line per GetServiceFilePath and per applied change', a
   const change = lines.find((l) => l.event === 'VariablesChanged')!;
   assert.deepEqual(change.variables, ['v']);
 });
+
+test('a SyncBatch never exceeds the frame limit: large changes go out in several batches', async (t) => {
+  const server = await startServer(t, { limits: { maxFrameBytes: 4096 } });
+  const a = await connect(t, server.url, 'ops:s3cret');
+  const b = await connect(t, server.url, 'ops:s3cret');
+  const sa = body<{ sid: number }>(await a.request('Subscription', { tenant: 'acme', service: 'big', create: true }));
+  for (const name of ['p', 'q', 'r']) await a.request('RegisterVariable', { sid: sa.sid, name, offset: -1, size: 1500, typeId: VariableType.Bytes });
+  const sb = body<{ sid: number }>(await b.request('Subscription', { tenant: 'acme', service: 'big' }));
+  const frames: number[] = [];
+  b.ws.on('message', (data: Buffer) => frames.push(data.length));
+  // Three reports in one burst: their changes reach b's dirty set together and are flushed at once.
+  await Promise.all([0, 1, 2].map((i) => a.request('ReportVariableChanges', { sid: sa.sid, changes: [[i, new Uint8Array(1500).fill(i + 1)]] })));
+  const got = new Map<number, number>();
+  while (got.size < 3) {
+    const m = await b.push((x) => x.type === 'SyncBatch' && (x.body as { sid: number }).sid === sb.sid);
+    for (const [index, , bytes] of body<{ updates: [number, number, Uint8Array][] }>(m).updates) got.set(index, bytes[0]!);
+  }
+  assert.deepEqual([...got.entries()].sort(), [[0, 1], [1, 2], [2, 3]]);
+  assert.ok(frames.every((n) => n <= 4096), `frames: ${frames.join(', ')}`);
+});

@@ -155,20 +155,9 @@ export class ServiceHost {
       return;
     }
     // New definitions ride with the first batch, before any update to them.
-    let defs: VariableDef[] | undefined = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
-    if (defs.length === 0) defs = undefined;
+    const defs = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
     sub.knownDefs = entries.length;
-    const budget = this.options.maxFrameBytes / 2;
-    let updates: Update[] = [];
-    let bytes = 0;
-    const send = () => {
-      const body: SyncBatchBody = { sid: sub.sid, version: Number(this.file.version), updates };
-      if (defs !== undefined) body.defs = defs;
-      defs = undefined;
-      sub.outlet.send(encodeFrame('SyncBatch', 0, body));
-      updates = [];
-      bytes = 0;
-    };
+    const updates: Update[] = [];
     for (const index of sub.dirty) {
       const e = entries[index];
       if (e === undefined) continue;
@@ -177,13 +166,17 @@ export class ServiceHost {
         sub.own.delete(index);
         if (Number(this.file.entryVersion(e)) === mine) continue; // nobody wrote it since the client's own write
       }
-      const update = this.file.read(e, () => [index, Number(this.file.entryVersion(e)), this.file.u8.slice(e.at, e.at + e.meta.size)] as Update);
-      if (bytes + e.meta.size + 16 > budget && updates.length > 0) send();
-      updates.push(update);
-      bytes += e.meta.size + 16;
+      updates.push(this.file.read(e, () => [index, Number(this.file.entryVersion(e)), this.file.u8.slice(e.at, e.at + e.meta.size)] as Update));
     }
     sub.dirty.clear();
-    if (updates.length > 0 || defs !== undefined) send();
+    if (updates.length === 0 && defs.length === 0) return;
+    const version = Number(this.file.version);
+    const batches = framesOf(updates, (u) => u[2].length + 16, this.options.maxFrameBytes / 2);
+    batches.forEach((batch, i) => {
+      const body: SyncBatchBody = { sid: sub.sid, version, updates: batch };
+      if (i === 0 && defs.length > 0) body.defs = defs;
+      sub.outlet.send(encodeFrame('SyncBatch', 0, body));
+    });
   }
 
   /**
@@ -192,26 +185,13 @@ export class ServiceHost {
    */
   private flushNames(sub: Subscriber, entries: readonly DirEntry[]): void {
     sub.knownDefs = entries.length;
-    if (sub.dirty.size === 0) return;
-    const version = Number(this.file.version);
-    const budget = this.options.maxFrameBytes / 2;
-    let names: string[] = [];
-    let bytes = 0;
-    const send = () => {
-      sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables: names, sid: sub.sid }));
-      names = [];
-      bytes = 0;
-    };
-    for (const index of sub.dirty) {
-      const e = entries[index];
-      if (e === undefined) continue;
-      const cost = e.meta.name.length + 2;
-      if (bytes + cost > budget && names.length > 0) send();
-      names.push(e.meta.name);
-      bytes += cost;
-    }
+    const names = [...sub.dirty].flatMap((index) => entries[index]?.meta.name ?? []);
     sub.dirty.clear();
-    if (names.length > 0) send();
+    if (names.length === 0) return;
+    const version = Number(this.file.version);
+    for (const variables of framesOf(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
+      sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables, sid: sub.sid }));
+    }
   }
 
   close(): void {
@@ -220,4 +200,20 @@ export class ServiceHost {
     this.watcher.close();
     this.file.close();
   }
+}
+
+/** Splits `items` into runs whose summed cost stays within `budget` (an item alone may exceed it); at least one run. */
+function framesOf<T>(items: readonly T[], cost: (item: T) => number, budget: number): T[][] {
+  const frames: T[][] = [[]];
+  let used = 0;
+  for (const item of items) {
+    const c = cost(item);
+    if (used + c > budget && frames[frames.length - 1]!.length > 0) {
+      frames.push([]);
+      used = 0;
+    }
+    frames[frames.length - 1]!.push(item);
+    used += c;
+  }
+  return frames;
 }
