@@ -11,6 +11,8 @@ export interface Grants {
   read: string[];
   write: string[];
   admin: string[];
+  /** Present (false) when the key may not map service files: GetServiceFilePath → HYBRID_ACCESS_DENIED. */
+  hybrid?: false;
 }
 
 /** Longest credential looked at: anything longer is refused before hashing. */
@@ -67,7 +69,9 @@ export class Authenticator {
     }
     const key = auth.keys.get(keyId);
     if (key === undefined) throw authFailed();
-    return { tenant, keyId, read: [...key.read], write: [...key.write], admin: [...key.admin] };
+    const grants: Grants = { tenant, keyId, read: [...key.read], write: [...key.write], admin: [...key.admin] };
+    if (key.hybrid === false) grants.hybrid = false;
+    return grants;
   }
 
   private cached(cacheKey: string): string | undefined {

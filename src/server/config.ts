@@ -19,6 +19,8 @@ export interface KeyConfig {
   read: string[];
   write: string[];
   admin: string[];
+  /** false: this key may not map service files (GetServiceFilePath → HYBRID_ACCESS_DENIED; clients go remote). */
+  hybrid?: boolean;
 }
 export interface JwtConfig {
   secret: string;
@@ -80,7 +82,7 @@ const serviceFileBytes = positiveInt
   .max(MAX_MAX_FILE_SIZE)
   .refine((n) => n % PAGE_SIZE === 0, { message: `expected a multiple of ${PAGE_SIZE}` });
 
-const keySchema = z.strictObject({ id: name('key id'), secret, read: globs, write: globs, admin: globs });
+const keySchema = z.strictObject({ id: name('key id'), secret, read: globs, write: globs, admin: globs, hybrid: z.boolean().optional() });
 const jwtSchema = z.strictObject({
   secret: z.string().min(1, 'expected a non-empty secret'),
   issuer: z.string().min(1).optional(),
@@ -105,6 +107,19 @@ const limitsSchema = z.strictObject({
   maxSubscriptionsPerConnection: positiveInt.optional(),
   rateLimit: z.strictObject({ messagesPerSecond: z.number().positive().optional(), burst: positiveInt.optional() }).optional(),
   maxBufferedBytes: positiveInt.optional(),
+  slowConsumerTimeoutMs: positiveInt.optional(),
+  maxUnauthenticatedConnections: positiveInt.optional(),
+  maxUnauthenticatedPerIp: positiveInt.optional(),
+  maxConnectionsPerIp: positiveInt.optional(),
+  maxChangesPerReport: positiveInt.optional(),
+  maxPatterns: positiveInt.optional(),
+  maxPatternLength: positiveInt.optional(),
+  maxServicesPerTenant: positiveInt.optional(),
+  maxVariablesPerTenant: positiveInt.optional(),
+  maxBytesPerTenant: positiveInt.optional(),
+  maxOpenServices: positiveInt.optional(),
+  serviceIdleMs: z.number().int().nonnegative().optional(),
+  maxConcurrentAuth: positiveInt.optional(),
 });
 const configSchema = z.strictObject({
   host: z.string().min(1).optional(),

@@ -18,8 +18,37 @@ export interface Limits {
   maxSubscriptionsPerConnection: number;
   /** Token bucket per connection: sustained rate and the burst it may save up. */
   rateLimit: { messagesPerSecond: number; burst: number };
-  /** Per-connection send backlog before conflation holds updates back (only the latest value is sent). */
+  /**
+   * Per-connection output budget (like Redis's client-output-buffer-limit): past this many unsent bytes the
+   * connection's updates conflate (only the latest value is sent) and its requests wait, unread.
+   */
   maxBufferedBytes: number;
+  /** A connection whose output stays over maxBufferedBytes this long is closed (4008, slow consumer). */
+  slowConsumerTimeoutMs: number;
+  /** Connections that have not authenticated yet, over all addresses (a smaller pool than maxConnections). */
+  maxUnauthenticatedConnections: number;
+  /** Not-yet-authenticated connections from one IP address. */
+  maxUnauthenticatedPerIp: number;
+  /** Connections from one IP address, authenticated or not. */
+  maxConnectionsPerIp: number;
+  /** Changes in one ReportVariableChanges (a larger report is refused whole; the client splits its reports). */
+  maxChangesPerReport: number;
+  /** Globs in one Subscription's `variables`, and in one key's or token's read/write/admin lists. */
+  maxPatterns: number;
+  /** Characters in one glob. */
+  maxPatternLength: number;
+  /** Per tenant: services on disk. */
+  maxServicesPerTenant: number;
+  /** Per tenant: variables, over all its services. */
+  maxVariablesPerTenant: number;
+  /** Per tenant: bytes of service files on disk. */
+  maxBytesPerTenant: number;
+  /** Service files the server keeps open at once (each costs an fd, a mapping and a watcher). */
+  maxOpenServices: number;
+  /** A service nobody uses (no subscription, no local client's connection) is closed after this long. */
+  serviceIdleMs: number;
+  /** Credential verifications (scrypt) running at once; more wait their turn. */
+  maxConcurrentAuth: number;
 }
 
 const MiB = 1024 * 1024;
@@ -34,6 +63,19 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxSubscriptionsPerConnection: 1_000,
   rateLimit: Object.freeze({ messagesPerSecond: 5_000, burst: 10_000 }),
   maxBufferedBytes: 4 * MiB,
+  slowConsumerTimeoutMs: 30_000,
+  maxUnauthenticatedConnections: 1_000,
+  maxUnauthenticatedPerIp: 100,
+  maxConnectionsPerIp: 5_000,
+  maxChangesPerReport: 4_096,
+  maxPatterns: 64,
+  maxPatternLength: 256,
+  maxServicesPerTenant: 256,
+  maxVariablesPerTenant: 262_144,
+  maxBytesPerTenant: 4 * 1024 * MiB,
+  maxOpenServices: 1_000,
+  serviceIdleMs: 10_000,
+  maxConcurrentAuth: 4,
 });
 
 /**
