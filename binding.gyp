@@ -7,7 +7,8 @@
         "native/mapping.cc",
         "native/futex.cc",
         "native/watcher.cc",
-        "native/diff.cc"
+        "native/diff.cc",
+        "native/sigbus.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],

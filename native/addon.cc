@@ -4,11 +4,13 @@
 #include "diff.h"
 #include "futex.h"
 #include "mapping.h"
+#include "sigbus.h"
 #include "watcher.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  commy::InitSigbus(env, exports);
   commy::InitMapping(env, exports);
   commy::InitFutex(env, exports);
   commy::InitWatcher(env, exports);

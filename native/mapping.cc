@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "common.h"
+#include "sigbus.h"
 #include "watcher.h"
 
 namespace commy {
@@ -55,6 +56,7 @@ void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
   // Watcher threads read the mapped words: stop them before the pages go.
   CloseWatchers(m);
   if (m->live) Unregister(m);
+  UnregisterSigbusRange(m->sigbus_slot);
   munmap(m->addr, m->length);
   delete m;
 }
@@ -104,11 +106,20 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
     return Napi::Value();
   }
 
+  // A fault past end of file (another process truncated it) must be survivable.
+  const int slot = RegisterSigbusRange(addr, length, writable);
+  if (slot < 0) {
+    munmap(addr, length);
+    ThrowError(env, "ERR_COMMY_MMAP", "too many live mappings in this process");
+    return Napi::Value();
+  }
+
   Mapping* m = new Mapping;
   m->addr = addr;
   m->length = length;
   m->writable = writable;
   m->env = env;
+  m->sigbus_slot = slot;
 
   napi_value ab;
   m->creating = true;
@@ -116,6 +127,8 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
                                                     FinalizeMapping, m, &ab);
   m->creating = false;
   if (st != napi_ok) {
+    UnregisterSigbusRange(slot);
+    m->sigbus_slot = -1;
     if (m->finalized_while_creating) {
       // Node already ran (and is done with) the finalizer: release here.
       munmap(addr, length);
@@ -171,6 +184,8 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
 
   Unregister(m);
   m->live = false;
+  UnregisterSigbusRange(m->sigbus_slot);
+  m->sigbus_slot = -1;
   // Drop the file pages now but keep the address range reserved until the
   // finalizer: V8 tracks backing stores by address until the detached buffer
   // is collected, and an immediate re-map at the same address would abort the

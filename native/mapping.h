@@ -26,6 +26,8 @@ struct Mapping {
   // finalizer synchronously when creation fails, and then must not free us.
   bool creating = false;
   bool finalized_while_creating = false;
+  // Slot in the SIGBUS registry (sigbus.h) while the file pages are mapped.
+  int sigbus_slot = -1;
   // Open watchers reading words of this mapping; closed before the pages go.
   std::vector<std::shared_ptr<WatchCore>> watchers;
 };

@@ -118,9 +118,12 @@ bool StartThread(WatchCore* core, int* err) {
   // The loop needs almost no stack; keep many watchers cheap.
   pthread_attr_setstacksize(&attr, 256 * 1024);
   // Block all signals in the new thread so process signals keep going to
-  // Node's threads (the mask is inherited at creation).
+  // Node's threads (the mask is inherited at creation). Except SIGBUS: the
+  // thread reads the mapping, and a fault there (file truncated by another
+  // process) must reach the handler in sigbus.cc; a blocked fault kills.
   sigset_t all, old;
   sigfillset(&all);
+  sigdelset(&all, SIGBUS);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   *err = pthread_create(&core->thread, &attr, ThreadMain, core);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);

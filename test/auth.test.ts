@@ -47,7 +47,7 @@ test('api key: id:secret, bare secret, plain and hashed', async () => {
     admin: ['*'],
   });
   assert.equal((await auth.authenticate('acme', 'apiKey', 'ops-secret')).keyId, 'ops');
-  // A hashed secret that itself contains ':' works both ways (its prefix 'x' is no key id).
+  // A hashed secret that itself contains ':' (everything after the key id is the secret).
   assert.deepEqual(await auth.authenticate('acme', 'apiKey', 'viewer:x:y:z'), {
     tenant: 'acme',
     keyId: 'viewer',
@@ -55,11 +55,53 @@ test('api key: id:secret, bare secret, plain and hashed', async () => {
     write: [],
     admin: [],
   });
-  assert.equal((await auth.authenticate('acme', 'apiKey', 'x:y:z')).keyId, 'viewer');
   // From the cache the second time: same answer.
-  assert.equal((await auth.authenticate('acme', 'apiKey', 'x:y:z')).keyId, 'viewer');
+  assert.equal((await auth.authenticate('acme', 'apiKey', 'viewer:x:y:z')).keyId, 'viewer');
+  // A hashed key needs its key id: a bare secret is looked for among plain-text keys only (one scrypt, not one per key).
+  await assertRefused(auth.authenticate('acme', 'apiKey', 'x:y:z'));
   // A prefix that is a key id checks that key only.
   await assertRefused(auth.authenticate('acme', 'apiKey', 'ops:x:y:z'));
+});
+
+test('every API-key check not answered from the cache costs exactly one scrypt, whatever exists', async () => {
+  const auth = await setup();
+  const cost = async (tenant: string, credential: string, ok = false): Promise<number> => {
+    const before = auth.stats.scrypts;
+    if (ok) await auth.authenticate(tenant, 'apiKey', credential);
+    else await assertRefused(auth.authenticate(tenant, 'apiKey', credential));
+    return auth.stats.scrypts - before;
+  };
+  // Unknown tenant, unknown key id, known key with a plain-text or a hashed secret, bare secret: the same work.
+  assert.equal(await cost('nobody', 'ops:ops-secret'), 1);
+  assert.equal(await cost('acme', 'ghost:ops-secret'), 1);
+  assert.equal(await cost('acme', 'ops:wrong'), 1);
+  assert.equal(await cost('acme', 'viewer:wrong'), 1);
+  assert.equal(await cost('acme', 'wrong'), 1);
+  assert.equal(await cost('acme', 'x:y:z'), 1, 'a bare secret of a hashed key: still one scrypt');
+  assert.equal(await cost('acme', 'ops:ops-secret', true), 1, 'a plain-text key pays the stand-in scrypt too, once');
+  assert.equal(await cost('acme', 'ops:ops-secret', true), 0, 'then the cache answers');
+  assert.equal(await cost('acme', 'viewer:x:y:z', true), 1);
+  assert.equal(await cost('acme', 'viewer:x:y:z', true), 0);
+  // Malformed attempts are refused before any work; that depends on the input alone, never on the config.
+  assert.equal(await cost('../acme', 'ops:ops-secret'), 0);
+  assert.equal(await cost('acme', ''), 0);
+  assert.equal(await cost('acme', 'x'.repeat(8193)), 0);
+});
+
+test('scrypt runs at once never exceed maxConcurrentAuth; past the wait queue the answer is RATE_LIMITED at once', async () => {
+  const config = loadConfig({ tenants: { acme: { keys: [{ id: 'ops', secret: 'ops-secret', read: ['*'] }] } } });
+  const auth = new Authenticator(config.tenants, { maxConcurrentAuth: 2, maxQueuedAuth: 3 });
+  // Distinct credentials, key ids and addresses: neither the shared verification nor the throttle steps in.
+  const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => auth.authenticate('acme', 'apiKey', `k${i}:guess-${i}`, `10.0.0.${i}`)));
+  const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok'));
+  assert.deepEqual(codes.filter((c) => c === 'RATE_LIMITED').length, 3, codes.join());
+  assert.deepEqual(codes.filter((c) => c === 'AUTH_FAILED').length, 5, codes.join());
+  assert.equal(auth.stats.peakScryptsRunning, 2);
+  assert.equal(auth.stats.scrypts, 5);
+  assert.equal(auth.stats.scryptsRunning, 0);
+  assert.equal(auth.stats.queued, 0);
+  // With room again, the next one is verified.
+  assert.equal((await auth.authenticate('acme', 'apiKey', 'ops:ops-secret', '10.0.0.99')).keyId, 'ops');
 });
 
 test('api key: refusals all look the same', async () => {

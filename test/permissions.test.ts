@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Permissions, globMatch } from '../src/server/permissions.js';
+import { Permissions, globMatch, type Action } from '../src/server/permissions.js';
 import type { Grants } from '../src/server/auth.js';
+import { ErrorCode, isCommyError } from '../src/core/errors.js';
+import { DEFAULT_LIMITS } from '../src/server/limits.js';
 
 function grants(read: string[], write: string[] = [], admin: string[] = []): Grants {
   return { tenant: 'acme', keyId: 'k', read, write, admin };
@@ -69,4 +71,53 @@ test('grants by glob, per action', () => {
   assert.ok(!p.can('admin', 'dash-1'));
   assert.ok(!p.can('delete' as 'read', 'dash-1'));
   assert.equal(p.grants.keyId, 'k');
+});
+
+test('only the three actions exist, whatever the object prototype holds', () => {
+  const p = new Permissions(grants(['*'], ['*'], ['*']));
+  for (const action of ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf', '']) {
+    assert.equal(p.can(action as Action, 'svc'), false, action);
+  }
+});
+
+test('a service name is matched whole, RegExp metacharacters literally', () => {
+  const p = new Permissions(grants(['s-1.*', 'a?c', '(x|y)']));
+  assert.ok(p.can('read', 's-1.temp'));
+  assert.ok(!p.can('read', 's-1xtemp'));
+  assert.ok(!p.can('read', 'my-s-1.temp'));
+  assert.ok(p.can('read', 'abc'));
+  assert.ok(p.can('read', '(x|y)'));
+  assert.ok(!p.can('read', 'x'));
+});
+
+function refused(fn: () => unknown, what: RegExp): void {
+  assert.throws(fn, (err) => {
+    assert.ok(isCommyError(err, ErrorCode.AUTH_FAILED), String(err));
+    assert.match(err.message, what);
+    assert.ok(isCommyError((err as Error).cause, ErrorCode.INVALID_MESSAGE));
+    return true;
+  });
+}
+
+test('grants past the glob limits are refused with AUTH_FAILED (default limits when none are given)', () => {
+  const many = Array.from({ length: 10_000 }, (_, i) => `svc-${i}`);
+  refused(() => new Permissions(grants(many)), /read grants refused: 10000 globs in one list; at most 64/);
+  refused(() => new Permissions(grants([], ['*', ...many])), /write grants refused/);
+  refused(() => new Permissions(grants([], [], ['x'.repeat(1 << 20)])), /admin grants refused: glob 0 is 1048576 characters long; at most 256/);
+  refused(() => new Permissions(grants(['ok', '']), DEFAULT_LIMITS), /glob 1 is empty/);
+  refused(() => new Permissions({ ...grants(many), keyId: 'k'.repeat(10_000) }), /key "k{64}…"/);
+  // At the limits: fine.
+  const p = new Permissions(grants(many.slice(0, 64), ['?'.repeat(256)]));
+  assert.ok(p.can('read', 'svc-63'));
+  assert.ok(!p.can('read', 'svc-64'));
+  assert.ok(p.can('write', 'w'.repeat(256)));
+});
+
+test('the limits given are the ones applied', () => {
+  const limits = { ...DEFAULT_LIMITS, maxPatterns: 2, maxPatternLength: 4 };
+  refused(() => new Permissions(grants(['a', 'b', 'c']), limits), /3 globs in one list; at most 2/);
+  refused(() => new Permissions(grants(['abcde']), limits), /at most 4/);
+  const generous = { maxPatterns: 20_000, maxPatternLength: 1 << 20 };
+  const many = Array.from({ length: 10_000 }, (_, i) => `svc-${i}`);
+  assert.ok(new Permissions(grants(many), generous).can('read', 'svc-9999'));
 });

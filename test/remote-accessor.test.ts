@@ -278,7 +278,7 @@ async function scripted(t: After, variables: VariableDef[], data: Uint8Array, op
   let accessor: RemoteFileAccessor | undefined;
   const push = <K extends MessageTypeName>(type: K, id: number, body: MessageBodies[K]): void => events!.frame(encodeFrame(type, id, body));
   const subscribing = RemoteFileAccessor.subscribe(
-    { conn, maxFrameBytes: options.maxFrameBytes ?? 1 << 20, diff: (a, b) => diffRangesJs(a, b), onError: (e) => errors.push(e), route: noop },
+    { conn, maxFrameBytes: options.maxFrameBytes ?? 1 << 20, maxChangesPerReport: 4096, diff: (a, b) => diffRangesJs(a, b), onError: (e) => errors.push(e), route: noop },
     'acme',
     'svc',
   );

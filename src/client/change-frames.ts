@@ -4,16 +4,17 @@ const FRAME_OVERHEAD = 64;
 const CHANGE_OVERHEAD = 12;
 
 /**
- * Splits one flush's changes into groups that each fit one frame of `maxFrameBytes`, in order. A change
- * too big for any frame gets a group of its own; sending it fails with MESSAGE_TOO_LARGE (and only it).
+ * Splits one flush's changes into groups that each fit one frame of `maxFrameBytes` and hold at most
+ * `maxChanges`, in order. A change too big for any frame gets a group of its own; sending it fails with
+ * MESSAGE_TOO_LARGE (and only it).
  */
-export function splitChanges<T>(changes: readonly [T, Uint8Array][], maxFrameBytes: number): [T, Uint8Array][][] {
+export function splitChanges<T>(changes: readonly [T, Uint8Array][], maxFrameBytes: number, maxChanges = Infinity): [T, Uint8Array][][] {
   const groups: [T, Uint8Array][][] = [];
   let group: [T, Uint8Array][] = [];
   let size = FRAME_OVERHEAD;
   for (const change of changes) {
     const cost = change[1].length + CHANGE_OVERHEAD;
-    if (group.length > 0 && size + cost > maxFrameBytes) {
+    if (group.length > 0 && (size + cost > maxFrameBytes || group.length >= maxChanges)) {
       groups.push(group);
       group = [];
       size = FRAME_OVERHEAD;

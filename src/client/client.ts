@@ -2,7 +2,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import type { FileAccessor } from '../core/file-accessor.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { assertValidName } from '../core/names.js';
-import { PROTOCOL_VERSION, type Message, type VariablesUpdatedBody } from '../protocol/messages.js';
+import { MAX_CHANGES_PER_REPORT, PROTOCOL_VERSION, type Message, type VariablesUpdatedBody } from '../protocol/messages.js';
 import { VirtualVariableFile } from '../virtual-variable-file.js';
 import { credentialOf, type AuthCredentials } from './auth-credentials.js';
 import { ChangeInbox, type WaitOptions } from './change-inbox.js';
@@ -94,6 +94,7 @@ export class Client {
     this.remote = {
       conn,
       maxFrameBytes: o.maxFrameBytes,
+      maxChangesPerReport: MAX_CHANGES_PER_REPORT,
       diff: this.platform.diff,
       onError: o.onError,
       route: (sid, accessor) => (accessor !== undefined ? this.routes.set(sid, accessor) : this.routes.delete(sid)),
@@ -111,6 +112,7 @@ export class Client {
       'Authenticated',
     );
     this.serverHostId = reply.hostId;
+    if (this.remote !== undefined && reply.maxChangesPerReport !== undefined) this.remote.maxChangesPerReport = reply.maxChangesPerReport;
   }
 
   /** Prepares the change queue; startFileMonitoring() starts filling it. */
@@ -226,6 +228,7 @@ export class Client {
 
   private onPush(message: Message): void {
     if (message.type === 'SyncBatch') this.routes.get(message.body.sid)?.onBatch(message.body);
+    else if (message.type === 'SnapshotChunk') this.routes.get(message.body.sid)?.onChunk(message.body);
     // Names only, for a read-only local file that reads the values from its mapping.
     else if (message.type === 'VariablesUpdated' && message.body.sid !== undefined) this.notices.get(message.body.sid)?.(message.body);
   }

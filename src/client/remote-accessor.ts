@@ -6,7 +6,7 @@ import { assertValidName } from '../core/names.js';
 import { codecFor } from '../core/value-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
 import { fixedSizeOf, isVariableTypeId, typeName, type VariableValue } from '../core/variable-type.js';
-import type { SnapshotBody, SyncBatchBody, VariableChangesAcknowledgedBody, VariableDef } from '../protocol/messages.js';
+import type { SnapshotBody, SnapshotChunkBody, SyncBatchBody, VariableChangesAcknowledgedBody, VariableDef } from '../protocol/messages.js';
 import { splitChanges } from './change-frames.js';
 import type { Connection } from './connection.js';
 import { RemoteVariableHandle, type HandleOwner, type RemoteEntry } from './remote-handle.js';
@@ -16,6 +16,8 @@ import { RemoteStore } from './remote-store.js';
 export interface RemoteContext {
   readonly conn: Connection;
   readonly maxFrameBytes: number;
+  /** Changes per ReportVariableChanges, as the server allows (Authenticated.maxChangesPerReport). */
+  maxChangesPerReport: number;
   /** Sorted [start, end) runs where two buffers differ (native SIMD diff on Node). */
   diff(a: Uint8Array, b: Uint8Array): ByteRange[];
   /** Failures nobody awaits (a background flush, a bad push). */
@@ -95,6 +97,8 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
   private closedFlag = false;
   private closedReason: CommyError | undefined;
   private closing: Promise<void> | undefined;
+  /** Set while the snapshot still arrives in SnapshotChunks: subscribe() resolves after the last one. */
+  private loading: { resolve(accessor: RemoteFileAccessor): void; reject(err: CommyError): void } | undefined;
   /**
    * The end-of-turn flush after set(). While a report is in flight it waits for the acknowledgement and then
    * sends everything changed meanwhile in one report: at most one background report per round trip, so a
@@ -137,7 +141,8 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
           try {
             const accessor = new RemoteFileAccessor(ctx, snapshot);
             ctx.route(snapshot.sid, accessor);
-            resolve(accessor);
+            if (snapshot.more === true) accessor.loading = { resolve, reject };
+            else resolve(accessor);
           } catch (err) {
             ctx.conn.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: noop, fail: noop });
             reject(err);
@@ -323,7 +328,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
       // Updates stashed for a variable that was set but, in the end, not sent (set back to the confirmed value).
       const settle = this.stash.size > 0 && this.dirty.size > 0 ? [...this.dirty] : undefined;
       this.dirty.clear();
-      if (changes.length > 0) for (const group of splitChanges(changes, this.ctx.maxFrameBytes)) sent.push(this.send(group));
+      if (changes.length > 0) for (const group of splitChanges(changes, this.ctx.maxFrameBytes, this.ctx.maxChangesPerReport)) sent.push(this.send(group));
       if (settle !== undefined) {
         const applied = settle.map((i) => this.entries[i]!).filter((e) => !this.pending.has(e.index) && this.applyStash(e, -1));
         if (applied.length > 0) this.emit(applied, this.serviceVersion);
@@ -484,6 +489,20 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
 
   // ---- server pushes ------------------------------------------------------------------------------
 
+  /** The rest of a snapshot too large for one frame (SnapshotBody.more); the subscription opens after the last. */
+  onChunk(chunk: SnapshotChunkBody): void {
+    const loading = this.loading;
+    if (this.closedFlag || loading === undefined) return;
+    if (chunk.defs !== undefined) for (const d of chunk.defs) this.addDef(d);
+    if (chunk.data !== undefined && chunk.offset !== undefined) {
+      this.store.ensure(chunk.offset + chunk.data.length);
+      this.store.putBoth(chunk.offset, chunk.data.length, chunk.data);
+    }
+    if (chunk.more) return;
+    this.loading = undefined;
+    loading.resolve(this);
+  }
+
   /** A change to the service by anyone (our own writes come back too): new definitions, then values. */
   onBatch(batch: SyncBatchBody): void {
     if (this.closedFlag) return;
@@ -567,6 +586,8 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
     if (this.closedFlag) return;
     this.closedFlag = true;
     this.closedReason = reason;
+    this.loading?.reject(reason ?? new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} closed while its snapshot was arriving`));
+    this.loading = undefined;
     this.flushQueued = false;
     this.flushAfterAck = false;
     this.wave?.resolve([]);

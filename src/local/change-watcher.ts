@@ -1,13 +1,27 @@
 import { deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
 import { native, type NativeWatcher } from '../native/addon.js';
 import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
-import { OWN_PID, pidAlive } from './process-lock.js';
+import { OWN_PID, slotHolderGone, takeLock, type LockWord } from './process-lock.js';
 import type { ServiceFile } from './service-file.js';
 
 /** Safety net only: a wake is never needed to be missed for this to matter (see docs/file-format.md). */
 const WATCH_TIMEOUT_MS = 1000;
 
 type Listener = (event: FileChangeEvent) => void;
+
+/** Watcher slots the watchers of this thread own, by file id: a slot with our pid and start not in here is a leftover. */
+const ownedSlots = new Map<string, Set<number>>();
+
+function slotsOwnedHere(fileId: string): Set<number> {
+  let owned = ownedSlots.get(fileId);
+  if (owned === undefined) ownedSlots.set(fileId, (owned = new Set()));
+  return owned;
+}
+
+/** Watcher slot `i`: its pid word and the start-time word of its owner. */
+function slotWord(i: number): LockWord {
+  return { lockIdx: (H.WATCH_SLOTS >> 2) + i, lockStartIdx: (H.WATCH_STARTS >> 2) + i };
+}
 
 /**
  * Turns futex wake-ups on the service version into FileChangeEvents. One native thread per mapped file,
@@ -55,7 +69,7 @@ export class ChangeWatcher {
     this.listeners.clear();
     this.file.localChange = undefined;
     this.file.ownWatchBit = 0;
-    if (this.slot >= 0 && !this.file.closed) Atomics.compareExchange(this.file.i32, (H.WATCH_SLOTS >> 2) + this.slot, OWN_PID, 0);
+    if (this.slot >= 0) this.releaseSlot(this.slot);
     this.slot = -1;
   }
 
@@ -72,22 +86,36 @@ export class ChangeWatcher {
   }
 
   /**
-   * Claims a free watcher bit (or one whose owner died). Without one (32 watchers already), this watcher
-   * simply listens to every wake, its own process's included.
+   * Claims a free watcher bit, or one whose owner is gone (dead, its pid reused, or a leftover of this very
+   * process: see holderGone). Without one (32 watchers already), this watcher simply listens to every wake,
+   * its own process's included.
    */
   private claimSlot(): number {
     const i32 = this.file.i32;
-    const base = H.WATCH_SLOTS >> 2;
+    const owned = slotsOwnedHere(this.file.info.fileId);
     for (let i = 0; i < WATCH_SLOT_COUNT; i++) {
-      const owner = Atomics.load(i32, base + i);
-      if (owner === 0 && Atomics.compareExchange(i32, base + i, 0, OWN_PID) === 0) return i;
-      if (owner !== 0 && owner !== OWN_PID && !pidAlive(owner) && Atomics.compareExchange(i32, base + i, owner, OWN_PID) === owner) {
+      const word = slotWord(i);
+      const owner = Atomics.load(i32, word.lockIdx);
+      if (owner === 0 && takeLock(i32, word, 0)) {
+        owned.add(i);
+        return i;
+      }
+      if (owner !== 0 && slotHolderGone(i32, word, owned.has(i)) && takeLock(i32, word, owner)) {
         // A watcher killed while asleep left its bit parked: clear it, or every writer would wake nobody forever.
         Atomics.and(i32, H.PARKED >> 2, ~(1 << i));
+        owned.add(i);
         return i;
       }
     }
     return -1;
+  }
+
+  private releaseSlot(slot: number): void {
+    const fileId = this.file.info.fileId;
+    const owned = ownedSlots.get(fileId);
+    owned?.delete(slot);
+    if (owned?.size === 0) ownedSlots.delete(fileId);
+    if (!this.file.closed) Atomics.compareExchange(this.file.i32, slotWord(slot).lockIdx, OWN_PID, 0);
   }
 
   /**

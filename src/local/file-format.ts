@@ -45,12 +45,17 @@ export const H = {
   DATA_END: 88, // u64 allocation high-water mark, relative to dataStart
   DATA_CAPACITY: 96, // u64 bytes of data region the file currently holds
   PARKED: 104, // i32 bit mask: watchers (by watcher bit) asleep on VERSION
+  REG_LOCK_START: 108, // u32 start time of REG_LOCK's holder (low 32 bits of /proc/PID/stat field 22), 0 unknown
   TENANT_LEN: 128, // u8
   SERVICE_LEN: 129, // u8
   TENANT: 192, // 64 bytes
   SERVICE: 256, // 64 bytes
   WATCH_SLOTS: 512, // 32 × i32: pid owning each watcher bit, 0 when free
+  WATCH_STARTS: 640, // 32 × u32: start time of each watcher slot's owner, 0 unknown
 } as const;
+
+/** Longest tenant or service name the header holds. */
+export const HEADER_NAME_MAX = 64;
 
 /** Watcher bits: a process's watcher owns one, so the process's own writes can skip waking it. */
 export const WATCH_SLOT_COUNT = 32;
@@ -68,6 +73,8 @@ export const E = {
   TYPE_ID: 32, // u8
   NAME_LEN: 33, // u8
   NAME: 40, // 64 bytes ASCII
+  LOCK_START: 104, // u32 start time of LOCK's holder (low 32 bits of /proc/PID/stat field 22), 0 unknown
+  LAST_WRITER: 108, // i32 pid of the process that completed the last write (or registered it), 0 unknown
 } as const;
 
 export const ENTRY_LIVE = 1;
@@ -122,36 +129,46 @@ export interface HeaderInfo {
   service: string;
 }
 
-function invalid(path: string, why: string): CommyError {
-  return new CommyError(ErrorCode.INVALID_FILE, `${path} is not a usable commy service file: ${why}`);
+function invalid(label: string, why: string): CommyError {
+  return new CommyError(ErrorCode.INVALID_FILE, `${label} is not a usable commy service file: ${why}`);
 }
 
-/** Checks the first page of a file read with plain I/O; throws INVALID_FILE with the reason. */
-export function readHeader(path: string, page: Buffer, fileSize: number): HeaderInfo {
-  if (page.length < HEADER_SIZE || fileSize < HEADER_SIZE) throw invalid(path, `truncated header (${fileSize} bytes)`);
-  if (page.toString('ascii', H.MAGIC, H.MAGIC + 8) !== MAGIC) throw invalid(path, 'wrong magic');
+/**
+ * Checks the first page of a file read with plain I/O against the file's real size (fstat) and the format's
+ * limits; throws INVALID_FILE naming `label` (the caller's name for the file, never necessarily its path).
+ * Every size and count is checked here, since another process may have written anything into the file.
+ */
+export function readHeader(label: string, page: Buffer, fileSize: number): HeaderInfo {
+  if (page.length < HEADER_SIZE || fileSize < HEADER_SIZE) throw invalid(label, `truncated header (${fileSize} bytes)`);
+  if (page.toString('ascii', H.MAGIC, H.MAGIC + 8) !== MAGIC) throw invalid(label, 'wrong magic');
   const version = page.readUInt32LE(H.FORMAT_VERSION);
   if (version !== FORMAT_VERSION) {
-    throw invalid(path, `format version ${version}; this commy reads version ${FORMAT_VERSION}${version > FORMAT_VERSION ? ' (upgrade commy)' : ''}`);
+    throw invalid(label, `format version ${version}; this commy reads version ${FORMAT_VERSION}${version > FORMAT_VERSION ? ' (upgrade commy)' : ''}`);
   }
   if (page.readUInt32LE(H.HEADER_SIZE) !== HEADER_SIZE || page.readUInt32LE(H.ENTRY_SIZE) !== ENTRY_SIZE) {
-    throw invalid(path, 'unexpected header or entry size');
+    throw invalid(label, 'unexpected header or entry size');
   }
   const maxVariables = page.readUInt32LE(H.MAX_VARIABLES);
   const dataStart = page.readUInt32LE(H.DATA_START);
   const maxFileSize = Number(page.readBigUInt64LE(H.MAX_FILE_SIZE));
   if (maxVariables < 1 || maxVariables > MAX_MAX_VARIABLES || dataStart !== dataStartFor(maxVariables)) {
-    throw invalid(path, 'corrupt directory size');
+    throw invalid(label, 'corrupt directory size');
   }
   if (maxFileSize % PAGE_SIZE !== 0 || maxFileSize <= dataStart || maxFileSize > MAX_MAX_FILE_SIZE) {
-    throw invalid(path, `corrupt maximum file size ${maxFileSize}`);
+    throw invalid(label, `corrupt maximum file size ${maxFileSize}`);
   }
-  const capacity = Number(page.readBigUInt64LE(H.DATA_CAPACITY));
-  if (fileSize < dataStart + capacity) {
-    throw invalid(path, `truncated: ${fileSize} bytes, the header promises ${dataStart + capacity}`);
+  const capacity = page.readBigUInt64LE(H.DATA_CAPACITY);
+  if (capacity > BigInt(maxFileSize - dataStart)) throw invalid(label, `corrupt data capacity ${capacity}`);
+  if (fileSize < dataStart + Number(capacity)) {
+    throw invalid(label, `truncated: ${fileSize} bytes, the header promises ${dataStart + Number(capacity)}`);
   }
-  const tenantLen = Math.min(page.readUInt8(H.TENANT_LEN), 64);
-  const serviceLen = Math.min(page.readUInt8(H.SERVICE_LEN), 64);
+  const dataEnd = page.readBigUInt64LE(H.DATA_END);
+  if (dataEnd > capacity) throw invalid(label, `corrupt data end ${dataEnd} (capacity ${capacity})`);
+  const varCount = page.readUInt32LE(H.VAR_COUNT);
+  if (varCount > maxVariables) throw invalid(label, `corrupt directory count ${varCount}`);
+  const tenantLen = page.readUInt8(H.TENANT_LEN);
+  const serviceLen = page.readUInt8(H.SERVICE_LEN);
+  if (tenantLen > HEADER_NAME_MAX || serviceLen > HEADER_NAME_MAX) throw invalid(label, 'corrupt tenant or service name');
   return {
     maxVariables,
     dataStart,

@@ -1,6 +1,6 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertValidName } from '../core/names.js';
-import { native } from '../native/addon.js';
+import { damageCount, native } from '../native/addon.js';
 import { pairsFromFlat, variablesTouched } from '../core/byte-diff.js';
 import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
@@ -31,7 +31,8 @@ class LocalVariableHandle implements VariableHandle {
     const seq = Atomics.load(file.i32, e.seqIdx);
     if ((seq & 1) === 0) {
       const value = e.codec.load(file.view, e.at);
-      if (Atomics.load(file.i32, e.seqIdx) === seq) return value;
+      // The damage count too: a value read from a page repaired after a truncation is zeros, never returned.
+      if (Atomics.load(file.i32, e.seqIdx) === seq && Atomics.load(damageCount, 0) === file.damageMark) return value;
     }
     return file.readValue(this.entry) as VariableValue;
   }
@@ -81,7 +82,7 @@ class NoChangeSource implements ChangeSource {
     this.file.assertOpen();
     throw new CommyError(
       ErrorCode.PERMISSION_DENIED,
-      `${this.file.path} is mapped read-only: it has no change watcher (that would store into the file); a Client with a read-only key gets change events from the server`,
+      `${this.file.label} is mapped read-only: it has no change watcher (that would store into the file); a Client with a read-only key gets change events from the server`,
     );
   }
 
@@ -180,15 +181,18 @@ export class LocalFileAccessor implements FileAccessor {
   /** A private copy of the data region as of the last syncShadow(); raw writes into bytes() show up against it. */
   shadowBytes(): Uint8Array {
     this.file.assertOpen();
-    const capacity = this.file.dataCapacity;
+    const capacity = this.file.checkedDataCapacity();
     if (this.shadow === undefined) {
       this.shadow = this.file.dataBytes().slice();
+    } else if (this.shadow.length > capacity) {
+      throw new CommyError(ErrorCode.INVALID_FILE, `${this.file.label}: data capacity ${capacity} shrank below ${this.shadow.length}`);
     } else if (this.shadow.length < capacity) {
       // The file grew: the new part of the shadow starts as the file's bytes (new variables start at zero).
       const grown = this.file.dataBytes().slice();
       grown.set(this.shadow);
       this.shadow = grown;
     }
+    this.file.assertIntact(); // the copies above read the mapping
     return this.shadow;
   }
 
@@ -196,6 +200,7 @@ export class LocalFileAccessor implements FileAccessor {
     const current = this.file.dataBytes();
     const shadow = this.shadowBytes();
     shadow.set(current.subarray(0, shadow.length));
+    this.file.assertIntact();
   }
 
   /** Local: finds raw writes into bytes() by diffing against the shadow and publishes them as changes. */
@@ -204,6 +209,7 @@ export class LocalFileAccessor implements FileAccessor {
     const shadow = this.shadowBytes();
     const current = this.file.dataBytes().subarray(0, shadow.length);
     const ranges = pairsFromFlat(native.diff(current, shadow));
+    this.file.assertIntact(); // the diff read the mapping
     for (const name of variablesTouched(this.variables(), ranges)) this.file.touch(this.file.entry(name));
     this.syncShadow();
   }
@@ -217,7 +223,7 @@ export class LocalFileAccessor implements FileAccessor {
     const lent = this.lent;
     this.lent = undefined;
     if (lent !== undefined && native.diff(lent.copy, lent.pristine).length > 0) {
-      throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.file.path} is mapped read-only: raw writes into bytes() (a copy) cannot be published`);
+      throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.file.label} is mapped read-only: raw writes into bytes() (a copy) cannot be published`);
     }
     this.syncShadow();
   }

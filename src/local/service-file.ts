@@ -6,7 +6,7 @@ import { assertValidName, isValidName } from '../core/names.js';
 import { codecFor, type ValueCodec } from '../core/value-codec.js';
 import { fixedSizeOf, isVariableTypeId, typeName, type VariableTypeId } from '../core/variable-type.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
-import { native } from '../native/addon.js';
+import { damageCount, native } from '../native/addon.js';
 import {
   DATA_ALIGN,
   DEFAULT_MAX_FILE_SIZE,
@@ -27,7 +27,18 @@ import {
   writeHeader,
   type HeaderInfo,
 } from './file-format.js';
-import { DEFAULT_LOCK_POLICY, acquire, release, waitOut, OWN_PID, type LockPolicy } from './process-lock.js';
+import {
+  DEFAULT_LOCK_POLICY,
+  HolderClock,
+  OWN_PID,
+  OWN_START,
+  acquire,
+  release,
+  takeLock,
+  waitOut,
+  type LockPolicy,
+  type LockWord,
+} from './process-lock.js';
 
 export const DEFAULT_MAX_VARIABLE_SIZE = 64 * 1024;
 
@@ -50,7 +61,19 @@ export interface ServiceFileOptions {
    * writer's; `dataBytes()` returns a copy. Never creates the file (a missing one is FILE_NOT_FOUND).
    */
   readOnly?: boolean;
+  /**
+   * The file's name in every error message (default: its absolute path). A server passes `tenant/service`, so
+   * that no error it forwards to a client reveals where its data lives.
+   */
+  label?: string;
+  /** The header must name this tenant and service (else INVALID_FILE): a planted link or copy of another service's file is refused. */
+  expect?: { tenant: string; service: string };
+  /** Refuse (INVALID_FILE) a file not owned by this process's effective uid, or writable by group or others. */
+  requireOwner?: boolean;
 }
+
+/** What tryRead, tryRegister answer (and tryLock means by false) when a live process holds what they need. */
+export const BUSY: unique symbol = Symbol('commy.busy');
 
 /** One directory entry as this process has cached it, with the indexes its hot paths need. */
 export interface DirEntry {
@@ -60,6 +83,8 @@ export interface DirEntry {
   /** Absolute byte offset of the value in the mapping. */
   readonly at: number;
   readonly lockIdx: number; // Int32Array index
+  readonly lockStartIdx: number; // Int32Array index: start time of the lock's holder
+  readonly lastWriterIdx: number; // Int32Array index: pid of the last completed write
   readonly seqIdx: number; // Int32Array index
   readonly flagsIdx: number; // Int32Array index
   readonly versionIdx: number; // BigUint64Array index
@@ -68,7 +93,31 @@ export interface DirEntry {
 const I32 = (byteOffset: number): number => byteOffset >> 2;
 const I64 = (byteOffset: number): number => byteOffset >> 3;
 const READ_RETRIES_BEFORE_LOCK = 64;
+/** tryRead's seqlock attempts before answering BUSY: enough to ride out a write that ends meanwhile, no waiting. */
+const TRY_READ_ATTEMPTS = 4;
 const RETRY: unique symbol = Symbol('retry');
+const REG_WORD: LockWord = { lockIdx: I32(H.REG_LOCK), lockStartIdx: I32(H.REG_LOCK_START) };
+/** Open without following a symlink as the last component, and without blocking on a FIFO planted at the path. */
+const OPEN_FLAGS = fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+
+/**
+ * Locks this thread holds across code that is not ours (lock() … unlock(), update()'s callback, tryLock() …
+ * writeLocked()), by file id: shared by every mapping of one file in this thread. A lock with our own pid and
+ * start time that is not in here is a leftover (see holderGone in process-lock.ts).
+ */
+const heldByFile = new Map<string, { locks: Set<number>; users: number }>();
+
+function heldLocksFor(fileId: string): Set<number> {
+  let held = heldByFile.get(fileId);
+  if (held === undefined) heldByFile.set(fileId, (held = { locks: new Set(), users: 0 }));
+  held.users++;
+  return held.locks;
+}
+
+function dropHeldLocks(fileId: string): void {
+  const held = heldByFile.get(fileId);
+  if (held !== undefined && --held.users === 0) heldByFile.delete(fileId);
+}
 
 /**
  * A service file mapped into this process: the format's rules (directory, growth, seqlocks, versions)
@@ -76,6 +125,8 @@ const RETRY: unique symbol = Symbol('retry');
  */
 export class ServiceFile {
   readonly path: string;
+  /** How errors name this file (ServiceFileOptions.label; default the path). */
+  readonly label: string;
   readonly info: HeaderInfo;
   readonly dataStart: number;
   /** The whole mapping: maxFileSize bytes, of which only the file's current size may be touched. */
@@ -92,6 +143,15 @@ export class ServiceFile {
   private readonly entries: DirEntry[] = [];
   private readonly byName = new Map<string, DirEntry>();
   private wakePending = false;
+  private readonly held: Set<number>;
+  /** Since when each contended lock has had its holder: try* judge a holder gone only after staleMs. */
+  private readonly clock: HolderClock;
+  private damagedFlag = false;
+  /**
+   * The process-wide damage count (native/sigbus.cc) when this mapping was last found intact. While the count
+   * still equals it, no fault was repaired anywhere since: the hot paths check that with one load.
+   */
+  damageMark = 0;
   /**
    * Set by this process's ChangeWatcher: its listeners hear about this process's own writes directly at the
    * end of the turn, and `ownWatchBit` leaves its thread out of the futex wake (no self wake-up).
@@ -106,42 +166,52 @@ export class ServiceFile {
     this.localChange?.();
   };
 
-  private constructor(path: string, fd: number, info: HeaderInfo, options: ServiceFileOptions) {
+  private constructor(path: string, label: string, fd: number, info: HeaderInfo, options: ServiceFileOptions) {
     this.path = path;
+    this.label = label;
     this.fd = fd;
     this.info = info;
     this.dataStart = info.dataStart;
     this.maxVariableSize = options.maxVariableSize ?? DEFAULT_MAX_VARIABLE_SIZE;
     this.policy = { ...DEFAULT_LOCK_POLICY, ...options.lock };
+    this.clock = new HolderClock(this.policy.staleMs);
     this.readOnlyFlag = options.readOnly === true;
+    this.damageMark = Atomics.load(damageCount, 0);
     // PROT_READ for a read-only file: a stray write would be SIGSEGV, so no method below ever makes one.
     this.buffer = native.map(fd, info.maxFileSize, !this.readOnlyFlag);
     this.i32 = new Int32Array(this.buffer);
     this.b64 = new BigUint64Array(this.buffer);
     this.u8 = new Uint8Array(this.buffer);
     this.view = new DataView(this.buffer);
+    this.held = heldLocksFor(info.fileId);
   }
 
-  /** Opens (and with `create`, creates) a service file. Throws FILE_NOT_FOUND, INVALID_FILE, INVALID_NAME. */
+  /**
+   * Opens (and with `create`, creates) a service file. Throws FILE_NOT_FOUND, INVALID_FILE (a symlink, not a
+   * regular file, a bad header, `expect` or `requireOwner` not met), INVALID_NAME.
+   */
   static open(path: string, options: ServiceFileOptions = {}): ServiceFile {
     if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) {
       throw new CommyError(ErrorCode.INVALID_NAME, 'a service file path must be a non-empty string without NUL');
     }
     const abs = resolve(path);
-    const fd = openOrCreate(abs, options);
+    const label = options.label ?? abs;
+    const fd = openOrCreate(abs, label, options);
     let file: ServiceFile | undefined;
     try {
+      const size = checkOpened(fd, label, options);
       const page = Buffer.alloc(HEADER_SIZE);
       const got = readSync(fd, page, 0, HEADER_SIZE, 0);
-      const info = readHeader(abs, page.subarray(0, got), fstatSync(fd).size);
-      file = new ServiceFile(abs, fd, info, options);
+      const info = readHeader(label, page.subarray(0, got), size);
+      checkExpected(info, label, options);
+      file = new ServiceFile(abs, label, fd, info, options);
       file.refresh();
       return file;
     } catch (err) {
       if (file !== undefined) file.close();
       else closeQuietly(fd);
       if (err instanceof CommyError) throw err;
-      throw new CommyError(ErrorCode.INTERNAL_ERROR, `cannot map ${abs}: ${(err as Error).message}`, { cause: err });
+      throw new CommyError(ErrorCode.INTERNAL_ERROR, `cannot map ${label}: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -159,27 +229,95 @@ export class ServiceFile {
    * a store into PROT_READ memory is SIGSEGV, a crash of the whole process, never an error we could catch.
    */
   assertWritable(): void {
-    if (this.readOnlyFlag) throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.path} is a read-only mapping: it cannot be changed from here`);
+    if (this.readOnlyFlag) throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.label} is a read-only mapping: it cannot be changed from here`);
   }
 
-  /** Throws NOT_CONNECTED once the file is closed: use after close must never touch unmapped memory. */
+  /**
+   * Throws NOT_CONNECTED once the file is closed (use after close must never touch unmapped memory), and
+   * INVALID_FILE once the mapping is damaged (see assertIntact).
+   */
   assertOpen(): void {
-    if (this.closedFlag) throw new CommyError(ErrorCode.NOT_CONNECTED, `service file ${this.path} is closed`);
+    if (this.closedFlag) throw new CommyError(ErrorCode.NOT_CONNECTED, `service file ${this.label} is closed`);
+    if (Atomics.load(damageCount, 0) !== this.damageMark) this.checkDamage();
+  }
+
+  /**
+   * INVALID_FILE if a SIGBUS inside this mapping was repaired (another process truncated the file: the pages
+   * past its end now read as zeros and writes to them are lost). Called *after* reading from the mapping, so a
+   * value read from a damaged mapping is never handed out. One load while nothing was repaired anywhere.
+   */
+  assertIntact(): void {
+    if (Atomics.load(damageCount, 0) !== this.damageMark) this.checkDamage();
+  }
+
+  /** Has a fault inside this mapping been repaired? (Sticky: such a mapping never shows the file again.) */
+  get damaged(): boolean {
+    if (!this.damagedFlag && !this.closedFlag && Atomics.load(damageCount, 0) !== this.damageMark) {
+      try {
+        this.checkDamage();
+      } catch {
+        /* now flagged */
+      }
+    }
+    return this.damagedFlag;
+  }
+
+  private checkDamage(): void {
+    const mark = Atomics.load(damageCount, 0);
+    if (this.damagedFlag || native.damaged(this.buffer)) {
+      this.damagedFlag = true;
+      throw new CommyError(ErrorCode.INVALID_FILE, `${this.label} is damaged: it was truncated or shrunk by another process`);
+    }
+    this.damageMark = mark; // the repairs were in other mappings
+  }
+
+  private corrupt(why: string): CommyError {
+    return new CommyError(ErrorCode.INVALID_FILE, `${this.label}: ${why}`);
   }
 
   get version(): bigint {
     this.assertOpen();
-    return Atomics.load(this.b64, I64(H.VERSION));
+    const version = Atomics.load(this.b64, I64(H.VERSION));
+    this.assertIntact();
+    return version;
   }
 
-  /** Bytes of data region the file holds now. */
+  /** Bytes of data region the file holds now: checkedDataCapacity(). */
   get dataCapacity(): number {
-    return Number(Atomics.load(this.b64, I64(H.DATA_CAPACITY)));
+    return this.checkedDataCapacity();
   }
 
-  /** End of the highest variable: the part of the data region worth diffing or sending. */
+  /** End of the highest variable, the part of the data region worth diffing or sending: checkedDataEnd(). */
   get dataEnd(): number {
-    return Number(Atomics.load(this.b64, I64(H.DATA_END)));
+    return this.checkedDataEnd();
+  }
+
+  /**
+   * The header's data capacity, checked against the format's limit and the file's real size (fstat): any
+   * process can write anything there, and callers size allocations and views by it. INVALID_FILE otherwise.
+   */
+  checkedDataCapacity(): number {
+    this.assertOpen();
+    const capacity = Atomics.load(this.b64, I64(H.DATA_CAPACITY));
+    this.assertIntact();
+    const limit = this.info.maxFileSize - this.dataStart;
+    if (capacity > BigInt(limit)) throw this.corrupt(`data capacity ${capacity} exceeds the file's limit of ${limit} bytes`);
+    const size = fstatSync(this.fd).size;
+    if (this.dataStart + Number(capacity) > size) throw this.corrupt(`data capacity ${capacity} lies past the end of the ${size}-byte file`);
+    return Number(capacity);
+  }
+
+  /**
+   * The header's data end (allocation high-water mark), checked like checkedDataCapacity and against it. Call
+   * this before allocating anything by its size (a snapshot): a local writer may have stored 1 GiB there.
+   */
+  checkedDataEnd(): number {
+    this.assertOpen();
+    // Read before the capacity: registration raises the capacity first, so an honest end never exceeds it.
+    const end = Atomics.load(this.b64, I64(H.DATA_END));
+    const capacity = this.checkedDataCapacity();
+    if (end > BigInt(capacity)) throw this.corrupt(`data end ${end} lies past the data capacity ${capacity}`);
+    return Number(end);
   }
 
   /** Is a watcher of another process (or another mapping in this one) asleep on the version word? */
@@ -191,15 +329,22 @@ export class ServiceFile {
   refresh(): void {
     this.assertOpen();
     const count = Atomics.load(this.i32, I32(H.VAR_COUNT));
+    this.assertIntact();
     if (count === this.entries.length) return;
     if (count < this.entries.length || count > this.info.maxVariables) {
-      throw new CommyError(ErrorCode.INVALID_FILE, `${this.path}: directory count ${count} is corrupt`);
+      throw this.corrupt(`directory count ${count} is corrupt`);
     }
-    const capacity = this.dataCapacity;
-    for (let i = this.entries.length; i < count; i++) {
-      const entry = this.readEntry(i, capacity);
-      this.entries.push(entry);
-      this.byName.set(entry.meta.name, entry);
+    const capacity = this.checkedDataCapacity();
+    try {
+      for (let i = this.entries.length; i < count; i++) {
+        const entry = this.readEntry(i, capacity);
+        this.assertIntact(); // an entry read from a damaged page is all zeros: say why, not "corrupt"
+        this.entries.push(entry);
+        this.byName.set(entry.meta.name, entry);
+      }
+    } catch (err) {
+      this.assertIntact();
+      throw err;
     }
   }
 
@@ -220,7 +365,7 @@ export class ServiceFile {
       (fixed === undefined || fixed === size) &&
       offset + size <= capacity &&
       !this.byName.has(name);
-    if (!ok) throw new CommyError(ErrorCode.INVALID_FILE, `${this.path}: directory entry ${index} is corrupt`);
+    if (!ok) throw this.corrupt(`directory entry ${index} is corrupt`);
     const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
     return {
       index,
@@ -228,6 +373,8 @@ export class ServiceFile {
       codec: codecFor(meta.typeId, size),
       at: this.dataStart + offset,
       lockIdx: I32(base + E.LOCK),
+      lockStartIdx: I32(base + E.LOCK_START),
+      lastWriterIdx: I32(base + E.LAST_WRITER),
       seqIdx: I32(base + E.SEQ),
       flagsIdx: I32(base + E.FLAGS),
       versionIdx: I64(base + E.VERSION),
@@ -241,7 +388,7 @@ export class ServiceFile {
     this.refresh();
     const again = this.byName.get(name);
     if (again !== undefined) return again;
-    throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable ${JSON.stringify(name)} in ${this.path}`);
+    throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable ${JSON.stringify(name)} in ${this.label}`);
   }
 
   /** Entries in directory order (refreshed). */
@@ -255,27 +402,66 @@ export class ServiceFile {
   }
 
   entryVersion(entry: DirEntry): bigint {
-    return Atomics.load(this.b64, entry.versionIdx);
+    const version = Atomics.load(this.b64, entry.versionIdx);
+    this.assertIntact();
+    return version;
   }
 
   isTorn(entry: DirEntry): boolean {
-    return (Atomics.load(this.i32, entry.flagsIdx) & FLAG_TORN) !== 0;
+    const flags = Atomics.load(this.i32, entry.flagsIdx);
+    this.assertIntact();
+    return (flags & FLAG_TORN) !== 0;
+  }
+
+  /** Pid of the process that completed the variable's last write (or registered it); 0 if unknown (older files). */
+  lastWriter(entry: DirEntry): number {
+    this.assertOpen();
+    const pid = Atomics.load(this.i32, entry.lastWriterIdx);
+    this.assertIntact();
+    return pid;
   }
 
   // ---- registration -------------------------------------------------------------------------------
 
-  /** Registers a variable (idempotent for the same layout); returns its entry. */
+  /** Registers a variable (idempotent for the same layout); returns its entry. Waits for the registration lock. */
   register(meta: VariableMetadata): DirEntry {
-    this.assertOpen();
     const want = this.validateLayout(meta);
+    const known = this.known(want);
+    if (known !== undefined) return known;
+    acquire(this.i32, REG_WORD, this.policy, `the directory of ${this.label}`);
+    return this.registerLocked(want);
+  }
+
+  /**
+   * register() without waiting: BUSY at once if a live process holds the registration lock (a gone holder's
+   * lock is taken over after staleMs of holding, counted across calls). For the server's event loop.
+   */
+  tryRegister(meta: VariableMetadata): DirEntry | typeof BUSY {
+    const want = this.validateLayout(meta);
+    const known = this.known(want);
+    if (known !== undefined) return known;
+    if (!this.tryTake(REG_WORD)) return BUSY;
+    return this.registerLocked(want);
+  }
+
+  /** The entry if `want` is registered already (same layout, else TYPE_MISMATCH/INVALID_OFFSET); checks writability otherwise. */
+  private known(want: VariableMetadata): DirEntry | undefined {
+    this.assertOpen();
     this.refresh();
     const known = this.byName.get(want.name);
     if (known !== undefined) return this.sameLayout(known, want);
     this.assertWritable(); // a known variable with the same layout is a no-op even read-only; a new one is not
-    this.withRegistrationLock(() => {
+    return undefined;
+  }
+
+  /** Holding the registration lock: publishes `want` unless someone else just did, then lets go of the lock. */
+  private registerLocked(want: VariableMetadata): DirEntry {
+    try {
       this.refresh();
       if (!this.byName.has(want.name)) this.publish(want);
-    });
+    } finally {
+      release(this.i32, REG_WORD.lockIdx);
+    }
     return this.sameLayout(this.entry(want.name), want);
   }
 
@@ -317,27 +503,18 @@ export class ServiceFile {
     return entry;
   }
 
-  private withRegistrationLock(fn: () => void): void {
-    const idx = I32(H.REG_LOCK);
-    acquire(this.i32, idx, this.policy, `the directory of ${this.path}`);
-    try {
-      fn();
-    } finally {
-      release(this.i32, idx);
-    }
-  }
-
   /** Under the registration lock: place, grow, write the entry, then publish it with one atomic store. */
   private publish(want: VariableMetadata): void {
     const index = this.entries.length;
     if (index >= this.info.maxVariables) {
-      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${this.path} already holds its maximum of ${this.info.maxVariables} variables`);
+      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${this.label} already holds its maximum of ${this.info.maxVariables} variables`);
     }
-    const offset = want.offset === -1 ? alignUp(this.dataEnd, DATA_ALIGN) : want.offset;
+    const dataEnd = this.checkedDataEnd();
+    const offset = want.offset === -1 ? alignUp(dataEnd, DATA_ALIGN) : want.offset;
     const end = offset + want.size;
     if (want.offset !== -1) this.assertNoOverlap(offset, end);
     else if (this.dataStart + end > this.info.maxFileSize) {
-      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${this.path} is full: ${want.size} more bytes exceed its ${this.info.maxFileSize}-byte limit`);
+      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${this.label} is full: ${want.size} more bytes exceed its ${this.info.maxFileSize}-byte limit`);
     }
     this.ensureCapacity(end);
     const base = entryOffset(index);
@@ -352,8 +529,9 @@ export class ServiceFile {
     this.u8.fill(0, this.dataStart + offset, this.dataStart + end);
     const version = Atomics.add(this.b64, I64(H.VERSION), 1n) + 1n;
     Atomics.store(this.b64, I64(base + E.VERSION), version);
+    Atomics.store(this.i32, I32(base + E.LAST_WRITER), OWN_PID);
     Atomics.store(this.i32, I32(base + E.STATE), ENTRY_LIVE);
-    if (end > this.dataEnd) Atomics.store(this.b64, I64(H.DATA_END), BigInt(end));
+    if (end > dataEnd) Atomics.store(this.b64, I64(H.DATA_END), BigInt(end));
     Atomics.store(this.i32, I32(H.VAR_COUNT), index + 1);
     Atomics.add(this.i32, I32(H.LAYOUT_GEN), 1);
     this.refresh();
@@ -370,7 +548,7 @@ export class ServiceFile {
 
   /** Grows the file (never shrinks it) so the data region holds `end` bytes; other processes need no remap. */
   private ensureCapacity(end: number): void {
-    const capacity = this.dataCapacity;
+    const capacity = this.checkedDataCapacity();
     if (end <= capacity) return;
     const maxData = this.info.maxFileSize - this.dataStart;
     const next = Math.min(maxData, Math.max(alignUp(end, PAGE_SIZE), capacity * 2));
@@ -383,19 +561,33 @@ export class ServiceFile {
   // ---- values -------------------------------------------------------------------------------------
 
   /**
-   * Takes the entry's writer lock; a write that a dead process left half done marks the value TORN. Every
-   * writer comes through here first, so this is where a read-only mapping is refused.
+   * Takes the entry's writer lock and keeps it until unlock(): while this thread holds it, it is never taken for
+   * a leftover. A write that a gone process left half done marks the value TORN. A read-only mapping is refused.
    */
   lock(entry: DirEntry): void {
-    this.assertWritable();
-    const i32 = this.i32;
-    if (Atomics.compareExchange(i32, entry.lockIdx, 0, OWN_PID) === 0) return;
-    acquire(i32, entry.lockIdx, this.policy, `variable ${entry.meta.name}`, () => this.markTornIfMidWrite(entry));
+    this.assertOpen();
+    this.acquireWriter(entry);
+    this.held.add(entry.lockIdx);
   }
 
   unlock(entry: DirEntry): void {
     this.assertWritable();
+    this.held.delete(entry.lockIdx);
     release(this.i32, entry.lockIdx);
+  }
+
+  /**
+   * The writer lock for a critical section of ours (synchronous, released before returning). Every writer comes
+   * through here first, so this is where a read-only mapping is refused.
+   */
+  private acquireWriter(entry: DirEntry): void {
+    this.assertWritable();
+    const i32 = this.i32;
+    if (Atomics.compareExchange(i32, entry.lockIdx, 0, OWN_PID) === 0) {
+      i32[entry.lockStartIdx] = OWN_START; // the one store this costs the hot path: lets others tell a reused pid
+      return;
+    }
+    acquire(i32, entry, this.policy, `variable ${entry.meta.name}`, () => this.markTornIfMidWrite(entry), this.held.has(entry.lockIdx));
   }
 
   private markTornIfMidWrite(entry: DirEntry): void {
@@ -405,10 +597,56 @@ export class ServiceFile {
     Atomics.store(this.i32, entry.seqIdx, seq + 1);
   }
 
+  /**
+   * Takes `word` without waiting: if free, or if its holder has been there for staleMs (counted across calls)
+   * and is gone (holderGone); `onRecovered` then runs holding it. False at once otherwise.
+   */
+  private tryTake(word: LockWord, onRecovered?: () => void): boolean {
+    const i32 = this.i32;
+    if (takeLock(i32, word, 0)) return true;
+    const gone = this.clock.goneHolder(i32, word, this.held.has(word.lockIdx));
+    if (gone === undefined || !takeLock(i32, word, gone)) return false;
+    this.clock.forget(word);
+    onRecovered?.();
+    return true;
+  }
+
+  /**
+   * lock() without waiting, for an event loop that must never spin on another process: true holding the lock
+   * (taken over from a gone holder after staleMs, marking a half-done write TORN), false at once otherwise.
+   * Release it with writeLocked() or unlock().
+   */
+  tryLock(entry: DirEntry): boolean {
+    this.assertOpen();
+    this.assertWritable();
+    if (!this.tryTake(entry, () => this.markTornIfMidWrite(entry))) return false;
+    this.held.add(entry.lockIdx);
+    return true;
+  }
+
+  /**
+   * The caller holds the entry's lock (tryLock or lock): writes raw bytes (≤ size, zero-padded) under the
+   * seqlock, publishes a new version and releases the lock, also when the bytes do not fit (VALUE_TOO_LARGE).
+   */
+  writeLocked(entry: DirEntry, bytes: Uint8Array): bigint {
+    this.assertOpen();
+    this.assertWritable();
+    const i32 = this.i32;
+    if (Atomics.load(i32, entry.lockIdx) !== OWN_PID || !this.held.has(entry.lockIdx)) {
+      throw new CommyError(ErrorCode.INTERNAL_ERROR, `writeLocked: this thread does not hold the lock of variable ${entry.meta.name}`);
+    }
+    this.held.delete(entry.lockIdx);
+    if (bytes.length > entry.meta.size) {
+      release(i32, entry.lockIdx);
+      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${bytes.length} bytes do not fit ${entry.meta.name} (${entry.meta.size} bytes)`);
+    }
+    return this.storeBytes(entry, bytes);
+  }
+
   /** Writes a checked value under the entry's seqlock and publishes a new version. */
   write(entry: DirEntry, checked: unknown): bigint {
     this.assertOpen();
-    this.lock(entry);
+    this.acquireWriter(entry);
     const i32 = this.i32;
     const seq = Atomics.load(i32, entry.seqIdx) + 1;
     Atomics.store(i32, entry.seqIdx, seq);
@@ -419,16 +657,21 @@ export class ServiceFile {
   /** Read-modify-write under the writer lock; `fn` throwing (or returning a bad value) changes nothing. */
   update<T>(entry: DirEntry, fn: (current: T) => T): T {
     this.assertOpen();
-    this.lock(entry);
+    this.acquireWriter(entry);
     let next: T;
     let checked: unknown;
+    this.held.add(entry.lockIdx); // fn is not ours: it may run into this same lock, which is not a leftover
     try {
-      next = fn(entry.codec.load(this.view, entry.at) as T);
+      const current = entry.codec.load(this.view, entry.at) as T;
+      this.assertIntact();
+      next = fn(current);
       checked = entry.codec.check(next);
     } catch (err) {
-      this.unlock(entry);
+      this.held.delete(entry.lockIdx);
+      release(this.i32, entry.lockIdx);
       throw err;
     }
+    this.held.delete(entry.lockIdx);
     const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
     Atomics.store(this.i32, entry.seqIdx, seq);
     entry.codec.store(this.view, entry.at, checked);
@@ -443,7 +686,12 @@ export class ServiceFile {
     if (bytes.length > entry.meta.size) {
       throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${bytes.length} bytes do not fit ${entry.meta.name} (${entry.meta.size} bytes)`);
     }
-    this.lock(entry);
+    this.acquireWriter(entry);
+    return this.storeBytes(entry, bytes);
+  }
+
+  /** Holding the lock: the seqlock write of `bytes` (checked to fit), zero-padded; releases the lock. */
+  private storeBytes(entry: DirEntry, bytes: Uint8Array): bigint {
     const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
     Atomics.store(this.i32, entry.seqIdx, seq);
     this.u8.set(bytes, entry.at);
@@ -454,7 +702,7 @@ export class ServiceFile {
   /** Publishes a change someone made to the entry's bytes without the API (a raw write into bytes()). */
   touch(entry: DirEntry): bigint {
     this.assertOpen();
-    this.lock(entry);
+    this.acquireWriter(entry);
     const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
     Atomics.store(this.i32, entry.seqIdx, seq);
     return this.finishWrite(entry, seq);
@@ -464,9 +712,12 @@ export class ServiceFile {
     const i32 = this.i32;
     const version = Atomics.add(this.b64, I64(H.VERSION), 1n) + 1n;
     Atomics.store(this.b64, entry.versionIdx, version);
+    i32[entry.lastWriterIdx] = OWN_PID; // who wrote last, for the server's audit of local writes
     if (i32[entry.flagsIdx] !== 0) Atomics.and(i32, entry.flagsIdx, ~FLAG_TORN);
     Atomics.store(i32, entry.seqIdx, oddSeq + 1);
     Atomics.store(i32, entry.lockIdx, 0);
+    // A write into a page repaired after a truncation went nowhere: say so rather than report success.
+    this.assertIntact();
     if (this.localChange !== undefined || this.othersWaiting()) this.notifyWatchers();
     return version;
   }
@@ -490,12 +741,43 @@ export class ServiceFile {
     }
     if (this.readOnlyFlag) return this.readWithoutLock(entry, readValue);
     // A stream of writes keeps beating us: take the writer lock so the read completes.
-    this.lock(entry);
+    this.acquireWriter(entry);
     try {
-      return readValue();
+      const value = readValue();
+      this.assertIntact();
+      return value;
     } finally {
-      this.unlock(entry);
+      release(this.i32, entry.lockIdx);
     }
+  }
+
+  /**
+   * read() without waiting, for an event loop that must never spin on another process: a few seqlock attempts,
+   * then BUSY. A writer that left the seqlock odd and is gone (after staleMs, counted across calls) has its lock
+   * recovered, the value marked TORN, and the read retried; a read-only mapping never recovers (BUSY).
+   */
+  tryRead<T>(entry: DirEntry, readValue: () => T): T | typeof BUSY {
+    this.assertOpen();
+    const i32 = this.i32;
+    for (let attempt = 0; attempt < TRY_READ_ATTEMPTS; attempt++) {
+      const before = Atomics.load(i32, entry.seqIdx);
+      if ((before & 1) !== 0) {
+        if (this.readOnlyFlag || !this.recoverGoneWriter(entry)) return BUSY;
+        continue;
+      }
+      const value = readValue();
+      if (Atomics.load(i32, entry.seqIdx) !== before) continue;
+      this.assertIntact();
+      return value;
+    }
+    return BUSY;
+  }
+
+  /** tryRead's recovery: takes a gone writer's lock without waiting, marks a half-done write TORN, lets go. */
+  private recoverGoneWriter(entry: DirEntry): boolean {
+    if (!this.tryTake(entry, () => this.markTornIfMidWrite(entry))) return false;
+    release(this.i32, entry.lockIdx);
+    return true;
   }
 
   /** One seqlock read: the value, or RETRY if a writer was active before or during it. */
@@ -506,7 +788,9 @@ export class ServiceFile {
       return RETRY;
     }
     const value = readValue();
-    return Atomics.load(this.i32, entry.seqIdx) === before ? value : RETRY;
+    if (Atomics.load(this.i32, entry.seqIdx) !== before) return RETRY;
+    this.assertIntact();
+    return value;
   }
 
   /** The read-only reader's fallback: no writer lock to take, so it retries until timeoutMs, then TIMEOUT. */
@@ -522,24 +806,25 @@ export class ServiceFile {
   }
 
   /**
-   * Waits while `seq` stays odd; breaks the lock of a dead writer (marking the value TORN). A read-only
+   * Waits while `seq` stays odd; breaks the lock of a gone writer (marking the value TORN). A read-only
    * mapping never does: it waits on, and a writer that died mid-write ends the wait with TIMEOUT.
    */
   private waitForWriter(entry: DirEntry, oddSeq: number): void {
     const i32 = this.i32;
     waitOut(
       i32,
-      entry.lockIdx,
+      entry,
       this.policy,
       () => Atomics.load(i32, entry.seqIdx) === oddSeq,
       (dead) => {
         if (this.readOnlyFlag) return false;
-        if (Atomics.compareExchange(i32, entry.lockIdx, dead, OWN_PID) !== dead) return false;
+        if (!takeLock(i32, entry, dead)) return false;
         this.markTornIfMidWrite(entry);
         release(i32, entry.lockIdx);
         return true;
       },
       `variable ${entry.meta.name}`,
+      this.held.has(entry.lockIdx),
     );
   }
 
@@ -554,16 +839,18 @@ export class ServiceFile {
   /**
    * A view of the data region as the file holds it now (it grows; take a new one after registering). On a
    * read-only mapping, a **copy**: a view over PROT_READ memory would turn a user's raw write into SIGSEGV.
+   * Its length is checkedDataCapacity().
    */
   dataBytes(): Uint8Array {
-    this.assertOpen();
-    const view = new Uint8Array(this.buffer, this.dataStart, this.dataCapacity);
-    return this.readOnlyFlag ? view.slice() : view;
+    const view = new Uint8Array(this.buffer, this.dataStart, this.checkedDataCapacity());
+    if (!this.readOnlyFlag) return view;
+    const copy = view.slice();
+    this.assertIntact();
+    return copy;
   }
 
   msync(sync: boolean): void {
-    this.assertOpen();
-    native.msync(this.buffer, 0, this.dataStart + this.dataCapacity, sync);
+    native.msync(this.buffer, 0, this.dataStart + this.checkedDataCapacity(), sync);
   }
 
   /** Unmaps: every view over the mapping becomes empty, and every later call throws NOT_CONNECTED. */
@@ -573,34 +860,76 @@ export class ServiceFile {
     native.unmap(this.buffer);
     closeQuietly(this.fd);
     this.fd = -1;
+    dropHeldLocks(this.info.fileId);
   }
 }
 
-function openOrCreate(abs: string, options: ServiceFileOptions): number {
+/** Opens an existing file without following a symlink; FILE_NOT_FOUND, or INVALID_FILE for a symlink. */
+function openExisting(abs: string, label: string, flags: number): number {
+  try {
+    return openSync(abs, flags | OPEN_FLAGS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') {
+      throw new CommyError(ErrorCode.INVALID_FILE, `${label} is a symbolic link: service files are never opened through one`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+function openOrCreate(abs: string, label: string, options: ServiceFileOptions): number {
   if (options.readOnly === true) {
     try {
-      return openSync(abs, fsc.O_RDONLY);
+      return openExisting(abs, label, fsc.O_RDONLY);
     } catch (err) {
+      if (err instanceof CommyError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       const why = code === 'ENOENT' ? 'does not exist (a read-only open never creates)' : `cannot be opened: ${code}`;
-      throw new CommyError(ErrorCode.FILE_NOT_FOUND, `${abs} ${why}`, { cause: err });
+      throw new CommyError(ErrorCode.FILE_NOT_FOUND, `${label} ${why}`, { cause: err });
     }
   }
   try {
-    return openSync(abs, fsc.O_RDWR);
+    return openExisting(abs, label, fsc.O_RDWR);
   } catch (err) {
+    if (err instanceof CommyError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot open ${abs}: ${code}`, { cause: err });
-    if (!options.create) throw new CommyError(ErrorCode.FILE_NOT_FOUND, `${abs} does not exist`, { cause: err });
+    if (code !== 'ENOENT') throw new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot open ${label}: ${code}`, { cause: err });
+    if (!options.create) throw new CommyError(ErrorCode.FILE_NOT_FOUND, `${label} does not exist`, { cause: err });
   }
-  return createFile(abs, options);
+  return createFile(abs, label, options);
+}
+
+/**
+ * What the open fd must be before anything is read: a regular file (not a directory, FIFO or device), and with
+ * `requireOwner` ours and writable by nobody else. Returns its size. INVALID_FILE otherwise.
+ */
+function checkOpened(fd: number, label: string, options: ServiceFileOptions): number {
+  const st = fstatSync(fd);
+  if (!st.isFile()) throw new CommyError(ErrorCode.INVALID_FILE, `${label} is not a regular file`);
+  if (options.requireOwner === true) {
+    const euid = process.geteuid?.();
+    if (euid !== undefined && st.uid !== euid) {
+      throw new CommyError(ErrorCode.INVALID_FILE, `${label} is owned by uid ${st.uid}, not by this process (uid ${euid})`);
+    }
+    if ((st.mode & 0o022) !== 0) {
+      throw new CommyError(ErrorCode.INVALID_FILE, `${label} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`);
+    }
+  }
+  return st.size;
+}
+
+/** With `expect`, the header must name that tenant and service (which ones it names is not said: not ours to tell). */
+function checkExpected(info: HeaderInfo, label: string, options: ServiceFileOptions): void {
+  const want = options.expect;
+  if (want === undefined || (info.tenant === want.tenant && info.service === want.service)) return;
+  throw new CommyError(ErrorCode.INVALID_FILE, `${label} belongs to another service: its header names a different tenant or service`);
 }
 
 /**
  * Creates the file under a temporary name, writes a complete header, then links it into place:
  * a process that opens the path never sees a half-written header, and of two creators exactly one wins.
  */
-function createFile(abs: string, options: ServiceFileOptions): number {
+function createFile(abs: string, label: string, options: ServiceFileOptions): number {
   const maxVariables = options.maxVariables ?? DEFAULT_MAX_VARIABLES;
   const maxFileSize = options.maxFileSize ?? DEFAULT_MAX_FILE_SIZE;
   if (!Number.isInteger(maxVariables) || maxVariables < 1 || maxVariables > MAX_MAX_VARIABLES) {
@@ -610,16 +939,16 @@ function createFile(abs: string, options: ServiceFileOptions): number {
   if (!Number.isInteger(maxFileSize) || maxFileSize % PAGE_SIZE !== 0 || maxFileSize < dataStart + INITIAL_DATA_CAPACITY || maxFileSize > MAX_MAX_FILE_SIZE) {
     throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `maxFileSize must be a multiple of ${PAGE_SIZE} between ${dataStart + INITIAL_DATA_CAPACITY} and ${MAX_MAX_FILE_SIZE}`);
   }
-  const tenant = options.tenant ?? '';
-  const service = options.service ?? '';
+  const tenant = options.tenant ?? options.expect?.tenant ?? '';
+  const service = options.service ?? options.expect?.service ?? '';
   if (tenant !== '') assertValidName(tenant, 'tenant name');
   if (service !== '') assertValidName(service, 'service name');
   const tmp = `${abs}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   let fd: number;
   try {
-    fd = openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    fd = openSync(tmp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | OPEN_FLAGS, 0o600);
   } catch (err) {
-    throw new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot create ${abs}: ${(err as NodeJS.ErrnoException).code}`, { cause: err });
+    throw new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot create ${label}: ${(err as NodeJS.ErrnoException).code}`, { cause: err });
   }
   try {
     ftruncateSync(fd, dataStart + INITIAL_DATA_CAPACITY);
@@ -631,12 +960,13 @@ function createFile(abs: string, options: ServiceFileOptions): number {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       closeQuietly(fd);
-      fd = openSync(abs, fsc.O_RDWR); // another process created it first: use theirs
+      fd = -1;
+      fd = openExisting(abs, label, fsc.O_RDWR); // another process created it first: use theirs
     }
     return fd;
   } catch (err) {
     closeQuietly(fd);
-    throw err instanceof CommyError ? err : new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot create ${abs}: ${String(err)}`, { cause: err });
+    throw err instanceof CommyError ? err : new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot create ${label}: ${String(err)}`, { cause: err });
   } finally {
     try {
       unlinkSync(tmp);

@@ -30,6 +30,13 @@ export interface NativeAddon {
   diff(a: Uint8Array, b: Uint8Array, impl?: DiffImpl): Uint32Array;
   diffImpls(): string[];
   cpu(): { avx512: boolean; avx2: boolean };
+  /**
+   * Did a SIGBUS inside this mapping get repaired (a zero page mapped over a page past end of file, because
+   * another process truncated the file)? Such a mapping no longer shows the file. See native/sigbus.cc.
+   */
+  damaged(buffer: ArrayBuffer): boolean;
+  /** 4 bytes: the process-wide count of repaired SIGBUS faults (read as an Int32Array, see `damageCount`). */
+  readonly damageCount: ArrayBuffer;
 }
 
 // dist/src/native/addon.js → package root is three levels up.
@@ -51,3 +58,9 @@ function load(): NativeAddon {
 }
 
 export const native: NativeAddon = load();
+
+/**
+ * Process-wide count of repaired SIGBUS faults, written by the signal handler: a mapping user compares it with
+ * the value it last saw (one load) and asks `native.damaged(buffer)` only when it moved.
+ */
+export const damageCount: Int32Array = new Int32Array(native.damageCount);

@@ -108,6 +108,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     str(b, 'hostId');
     num(b, 'protocol');
     str(b, 'keyId');
+    if (b.maxChangesPerReport !== undefined) num(b, 'maxChangesPerReport', 1, MAX_ID);
   },
   ServiceFilePath(b) {
     str(b, 'serviceId');
@@ -123,6 +124,16 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     for (const d of arr(b, 'variables', 1 << 22)) def(d);
     bin(b.data, 'data');
     optBool(b, 'readOnly');
+    optBool(b, 'more');
+  },
+  SnapshotChunk(b) {
+    num(b, 'sid', 1, MAX_ID);
+    if (b.defs !== undefined) for (const d of arr(b, 'defs', 1 << 22)) def(d);
+    if (b.data !== undefined) {
+      num(b, 'offset', 0, 0xffffffff);
+      bin(b.data, 'data');
+    }
+    if (typeof b.more !== 'boolean') throw bad('field more must be a boolean');
   },
   SyncBatch(b) {
     num(b, 'sid', 1, MAX_ID);
@@ -145,7 +156,8 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
   },
   VariableChangesAcknowledged(b) {
     str(b, 'serviceId');
-    strArray(b, 'changedVariables', 1 << 22);
+    if (b.changedVariables !== undefined) strArray(b, 'changedVariables', 1 << 22);
+    if (b.count !== undefined) num(b, 'count');
     num(b, 'version');
     if (b.versions !== undefined) {
       for (const v of arr(b, 'versions', 1 << 22)) if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw bad('versions must hold non-negative integers');

@@ -31,6 +31,7 @@ export const MessageType = {
   VariablesUpdated: 72,
   MutationResponse: 73,
   QueryResponse: 74,
+  SnapshotChunk: 75,
   Error: 127,
 } as const;
 
@@ -52,6 +53,8 @@ export interface AuthenticatedBody {
   hostId: string;
   protocol: number;
   keyId: string;
+  /** This server's cap on changes per ReportVariableChanges (absent: MAX_CHANGES_PER_REPORT). */
+  maxChangesPerReport?: number;
 }
 export interface ServiceRef {
   tenant: string;
@@ -85,9 +88,23 @@ export interface SnapshotBody {
   serviceId: string;
   version: number;
   variables: VariableDef[];
-  /** The data region up to the end of the highest variable. */
+  /** The data region up to the end of the highest variable (its first part when `more`). */
   data: Uint8Array;
   readOnly: boolean;
+  /**
+   * The snapshot does not fit one frame: the rest of `variables` and `data` follows in `SnapshotChunk`
+   * pushes for this sid, in order, before any SyncBatch or VariablesUpdated of the subscription.
+   */
+  more?: boolean;
+}
+/** The continuation of a Snapshot (see SnapshotBody.more): more definitions, and/or data from `offset`. */
+export interface SnapshotChunkBody {
+  sid: number;
+  defs?: VariableDef[];
+  offset?: number;
+  data?: Uint8Array;
+  /** false on the last chunk. */
+  more: boolean;
 }
 export type Update = [index: number, version: number, bytes: Uint8Array];
 export interface SyncBatchBody {
@@ -129,7 +146,10 @@ export interface ReportVariableChangesBody {
 }
 export interface VariableChangesAcknowledgedBody {
   serviceId: string;
-  changedVariables: string[];
+  /** The variable written (WriteVariable only: a report's ack names none, so its size never grows with names). */
+  changedVariables?: string[];
+  /** How many changes were applied. */
+  count?: number;
   /** The service version after the last change. */
   version: number;
   /** The version each change got, in order (other processes may write between two of them). */
@@ -163,6 +183,7 @@ export interface MessageBodies {
   Authenticated: AuthenticatedBody;
   ServiceFilePath: ServiceFilePathBody;
   Snapshot: SnapshotBody;
+  SnapshotChunk: SnapshotChunkBody;
   SyncBatch: SyncBatchBody;
   Unsubscribed: UnsubscribeBody;
   VariableRegistered: VariableRegisteredBody;
@@ -191,4 +212,9 @@ export const CloseCode = {
   AUTH_FAILED: 4001,
   AUTH_TIMEOUT: 4002,
   TOO_MANY_CONNECTIONS: 4003,
+  /** The connection's output stayed over its budget (limits.maxBufferedBytes) for slowConsumerTimeoutMs. */
+  SLOW_CONSUMER: 4008,
 } as const;
+
+/** Changes in one ReportVariableChanges unless the server says otherwise (Authenticated.maxChangesPerReport). */
+export const MAX_CHANGES_PER_REPORT = 4096;

@@ -1,14 +1,22 @@
-import { pino, type Logger } from 'pino';
+import { fchmodSync, fstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, constants as fsc } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import { CommyError, ErrorCode } from '../core/errors.js';
 
 /** One JSON line per GetServiceFilePath and per applied change (docs/operations.md lists the fields). */
 export interface AuditEvent {
-  event: 'GetServiceFilePath' | 'Subscription' | 'VariablesChanged' | 'VariableRegistered' | 'ServiceCreated';
+  event: 'GetServiceFilePath' | 'Subscription' | 'VariablesChanged' | 'VariableRegistered' | 'ServiceCreated' | 'LocalVariablesChanged';
   clientId: string;
   keyId: string;
   tenant: string;
   service: string;
+  /** At most MAX_AUDIT_VARIABLES names are written; `variableCount` tells how many there were. */
   variables?: string[];
+  /** Set by record() whenever `variables` is given. */
+  variableCount?: number;
   filePath?: string;
+  /** LocalVariablesChanged: the local process that wrote, when known. */
+  pid?: number;
 }
 
 export interface AuditLog {
@@ -16,24 +24,184 @@ export interface AuditLog {
   close(): Promise<void>;
 }
 
+export interface AuditOptions {
+  enabled: boolean;
+  /** Append to this file; stdout when undefined. */
+  file?: string;
+  /** Rotate the file before it would pass this many bytes (default DEFAULT_AUDIT_MAX_BYTES). */
+  maxBytes?: number;
+  /** Rotated files kept: `<file>.1` (newest) … `<file>.<maxFiles>` (default DEFAULT_AUDIT_MAX_FILES). */
+  maxFiles?: number;
+}
+
+/** Names written per event: keeps every line small (names are ≤ 64 characters, so ≤ ~7 KB of names). */
+export const MAX_AUDIT_VARIABLES = 100;
+export const DEFAULT_AUDIT_MAX_BYTES = 100 * 1024 * 1024;
+export const DEFAULT_AUDIT_MAX_FILES = 5;
+
 const silent: AuditLog = { record: () => {}, close: async () => {} };
 
-/** Audit to a file (appended) or stdout; `enabled: false` records nothing. */
-export function createAuditLog(options: { enabled: boolean; file?: string }): AuditLog {
+/**
+ * Audit to a file or stdout; `enabled: false` records nothing. The file is created 0600 (it names who
+ * touched what) and rotated by size: disk use stays under (maxFiles + 1) × maxBytes, or one line more
+ * when a single line is larger than maxBytes. Throws CONFIG_INVALID if the file cannot be opened.
+ */
+export function createAuditLog(options: AuditOptions): AuditLog {
   if (!options.enabled) return silent;
-  const destination = pino.destination({ dest: options.file ?? 1, sync: false, mkdir: true });
-  const logger: Logger = pino({ base: { log: 'audit' }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+  if (options.file === undefined) return stdoutLog();
+  const file = new RotatingFile(options.file, options.maxBytes ?? DEFAULT_AUDIT_MAX_BYTES, options.maxFiles ?? DEFAULT_AUDIT_MAX_FILES);
+  const logger = auditLogger(file);
+  return { record: (event) => logger.info(bounded(event)), close: () => file.close() };
+}
+
+function stdoutLog(): AuditLog {
+  const destination = pino.destination({ dest: 1, sync: false });
+  const logger = auditLogger(destination);
   return {
-    record: (event) => logger.info(event),
-    close: () =>
-      new Promise<void>((resolve) => {
-        if (options.file === undefined) {
-          destination.flush(() => resolve());
-          return;
-        }
-        // end() writes what is still buffered, then closes the file.
-        destination.once('close', () => resolve());
-        destination.end();
-      }),
+    record: (event) => logger.info(bounded(event)),
+    close: () => new Promise<void>((resolve) => destination.flush(() => resolve())),
   };
+}
+
+function auditLogger(destination: DestinationStream): Logger {
+  return pino({ base: { log: 'audit' }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+}
+
+/** The event with its variable list capped (a 5,000-name report must not make a 300 KB line). */
+export function bounded(event: AuditEvent): AuditEvent {
+  if (event.variables === undefined) return event;
+  const count = event.variables.length;
+  const variables = count > MAX_AUDIT_VARIABLES ? event.variables.slice(0, MAX_AUDIT_VARIABLES) : event.variables;
+  return { ...event, variables, variableCount: count };
+}
+
+type Boom = ReturnType<typeof pino.destination>;
+
+/**
+ * A pino destination appending to `path` and rotating by size: before a line would take the file past
+ * maxBytes, `path.<maxFiles>` is deleted, `path.<i>` becomes `path.<i+1>`, `path` becomes `path.1`, and a
+ * fresh 0600 file takes its place. The old file's writer finishes its buffered lines into the renamed
+ * file (an open fd follows the rename), so nothing is lost or reordered and each file holds at most
+ * maxBytes. Writes stay asynchronous (sonic-boom), as before.
+ */
+class RotatingFile implements DestinationStream {
+  private boom: Boom;
+  private size: number;
+  private readonly rotatable: boolean;
+  private readonly retiring = new Set<Promise<void>>();
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly path: string,
+    private readonly maxBytes: number,
+    private readonly maxFiles: number,
+  ) {
+    const { fd, size, regular } = openPrivate(path);
+    this.size = size;
+    this.rotatable = regular; // never rename a device or FIFO someone configured as the audit "file"
+    this.boom = writerFor(fd);
+  }
+
+  write(line: string): void {
+    if (this.closing !== undefined) return; // a straggler after close(): its writer is gone
+    const bytes = Buffer.byteLength(line);
+    if (this.rotatable && this.size > 0 && this.size + bytes > this.maxBytes) this.rotate();
+    this.size += bytes;
+    this.boom.write(line);
+  }
+
+  private rotate(): void {
+    let next: Boom;
+    try {
+      shiftFiles(this.path, this.maxFiles);
+      next = writerFor(openPrivate(this.path).fd);
+    } catch (err) {
+      // Keep writing where we are; try again after another maxBytes rather than on every line.
+      process.emitWarning(`commy audit log: rotation of ${this.path} failed: ${(err as Error).message}`);
+      this.size = 0;
+      return;
+    }
+    this.retire(this.boom);
+    this.boom = next;
+    this.size = 0;
+  }
+
+  /** end(): writes what is still buffered, then closes the fd. */
+  private retire(boom: Boom): void {
+    const closed = new Promise<void>((resolve) => boom.once('close', () => resolve()));
+    this.retiring.add(closed);
+    void closed.then(() => this.retiring.delete(closed));
+    boom.end();
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.retire(this.boom);
+      await Promise.all([...this.retiring]);
+    })();
+    return this.closing;
+  }
+}
+
+function writerFor(fd: number): Boom {
+  const boom = pino.destination({ dest: fd, sync: false });
+  // An unhandled 'error' would take the whole server down over a full disk.
+  boom.on('error', (err: Error) => process.emitWarning(`commy audit log: ${err.message}`));
+  return boom;
+}
+
+/** Opens `path` for appending, creating it (and its directory) private to the server; tightens an old 0644 file. */
+function openPrivate(path: string): { fd: number; size: number; regular: boolean } {
+  let fd: number;
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    fd = openSync(path, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600);
+  } catch (err) {
+    throw new CommyError(ErrorCode.CONFIG_INVALID, `cannot open audit log ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+  const st = fstatSync(fd);
+  const regular = st.isFile();
+  if (regular && (st.mode & 0o077) !== 0) {
+    try {
+      fchmodSync(fd, 0o600);
+    } catch (err) {
+      process.emitWarning(`commy audit log: cannot make ${path} private (mode 0600): ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  return { fd, size: regular ? st.size : 0, regular };
+}
+
+/** `path` → `path.1` → … → `path.<maxFiles>`; anything older (also left by a larger maxFiles) is deleted. */
+function shiftFiles(path: string, maxFiles: number): void {
+  removeOlderThan(path, maxFiles);
+  for (let i = maxFiles - 1; i >= 1; i--) renameIfExists(`${path}.${i}`, `${path}.${i + 1}`);
+  if (maxFiles === 0) unlinkIfExists(path);
+  else renameSync(path, `${path}.1`);
+}
+
+/** Deletes `path.<n>` for n ≥ maxFiles (`path.<maxFiles>` is about to be replaced). */
+function removeOlderThan(path: string, maxFiles: number): void {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const suffix = name.slice(prefix.length);
+    if (/^[1-9][0-9]{0,5}$/.test(suffix) && Number(suffix) >= Math.max(maxFiles, 1)) unlinkIfExists(join(dir, name));
+  }
+}
+
+function renameIfExists(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+function unlinkIfExists(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }

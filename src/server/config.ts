@@ -34,6 +34,10 @@ export interface TenantConfig {
 export interface AuditConfig {
   enabled: boolean;
   file?: string;
+  /** Rotate past this many bytes; unset: the audit log's default (100 MiB). */
+  maxBytes?: number;
+  /** Rotated files kept (audit.log.1 …); unset: the audit log's default (5). */
+  maxFiles?: number;
 }
 export interface ServerConfig {
   host: string;
@@ -129,7 +133,7 @@ const configSchema = z.strictObject({
   tenants: z.record(name('tenant name'), tenantSchema).optional(),
   limits: limitsSchema.optional(),
   tick: z.union([z.literal('immediate'), z.number().nonnegative()]).optional(),
-  audit: z.strictObject({ file: z.string().min(1).optional(), enabled: z.boolean().optional() }).optional(),
+  audit: z.strictObject({ file: z.string().min(1).optional(), enabled: z.boolean().optional(), maxBytes: positiveInt.optional(), maxFiles: z.number().int().min(0).optional() }).optional(),
 });
 type RawConfig = z.output<typeof configSchema>;
 
@@ -212,6 +216,9 @@ function withDefaults(raw: RawConfig): ServerConfig {
   };
   if (raw.tls) config.tls = { ...raw.tls };
   if (raw.audit?.file !== undefined) config.audit.file = raw.audit.file;
+  // Defaults (100 MiB, 5 files) live with the audit log: a config without them stays `{ enabled }`.
+  if (raw.audit?.maxBytes !== undefined) config.audit.maxBytes = raw.audit.maxBytes;
+  if (raw.audit?.maxFiles !== undefined) config.audit.maxFiles = raw.audit.maxFiles;
   return config;
 }
 

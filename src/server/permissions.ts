@@ -1,4 +1,9 @@
+import { compileGlobs, type GlobLimits, type GlobMatcher } from '../core/glob.js';
+import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import type { Grants } from './auth.js';
+import { DEFAULT_LIMITS } from './limits.js';
+
+export { globMatch } from '../core/glob.js';
 
 /**
  * read: read, subscribe, map read-only. write: change values. admin: create services, register and
@@ -8,50 +13,43 @@ export type Action = 'read' | 'write' | 'admin';
 
 export class Permissions {
   readonly grants: Grants;
-  private readonly matchers: Record<Action, Matcher>;
+  private readonly read: GlobMatcher;
+  private readonly write: GlobMatcher;
+  private readonly admin: GlobMatcher;
 
-  constructor(grants: Grants) {
+  /**
+   * Compiles the grants' globs once (matching is linear-time whatever the globs, docs/operations.md). Grants
+   * past `limits` (more than maxPatterns globs in a list, a glob longer than maxPatternLength, an empty
+   * one) are refused with AUTH_FAILED: the credential, not the message, is at fault (a JWT's issuer, or a
+   * key's config), and the connection stays unauthenticated, as for any other refused credential.
+   */
+  constructor(grants: Grants, limits: GlobLimits = DEFAULT_LIMITS) {
     this.grants = grants;
-    this.matchers = { read: matcher(grants.read), write: matcher(grants.write), admin: matcher(grants.admin) };
+    this.read = grantMatcher(grants, 'read', limits);
+    this.write = grantMatcher(grants, 'write', limits);
+    this.admin = grantMatcher(grants, 'admin', limits);
   }
 
   can(action: Action, service: string): boolean {
-    const match = this.matchers[action];
-    return match !== undefined && match(service);
+    switch (action) {
+      case 'read':
+        return this.read(service);
+      case 'write':
+        return this.write(service);
+      case 'admin':
+        return this.admin(service);
+      default:
+        return false;
+    }
   }
 }
 
-type Matcher = (name: string) => boolean;
-
-/** The common cases ('*', nothing) need no regular expression at all. */
-function matcher(patterns: readonly string[]): Matcher {
-  if (patterns.includes('*')) return () => true;
-  if (patterns.length === 0) return () => false;
-  const compiled = patterns.map(compile);
-  return (name) => compiled.some((re) => re.test(name));
-}
-
-/** `*` matches any run of characters (also none), `?` exactly one; everything else is literal. */
-export function globMatch(pattern: string, name: string): boolean {
-  return compile(pattern).test(name);
-}
-
-const CACHE_ENTRIES = 10_000;
-const compiledCache = new Map<string, RegExp>();
-
-function compile(pattern: string): RegExp {
-  let re = compiledCache.get(pattern);
-  if (re === undefined) {
-    re = new RegExp(`^${[...pattern].map(globChar).join('')}$`, 'su');
-    // Patterns come from config and tokens, a bounded set in practice; the cap guards against a stream of JWTs.
-    if (compiledCache.size >= CACHE_ENTRIES) compiledCache.clear();
-    compiledCache.set(pattern, re);
+function grantMatcher(grants: Grants, action: Action, limits: GlobLimits): GlobMatcher {
+  try {
+    return compileGlobs(grants[action], limits);
+  } catch (err) {
+    if (!isCommyError(err, ErrorCode.INVALID_MESSAGE)) throw err;
+    const key = JSON.stringify(grants.keyId.length > 64 ? `${grants.keyId.slice(0, 64)}…` : grants.keyId);
+    throw new CommyError(ErrorCode.AUTH_FAILED, `key ${key}: ${action} grants refused: ${err.message}`, { cause: err });
   }
-  return re;
-}
-
-function globChar(c: string): string {
-  if (c === '*') return '.*';
-  if (c === '?') return '.';
-  return c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

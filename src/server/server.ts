@@ -6,11 +6,13 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { CloseCode } from '../protocol/messages.js';
 import { createAuditLog, type AuditLog } from './audit.js';
-import { Authenticator } from './auth.js';
+import { Admission, type AdmissionCounts, type Refusal, type Ticket } from './admission.js';
+import { Authenticator, type AuthStats } from './auth.js';
+import type { ThrottlePolicy } from './auth-throttle.js';
 import { isServerConfig, loadConfig, type ServerConfig } from './config.js';
 import type { Limits } from './limits.js';
 import { ServiceRegistry } from './service-registry.js';
-import { Session } from './session.js';
+import { Session, type SessionContext } from './session.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 
 export interface ServerOptions {
@@ -25,7 +27,12 @@ export interface ServerOptions {
   tick?: 'immediate' | number;
   /** Called with unexpected internal errors (default: printed to stderr). */
   onError?: (err: unknown) => void;
+  /** Overrides of the failed-authentication back-off (auth-throttle.ts DEFAULT_THROTTLE); for tests and tuning. */
+  authThrottle?: Partial<ThrottlePolicy>;
 }
+
+/** An evicted connection gets its close frame; if it does not answer it, it is cut off after this. */
+const EVICT_GRACE_MS = 1000;
 
 /** Frames past this multiple of the frame limit are cut off by the WebSocket layer (close 1009), unread. */
 const HARD_FRAME_FACTOR = 4;
@@ -37,6 +44,8 @@ const HARD_FRAME_FACTOR = 4;
 export class Server {
   readonly config: ServerConfig;
   private readonly sessions = new Set<Session>();
+  /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
+  private readonly admission: Admission;
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -46,8 +55,10 @@ export class Server {
     private readonly registry: ServiceRegistry,
     private readonly audit: AuditLog,
     private readonly secure: boolean,
+    private readonly authenticator: Authenticator,
   ) {
     this.config = config;
+    this.admission = new Admission(config.limits);
   }
 
   static async start(options: ServerOptions = {}): Promise<Server> {
@@ -58,13 +69,22 @@ export class Server {
     const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
     const registry = new ServiceRegistry(config.dataDir, config.limits, {
       tick: config.tick,
-      maxBufferedBytes: config.limits.maxBufferedBytes,
       maxFrameBytes: config.limits.maxFrameBytes,
+      onLocalWrite: (host, pid, variables) =>
+        audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid }),
     });
-    const audit = createAuditLog({ enabled: config.audit.enabled, file: auditFile(config) });
-    const server = new Server(config, http, wss, registry, audit, tls !== undefined);
+    const audit = createAuditLog({
+      enabled: config.audit.enabled,
+      file: auditFile(config),
+      ...(config.audit.maxBytes !== undefined ? { maxBytes: config.audit.maxBytes } : {}),
+      ...(config.audit.maxFiles !== undefined ? { maxFiles: config.audit.maxFiles } : {}),
+    });
+    const authenticator = new Authenticator(config.tenants, {
+      maxConcurrentAuth: config.limits.maxConcurrentAuth,
+      ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
+    });
+    const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator);
     const onError = options.onError ?? ((err: unknown) => console.error('commy server:', err));
-    const authenticator = new Authenticator(config.tenants);
     http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, { registry, authenticator, audit, limits: config.limits, onError }));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
@@ -91,15 +111,47 @@ export class Server {
     return this.sessions.size;
   }
 
-  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: ConstructorParameters<typeof Session>[1]): void {
-    if (this.closing !== undefined || this.sessions.size >= this.config.limits.maxConnections) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  /** Connections held (from the upgrade until the socket closes), how many are unauthenticated, from how many sources. */
+  get admissionCounts(): AdmissionCounts {
+    return this.admission.counts;
+  }
+
+  /** scrypt runs and the verification queue (auth.ts AuthStats). */
+  get authStats(): AuthStats {
+    return this.authenticator.stats;
+  }
+
+  /**
+   * Admission happens here, before the WebSocket exists: a refused upgrade costs a 503 and nothing else. An
+   * admitted one holds its ticket until its socket closes, however that happens (handshake aborted, error,
+   * eviction, normal close), so the counts always return to zero.
+   */
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: Omit<SessionContext, 'peer'>): void {
+    if (this.closing !== undefined) {
+      refuseUpgrade(socket, 'closing', 'server closing');
       return;
     }
+    // The address comes from the socket, never from a header a client could write.
+    const address = socket.remoteAddress;
+    if (socket.destroyed || address === undefined) {
+      socket.destroy();
+      return;
+    }
+    const ticket = this.admission.admit(address);
+    if (!isTicket(ticket)) {
+      refuseUpgrade(socket, ticket.limit, ticket.message);
+      return;
+    }
+    socket.once('close', () => ticket.release());
+    ticket.onEvict = () => socket.destroy();
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const session = new Session(ws, ctx);
+      const session = new Session(ws, { ...ctx, peer: ticket });
+      ticket.onEvict = () => evict(ws);
       this.sessions.add(session);
-      ws.on('close', () => this.sessions.delete(session));
+      ws.on('close', () => {
+        this.sessions.delete(session);
+        ticket.release();
+      });
     });
   }
 
@@ -115,6 +167,29 @@ export class Server {
     })();
     return this.closing;
   }
+}
+
+function isTicket(admitted: Ticket | Refusal): admitted is Ticket {
+  return !('limit' in admitted);
+}
+
+/**
+ * HTTP 503 before any WebSocket exists; `X-Commy-Refused` names the limit (or `closing`). The socket is
+ * destroyed once the answer is flushed, as ws does, so a client that never reads cannot hold it.
+ */
+function refuseUpgrade(socket: Socket, limit: string, message: string): void {
+  const body = `${message}\n`;
+  socket.once('finish', () => socket.destroy());
+  socket.end(
+    'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n' +
+      `X-Commy-Refused: ${limit}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+/** Closes an evicted unauthenticated connection (4003), cut off if it does not answer the close frame in time. */
+function evict(ws: WebSocket): void {
+  ws.close(CloseCode.TOO_MANY_CONNECTIONS, 'too many unauthenticated connections');
+  setTimeout(() => ws.terminate(), EVICT_GRACE_MS).unref();
 }
 
 /** The audit file: as configured, `<dataDir>/audit.log` by default; "-" (stdout) becomes undefined. */

@@ -1,27 +1,41 @@
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { ChangeWatcher } from '../local/change-watcher.js';
-import type { DirEntry, ServiceFile } from '../local/service-file.js';
+import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
-import type { SnapshotBody, SyncBatchBody, Update, VariableDef } from '../protocol/messages.js';
-import { globMatch } from './permissions.js';
+import type { SyncBatchBody, Update } from '../protocol/messages.js';
+import { defOf, snapshotFrames, splitByCost } from './snapshot.js';
 
 /** Where a subscriber's frames go: one WebSocket connection. */
 export interface Outlet {
   send(frame: Uint8Array): void;
-  readonly bufferedAmount: number;
+  /**
+   * True while the connection's unsent output is over its budget: its updates then wait and conflate.
+   * Asking also starts the connection's slow-consumer clock.
+   */
+  overBudget(): boolean;
   readonly open: boolean;
 }
 
 export interface BroadcastOptions {
   /** 'immediate': send at the end of the event-loop turn; a number: at most one batch per that many ms. */
   tick: 'immediate' | number;
-  /** Past this many unsent bytes on a connection, hold updates back (they conflate) until it drains. */
-  maxBufferedBytes: number;
   /** Keep each SyncBatch under this size. */
   maxFrameBytes: number;
+  /** Changes written by another process straight into the mapping (a local client): for the audit log. */
+  onLocalWrite?: (host: ServiceHost, pid: number, variables: string[]) => void;
 }
 
-const BACKPRESSURE_RETRY_MS = 5;
+export interface SubscribeOptions {
+  /** Which variables the subscriber wants (compiled once); undefined: all. */
+  wants?: (name: string) => boolean;
+  readOnly: boolean;
+  /** Names instead of values (a local client with a read-only mapping, see SubscriptionBody.notify). */
+  notify: boolean;
+}
+
+/** First wait before looking again at a congested socket or a variable held mid-write; doubles up to the max. */
+const RETRY_MIN_MS = 2;
+const RETRY_MAX_MS = 100;
 
 /**
  * One remote client's view of one service. Backpressure by conflation: the client owes nothing but the
@@ -40,23 +54,28 @@ export class Subscriber {
   knownDefs = 0;
   scheduled = false;
   closed = false;
+  /** While its snapshot is still being sent, updates wait (they would overtake the snapshot's chunks). */
+  loading = true;
+  /** Current wait before retrying a held-back flush. */
+  retryMs = RETRY_MIN_MS;
+  readonly notify: boolean;
+  readonly readOnly: boolean;
+  private readonly filter: ((name: string) => boolean) | undefined;
 
   constructor(
     readonly sid: number,
     readonly host: ServiceHost,
     readonly outlet: Outlet,
-    private readonly patterns: string[] | undefined,
-    readonly notify = false,
-  ) {}
+    options: SubscribeOptions,
+  ) {
+    this.filter = options.wants;
+    this.notify = options.notify;
+    this.readOnly = options.readOnly;
+  }
 
   wants(name: string): boolean {
-    return this.patterns === undefined || this.patterns.some((p) => globMatch(p, name));
+    return this.filter === undefined || this.filter(name);
   }
-}
-
-export function defOf(entry: DirEntry, version: bigint): VariableDef {
-  const m = entry.meta;
-  return [entry.index, m.name, m.offset, m.size, m.typeId, Number(version)];
 }
 
 /** A service the server has open: its mapped file, the watcher that sees every change, its subscribers. */
@@ -81,34 +100,34 @@ export class ServiceHost {
   }
 
   /**
-   * Adds a subscriber and returns the snapshot it starts from; later changes arrive as SyncBatches, or for a
-   * `notify` subscriber as VariablesUpdated names (its snapshot has the definitions but no data).
+   * Adds a subscriber, still `loading`: send `snapshot(sub, requestId)`'s frames, then call `loaded(sub)`.
+   * Registered before the snapshot is read, so a change racing with it is sent again, never lost.
    */
-  subscribe(
-    sid: number,
-    outlet: Outlet,
-    patterns: string[] | undefined,
-    readOnly: boolean,
-    notify = false,
-  ): { subscriber: Subscriber; snapshot: SnapshotBody } {
-    const subscriber = new Subscriber(sid, this, outlet, patterns, notify);
-    // Registered before the snapshot is read: a change racing with it is sent again, never lost.
+  subscribe(sid: number, outlet: Outlet, options: SubscribeOptions): Subscriber {
+    const subscriber = new Subscriber(sid, this, outlet, options);
     this.subscribers.add(subscriber);
-    const version = this.file.version;
-    const entries = this.file.list();
-    if (notify) {
-      subscriber.knownDefs = entries.length;
-      const variables = entries.map((e) => defOf(e, this.file.entryVersion(e)));
-      return { subscriber, snapshot: { sid, serviceId: this.serviceId, version: Number(version), variables, data: new Uint8Array(0), readOnly } };
-    }
-    const data = new Uint8Array(this.file.dataEnd);
-    const variables: VariableDef[] = entries.map((e) => {
-      const [bytes, v] = this.file.read(e, () => [this.file.u8.slice(e.at, e.at + e.meta.size), this.file.entryVersion(e)] as const);
-      data.set(bytes, e.meta.offset);
-      return defOf(e, v);
+    subscriber.knownDefs = this.file.list().length;
+    return subscriber;
+  }
+
+  /** The subscriber's snapshot as frames (see snapshotFrames), each within half the frame limit. */
+  snapshot(sub: Subscriber, requestId: number): Generator<Uint8Array, void, undefined> {
+    return snapshotFrames({
+      file: this.file,
+      requestId,
+      sid: sub.sid,
+      serviceId: this.serviceId,
+      readOnly: sub.readOnly,
+      namesOnly: sub.notify,
+      budget: this.options.maxFrameBytes / 2,
+      owe: (index) => sub.dirty.add(index),
     });
-    subscriber.knownDefs = entries.length;
-    return { subscriber, snapshot: { sid, serviceId: this.serviceId, version: Number(version), variables, data, readOnly } };
+  }
+
+  /** The snapshot is out: updates may flow. */
+  loaded(sub: Subscriber): void {
+    sub.loading = false;
+    if (sub.dirty.size > 0 || this.file.list().length > sub.knownDefs) this.schedule(sub);
   }
 
   unsubscribe(subscriber: Subscriber): void {
@@ -117,6 +136,7 @@ export class ServiceHost {
   }
 
   private onChange(event: FileChangeEvent): void {
+    if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(event, this.options.onLocalWrite);
     if (this.subscribers.size === 0) return;
     const indexes = event.changedVariables.map((name) => this.file.entry(name).index);
     for (const sub of this.subscribers) {
@@ -125,8 +145,21 @@ export class ServiceHost {
     }
   }
 
+  /** Groups the changes other processes wrote by writer pid (each entry records its last writer). */
+  private reportLocalWrites(event: FileChangeEvent, report: NonNullable<BroadcastOptions['onLocalWrite']>): void {
+    const byPid = new Map<number, string[]>();
+    for (const name of event.changedVariables) {
+      const pid = this.file.lastWriter(this.file.entry(name));
+      if (pid === process.pid) continue; // written through this server: audited where it was accepted
+      const names = byPid.get(pid);
+      if (names === undefined) byPid.set(pid, [name]);
+      else names.push(name);
+    }
+    for (const [pid, names] of byPid) report(this, pid, names);
+  }
+
   private schedule(sub: Subscriber, delayMs?: number): void {
-    if (sub.scheduled) return;
+    if (sub.scheduled || sub.loading) return;
     sub.scheduled = true;
     const run = () => {
       sub.scheduled = false;
@@ -142,11 +175,18 @@ export class ServiceHost {
     else setTimeout(run, tick);
   }
 
+  /** Looks again later, waiting longer each time the subscriber is held back. */
+  private retry(sub: Subscriber): void {
+    const wait = sub.retryMs;
+    sub.retryMs = Math.min(wait * 2, RETRY_MAX_MS);
+    this.schedule(sub, wait);
+  }
+
   /** Sends the subscriber's dirty set as SyncBatches (new definitions first), unless its socket is backed up. */
   private flush(sub: Subscriber): void {
-    if (sub.closed || !sub.outlet.open || this.file.closed) return;
-    if (sub.outlet.bufferedAmount > this.options.maxBufferedBytes) {
-      this.schedule(sub, BACKPRESSURE_RETRY_MS);
+    if (sub.closed || sub.loading || !sub.outlet.open || this.file.closed) return;
+    if (sub.outlet.overBudget()) {
+      this.retry(sub);
       return;
     }
     const entries = this.file.list();
@@ -158,25 +198,40 @@ export class ServiceHost {
     const defs = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
     sub.knownDefs = entries.length;
     const updates: Update[] = [];
+    let held = false;
     for (const index of sub.dirty) {
       const e = entries[index];
-      if (e === undefined) continue;
-      const mine = sub.own.get(index);
-      if (mine !== undefined) {
-        sub.own.delete(index);
-        if (Number(this.file.entryVersion(e)) === mine) continue; // nobody wrote it since the client's own write
+      if (e === undefined) {
+        sub.dirty.delete(index);
+        continue;
       }
-      updates.push(this.file.read(e, () => [index, Number(this.file.entryVersion(e)), this.file.u8.slice(e.at, e.at + e.meta.size)] as Update));
+      const update = this.updateOf(sub, e);
+      if (update === BUSY) held = true; // a writer is mid-write: stays dirty, sent once it is done
+      else {
+        sub.dirty.delete(index);
+        if (update !== undefined) updates.push(update);
+      }
     }
-    sub.dirty.clear();
+    if (held) this.retry(sub);
+    else sub.retryMs = RETRY_MIN_MS;
     if (updates.length === 0 && defs.length === 0) return;
     const version = Number(this.file.version);
-    const batches = framesOf(updates, (u) => u[2].length + 16, this.options.maxFrameBytes / 2);
+    const batches = splitByCost(updates, (u) => u[2].length + 16, this.options.maxFrameBytes / 2);
     batches.forEach((batch, i) => {
       const body: SyncBatchBody = { sid: sub.sid, version, updates: batch };
       if (i === 0 && defs.length > 0) body.defs = defs;
       sub.outlet.send(encodeFrame('SyncBatch', 0, body));
     });
+  }
+
+  /** The variable's update for this subscriber: undefined when it is the client's own write, BUSY mid-write. */
+  private updateOf(sub: Subscriber, e: DirEntry): Update | undefined | typeof BUSY {
+    const mine = sub.own.get(e.index);
+    if (mine !== undefined) {
+      sub.own.delete(e.index);
+      if (Number(this.file.entryVersion(e)) === mine) return undefined; // nobody wrote it since the client's own write
+    }
+    return this.file.tryRead(e, () => [e.index, Number(this.file.entryVersion(e)), this.file.u8.slice(e.at, e.at + e.meta.size)] as Update);
   }
 
   /**
@@ -189,7 +244,7 @@ export class ServiceHost {
     sub.dirty.clear();
     if (names.length === 0) return;
     const version = Number(this.file.version);
-    for (const variables of framesOf(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
+    for (const variables of splitByCost(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
       sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables, sid: sub.sid }));
     }
   }
@@ -200,20 +255,4 @@ export class ServiceHost {
     this.watcher.close();
     this.file.close();
   }
-}
-
-/** Splits `items` into runs whose summed cost stays within `budget` (an item alone may exceed it); at least one run. */
-function framesOf<T>(items: readonly T[], cost: (item: T) => number, budget: number): T[][] {
-  const frames: T[][] = [[]];
-  let used = 0;
-  for (const item of items) {
-    const c = cost(item);
-    if (used + c > budget && frames[frames.length - 1]!.length > 0) {
-      frames.push([]);
-      used = 0;
-    }
-    frames[frames.length - 1]!.push(item);
-    used += c;
-  }
-  return frames;
 }

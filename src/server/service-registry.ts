@@ -1,26 +1,57 @@
-import { mkdirSync } from 'node:fs';
+import { lstatSync, type Stats } from 'node:fs';
 import { join, resolve, sep } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertValidName } from '../core/names.js';
+import type { VariableMetadata } from '../core/variable-metadata.js';
 import { ServiceFile } from '../local/service-file.js';
+import { ensurePrivateDir } from './data-dir.js';
 import type { Limits } from './limits.js';
+import { TenantQuotas, isRegistered, registrationGrowth, type TenantUsage } from './quotas.js';
 import { ServiceHost, type BroadcastOptions } from './service-host.js';
+
+/** One open service and who holds it. */
+interface OpenService {
+  readonly key: string;
+  readonly host: ServiceHost;
+  /** retain() minus release(): while above 0 the service is never closed. */
+  refs: number;
+  /** Pending idle close; undefined while retained. */
+  timer: NodeJS.Timeout | undefined;
+}
 
 /**
  * Tenants' services on disk: `<dataDir>/tenants/<tenant>/<service>.mem`. Names are validated before any
  * path is built, and the result is checked to stay under dataDir: a name from the wire is never a path.
+ *
+ * Every open service costs an fd, a mapping and a watcher thread, so the registry bounds them: a service
+ * nobody retains is closed `serviceIdleMs` after its last use, and at `maxOpenServices` the longest-idle
+ * one makes room for a new one. Per-tenant quotas (services, variables, bytes) are checked here too.
  */
 export class ServiceRegistry {
-  private readonly hosts = new Map<string, ServiceHost>();
+  private readonly hosts = new Map<string, OpenService>();
+  /** Open services with no reference, in the order they became idle: the first is the oldest. */
+  private readonly idle = new Map<string, OpenService>();
+  /** Tenant directories checked (see ensurePrivateDir) since start. */
+  private readonly checkedTenants = new Set<string>();
+  private readonly quotas: TenantQuotas;
+  private closed = false;
   readonly root: string;
 
+  /** Throws CONFIG_INVALID if dataDir or dataDir/tenants is a symlink, someone else's, or group/other-writable. */
   constructor(
     dataDir: string,
     private readonly limits: Limits,
     private readonly broadcast: BroadcastOptions,
   ) {
     this.root = resolve(dataDir);
-    mkdirSync(join(this.root, 'tenants'), { recursive: true, mode: 0o700 });
+    ensurePrivateDir(this.root, ErrorCode.CONFIG_INVALID, 'data directory', true);
+    ensurePrivateDir(join(this.root, 'tenants'), ErrorCode.CONFIG_INVALID, 'tenants directory');
+    this.quotas = new TenantQuotas(limits, (tenant) => this.tenantDir(tenant));
+  }
+
+  /** Services open now (for tests and metrics). */
+  get openCount(): number {
+    return this.hosts.size;
   }
 
   pathOf(tenant: string, service: string): string {
@@ -31,45 +62,211 @@ export class ServiceRegistry {
     return path;
   }
 
-  /** The open service, opening its file if it exists; with `create`, creating it. SERVICE_NOT_FOUND otherwise. */
+  /**
+   * The open service, opening its file if it exists; with `create`, creating it (QUOTA_EXCEEDED past the
+   * tenant's services or bytes, RATE_LIMITED past SERVICE_CREATIONS_PER_SECOND). SERVICE_NOT_FOUND otherwise.
+   * The host stays open for serviceIdleMs after this call unless retain()ed: use it now or retain it.
+   */
   get(tenant: string, service: string, create: boolean): ServiceHost {
+    this.assertOpen();
     const path = this.pathOf(tenant, service);
-    const key = `${tenant}/${service}`;
-    const open = this.hosts.get(key);
-    if (open !== undefined) return open;
-    if (create) mkdirSync(join(this.root, 'tenants', tenant), { recursive: true, mode: 0o700 });
+    const key = keyOf(tenant, service);
+    const known = this.hosts.get(key);
+    if (known !== undefined) {
+      if (known.refs === 0) this.markIdle(known); // a use: the idle clock starts again
+      return known.host;
+    }
+    const host = this.open(tenant, service, path, create);
+    const entry: OpenService = { key, host, refs: 0, timer: undefined };
+    this.hosts.set(key, entry);
+    this.markIdle(entry);
+    return host;
+  }
+
+  /** get() and retain() in one: for a holder (a subscription, a request that awaits) that will release() it. */
+  acquire(tenant: string, service: string, create: boolean): ServiceHost {
+    const host = this.get(tenant, service, create);
+    this.retain(host);
+    return host;
+  }
+
+  exists(tenant: string, service: string): boolean {
+    this.assertOpen();
+    const path = this.pathOf(tenant, service);
+    return this.hosts.has(keyOf(tenant, service)) || this.fileExists(tenant, path);
+  }
+
+  /** Keeps `host` open until the matching release(). CLOSED if the registry already closed it (get it again). */
+  retain(host: ServiceHost): void {
+    const entry = this.hosts.get(keyOf(host.tenant, host.service));
+    if (entry === undefined || entry.host !== host) {
+      throw new CommyError(ErrorCode.CLOSED, `service ${host.serviceId} was closed; open it again`);
+    }
+    entry.refs += 1;
+    if (entry.refs === 1) {
+      this.idle.delete(entry.key);
+      clearTimeout(entry.timer);
+      entry.timer = undefined;
+    }
+  }
+
+  /** Drops one retain(); at zero the host is closed after serviceIdleMs unless used again. */
+  release(host: ServiceHost): void {
+    const entry = this.hosts.get(keyOf(host.tenant, host.service));
+    // A host the registry no longer holds (closed with the registry) or one released too often: nothing to drop.
+    if (entry === undefined || entry.host !== host || entry.refs === 0) return;
+    entry.refs -= 1;
+    if (entry.refs === 0) this.markIdle(entry);
+  }
+
+  /**
+   * QUOTA_EXCEEDED if registering `meta` in `host` would take its tenant past maxVariablesPerTenant or
+   * maxBytesPerTenant (counting the file growth it causes). Call it right before `host.file.register(meta)`:
+   * it changes nothing on disk, and reserves the variable in the tenant's usage so a burst cannot overshoot.
+   */
+  checkRegistration(host: ServiceHost, meta: VariableMetadata): void {
+    if (isRegistered(host.file, meta.name)) return; // the same name again adds nothing (register checks the layout)
+    this.quotas.checkRegistration(host.tenant, registrationGrowth(host.file, meta));
+  }
+
+  /** The tenant's usage as the quotas see it (read from disk at most once a second). */
+  usage(tenant: string): Readonly<TenantUsage> {
+    assertValidName(tenant, 'tenant name');
+    return { ...this.quotas.usage(tenant) };
+  }
+
+  /** Closes every service and cancels every idle timer; later calls to get() throw CLOSED. */
+  close(): void {
+    this.closed = true;
+    for (const entry of this.hosts.values()) {
+      clearTimeout(entry.timer);
+      entry.host.close();
+    }
+    this.hosts.clear();
+    this.idle.clear();
+  }
+
+  // ---- opening ------------------------------------------------------------------------------------
+
+  private open(tenant: string, service: string, path: string, create: boolean): ServiceHost {
+    const creating = !this.fileExists(tenant, path);
+    if (creating && !create) throw notFound(tenant, service);
+    this.makeRoom();
+    if (creating) {
+      this.quotas.checkCreate(tenant);
+      this.ensureTenantDir(tenant);
+    }
     let file: ServiceFile;
     try {
       file = ServiceFile.open(path, {
-        create,
+        create: creating, // checked against the quotas above; a file that vanished since is not quietly re-made
         tenant,
         service,
         maxFileSize: this.limits.maxServiceFileBytes,
         maxVariableSize: this.limits.maxVariableBytes,
       });
     } catch (err) {
-      if (err instanceof CommyError && err.code === ErrorCode.FILE_NOT_FOUND) {
-        throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `tenant ${tenant} has no service ${service}`);
-      }
+      if (err instanceof CommyError && err.code === ErrorCode.FILE_NOT_FOUND) throw notFound(tenant, service);
       throw err;
     }
-    const host = new ServiceHost(tenant, service, file, this.broadcast);
-    this.hosts.set(key, host);
-    return host;
-  }
-
-  exists(tenant: string, service: string): boolean {
     try {
-      this.get(tenant, service, false);
-      return true;
+      return new ServiceHost(tenant, service, file, this.broadcast);
     } catch (err) {
-      if (err instanceof CommyError && err.code === ErrorCode.SERVICE_NOT_FOUND) return false;
+      file.close(); // e.g. no watcher thread: do not leak the fd and the mapping
       throw err;
     }
   }
 
-  close(): void {
-    for (const host of this.hosts.values()) host.close();
-    this.hosts.clear();
+  /** At maxOpenServices, closes the longest-idle service; QUOTA_EXCEEDED when every open one is in use. */
+  private makeRoom(): void {
+    if (this.hosts.size < this.limits.maxOpenServices) return;
+    for (const entry of this.idle.values()) {
+      if (entry.host.subscriberCount > 0) continue; // in use even if nobody retained it: never pulled from under a subscriber
+      this.closeEntry(entry);
+      return;
+    }
+    throw new CommyError(ErrorCode.QUOTA_EXCEEDED, `too many open services (limit ${this.limits.maxOpenServices}); try again later`);
   }
+
+  /** Is there a service file at `path`? INVALID_FILE for an unsafe tenant directory or a non-file there. */
+  private fileExists(tenant: string, path: string): boolean {
+    if (!this.tenantDirExists(tenant)) return false;
+    let st: Stats;
+    try {
+      st = lstatSync(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw new CommyError(ErrorCode.INVALID_FILE, `cannot inspect ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+    // Only a process with the server's uid can plant one in a checked directory; still, never follow it.
+    if (!st.isFile()) throw new CommyError(ErrorCode.INVALID_FILE, `${path} is not a regular file`);
+    return true;
+  }
+
+  // ---- tenant directories -------------------------------------------------------------------------
+
+  private tenantDir(tenant: string): string {
+    return join(this.root, 'tenants', tenant);
+  }
+
+  /** False if the tenant has no directory yet; checks an existing one the first time it is used. */
+  private tenantDirExists(tenant: string): boolean {
+    if (this.checkedTenants.has(tenant)) return true;
+    try {
+      lstatSync(this.tenantDir(tenant));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw new CommyError(ErrorCode.INVALID_FILE, `cannot inspect the directory of tenant ${tenant}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+    this.ensureTenantDir(tenant);
+    return true;
+  }
+
+  private ensureTenantDir(tenant: string): void {
+    if (this.checkedTenants.has(tenant)) return;
+    ensurePrivateDir(this.tenantDir(tenant), ErrorCode.INVALID_FILE, 'tenant directory');
+    this.checkedTenants.add(tenant);
+  }
+
+  // ---- idle close ---------------------------------------------------------------------------------
+
+  /** Puts the entry last in the idle order and (re)starts its idle timer. */
+  private markIdle(entry: OpenService): void {
+    this.idle.delete(entry.key);
+    this.idle.set(entry.key, entry);
+    // refresh(): a busy unretained service (a write per message) re-arms its timer without a new one.
+    if (entry.timer !== undefined) entry.timer.refresh();
+    // unref: an idle timer alone never keeps the process alive.
+    else entry.timer = setTimeout(() => this.expire(entry), this.limits.serviceIdleMs).unref();
+  }
+
+  private expire(entry: OpenService): void {
+    entry.timer = undefined;
+    if (this.hosts.get(entry.key) !== entry || entry.refs > 0) return;
+    if (entry.host.subscriberCount > 0) {
+      this.markIdle(entry); // subscribed without retain(): look again later rather than cut the subscriber off
+      return;
+    }
+    this.closeEntry(entry);
+  }
+
+  private closeEntry(entry: OpenService): void {
+    clearTimeout(entry.timer);
+    entry.timer = undefined;
+    this.hosts.delete(entry.key);
+    this.idle.delete(entry.key);
+    entry.host.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CommyError(ErrorCode.CLOSED, 'the service registry is closed');
+  }
+}
+
+function keyOf(tenant: string, service: string): string {
+  return `${tenant}/${service}`;
+}
+
+function notFound(tenant: string, service: string): CommyError {
+  return new CommyError(ErrorCode.SERVICE_NOT_FOUND, `tenant ${tenant} has no service ${service}`);
 }

@@ -6,12 +6,17 @@ import { assertValidName } from '../core/names.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
 import type { VariableTypeId } from '../core/variable-type.js';
 import { decodeFrame, encodeError, encodeFrame, requestIdOf } from '../protocol/frame-codec.js';
+import { compileGlobs } from '../core/glob.js';
+import { DEFAULT_LOCK_POLICY } from '../local/process-lock.js';
+import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { CloseCode, PROTOCOL_VERSION, type Message, type MessageOf } from '../protocol/messages.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import { RateLimiter, type Limits } from './limits.js';
 import { Permissions, type Action } from './permissions.js';
-import { defOf, type Outlet, type Subscriber } from './service-host.js';
+import { untilNotBusy } from './busy-retry.js';
+import type { Outlet, ServiceHost, Subscriber } from './service-host.js';
+import { defOf } from './snapshot.js';
 import type { ServiceRegistry } from './service-registry.js';
 
 export interface SessionContext {
@@ -20,12 +25,23 @@ export interface SessionContext {
   audit: AuditLog;
   limits: Limits;
   onError(err: unknown): void;
+  /**
+   * This connection's admission (admission.ts Ticket): `source` is its address as the per-address limits and
+   * the auth throttle count it (taken from the socket); authenticated() moves it out of the unauthenticated pool.
+   */
+  peer: { readonly source: string; authenticated(): void };
 }
 
 const MAX_FAILED_AUTH = 5;
 let nextClient = 1;
 
 type Reply = Uint8Array | undefined;
+
+/** While the output is over budget, requests wait unread: look again after this long (doubling to the max). */
+const ROOM_FIRST_WAIT_MS = 2;
+const ROOM_MAX_WAIT_MS = 100;
+/** A slow consumer gets its close frame queued; if it does not read that either, it is cut off after this. */
+const SLOW_CONSUMER_GRACE_MS = 1000;
 
 /**
  * One WebSocket connection: authentication first, then every message checked against the key's grants for
@@ -36,9 +52,12 @@ export class Session implements Outlet {
   readonly clientId = `c${nextClient++}-${randomBytes(4).toString('hex')}`;
   private readonly grants = new Map<string, Permissions>();
   private readonly subscriptions = new Map<number, Subscriber>();
+  /** Services this connection was handed the file of (GetServiceFilePath): held open until it closes. */
+  private readonly leases = new Set<ServiceHost>();
   private readonly rate: RateLimiter;
   private nextSid = 1;
   private failedAuth = 0;
+  private slowConsumerTimer: NodeJS.Timeout | undefined;
   private authTimer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
 
@@ -57,8 +76,35 @@ export class Session implements Outlet {
     return this.ws.readyState === this.ws.OPEN;
   }
 
-  get bufferedAmount(): number {
-    return this.ws.bufferedAmount;
+  /**
+   * The output budget (like Redis's client-output-buffer-limit): over `maxBufferedBytes` unsent, updates
+   * conflate and requests wait unread. A connection that stays over it for `slowConsumerTimeoutMs` is closed
+   * (4008), so a client that never reads costs a bounded amount of memory for a bounded time.
+   */
+  overBudget(): boolean {
+    if (this.ws.bufferedAmount <= this.ctx.limits.maxBufferedBytes) return false;
+    this.slowConsumerTimer ??= setTimeout(() => this.checkSlowConsumer(), this.ctx.limits.slowConsumerTimeoutMs);
+    return true;
+  }
+
+  private checkSlowConsumer(): void {
+    this.slowConsumerTimer = undefined;
+    if (!this.open || this.ws.bufferedAmount <= this.ctx.limits.maxBufferedBytes) return;
+    this.ws.close(CloseCode.SLOW_CONSUMER, 'output budget exceeded: the client does not read');
+    setTimeout(() => this.ws.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
+  }
+
+  /** Waits, with this socket paused (unread), until its output is back under budget. */
+  private async outputRoom(): Promise<void> {
+    if (!this.overBudget()) return;
+    this.ws.pause();
+    try {
+      for (let wait = ROOM_FIRST_WAIT_MS; this.open && this.overBudget(); wait = Math.min(wait * 2, ROOM_MAX_WAIT_MS)) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    } finally {
+      if (this.open) this.ws.resume();
+    }
   }
 
   send(frame: Uint8Array): void {
@@ -86,6 +132,8 @@ export class Session implements Outlet {
 
   private async handle(message: Message): Promise<void> {
     try {
+      await this.outputRoom();
+      if (!this.open) return;
       const reply = await this.dispatch(message);
       if (reply !== undefined) this.send(reply);
     } catch (err) {
@@ -138,15 +186,22 @@ export class Session implements Outlet {
     }
     let grants;
     try {
-      grants = await this.ctx.authenticator.authenticate(tenant, method, credential);
+      grants = await this.ctx.authenticator.authenticate(tenant, method, credential, this.ctx.peer.source);
     } catch (err) {
       if (++this.failedAuth >= MAX_FAILED_AUTH) setImmediate(() => this.ws.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
       throw err;
     }
     this.grants.set(tenant, new Permissions(grants));
+    this.ctx.peer.authenticated();
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
-    return encodeFrame('Authenticated', m.id, { clientId: this.clientId, hostId: hostId(), protocol: PROTOCOL_VERSION, keyId: grants.keyId });
+    return encodeFrame('Authenticated', m.id, {
+      clientId: this.clientId,
+      hostId: hostId(),
+      protocol: PROTOCOL_VERSION,
+      keyId: grants.keyId,
+      maxChangesPerReport: this.ctx.limits.maxChangesPerReport,
+    });
   }
 
   private authExpired(): void {
@@ -192,7 +247,11 @@ export class Session implements Outlet {
   private getServiceFilePath(m: MessageOf<'GetServiceFilePath'>): Reply {
     const { tenant, service } = m.body;
     const perms = this.check(tenant, service, 'read');
+    if (perms.grants.hybrid === false) {
+      throw new CommyError(ErrorCode.HYBRID_ACCESS_DENIED, `key ${perms.grants.keyId} may not map service files; use remote mode`);
+    }
     const host = this.host(tenant, service, m.body.create === true);
+    this.lease(host);
     const file = host.file;
     this.ctx.audit.record({ event: 'GetServiceFilePath', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service, filePath: file.path });
     return encodeFrame('ServiceFilePath', m.id, {
@@ -204,18 +263,43 @@ export class Session implements Outlet {
     });
   }
 
-  private subscribe(m: MessageOf<'Subscription'>): Reply {
+  /** Replies with the Snapshot, then sends its chunks as the socket drains; updates flow after the last. */
+  private async subscribe(m: MessageOf<'Subscription'>): Promise<Reply> {
     const { tenant, service } = m.body;
     const perms = this.check(tenant, service, 'read');
     if (this.subscriptions.size >= this.ctx.limits.maxSubscriptionsPerConnection) {
       throw new CommyError(ErrorCode.RATE_LIMITED, `at most ${this.ctx.limits.maxSubscriptionsPerConnection} subscriptions per connection`);
     }
+    const wants = m.body.variables === undefined ? undefined : compileGlobs(m.body.variables, this.ctx.limits);
     const host = this.host(tenant, service, m.body.create === true);
     const sid = this.nextSid++;
-    const { subscriber, snapshot } = host.subscribe(sid, this, m.body.variables, !perms.can('write', service), m.body.notify === true);
+    const readOnly = !perms.can('write', service);
+    const subscriber = host.subscribe(sid, this, { readOnly, notify: m.body.notify === true, ...(wants ? { wants } : {}) });
+    this.ctx.registry.retain(host);
     this.subscriptions.set(sid, subscriber);
     this.ctx.audit.record({ event: 'Subscription', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service });
-    return encodeFrame('Snapshot', m.id, snapshot);
+    let first = true;
+    for (const frame of host.snapshot(subscriber, m.id)) {
+      if (!first) await this.outputRoom();
+      if (subscriber.closed || !this.open) return undefined;
+      this.send(frame);
+      first = false;
+    }
+    host.loaded(subscriber);
+    return undefined;
+  }
+
+  /**
+   * A local client's connection holds the service open while it lives: the server's watcher then sees (and
+   * audits, and forwards) that client's writes. At most maxSubscriptionsPerConnection services per connection.
+   */
+  private lease(host: ServiceHost): void {
+    if (this.leases.has(host)) return;
+    if (this.leases.size >= this.ctx.limits.maxSubscriptionsPerConnection) {
+      throw new CommyError(ErrorCode.RATE_LIMITED, `at most ${this.ctx.limits.maxSubscriptionsPerConnection} mapped services per connection`);
+    }
+    this.ctx.registry.retain(host);
+    this.leases.add(host);
   }
 
   private subscription(sid: number, action: Action): Subscriber {
@@ -228,17 +312,19 @@ export class Session implements Outlet {
   private unsubscribe(m: MessageOf<'Unsubscribe'>): Reply {
     const sub = this.subscriptions.get(m.body.sid);
     if (sub === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `no subscription ${m.body.sid} on this connection`);
-    sub.host.unsubscribe(sub);
+    this.drop(sub);
     this.subscriptions.delete(m.body.sid);
     return encodeFrame('Unsubscribed', m.id, { sid: m.body.sid });
   }
 
-  private registerVariable(m: MessageOf<'RegisterVariable'>): Reply {
+  private async registerVariable(m: MessageOf<'RegisterVariable'>): Promise<Reply> {
     const sub = this.subscription(m.body.sid, 'admin');
     const { name, offset, size, typeId } = m.body;
     this.assertName(name, 'variable name');
     const file = sub.host.file;
-    const entry = file.register(new VariableMetadata(name, offset, size, typeId as VariableTypeId));
+    const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
+    this.ctx.registry.checkRegistration(sub.host, meta);
+    const entry = await this.whenFree(() => file.tryRegister(meta), `the directory of ${sub.host.serviceId}`);
     const { tenant, service } = sub.host;
     this.ctx.audit.record({ event: 'VariableRegistered', clientId: this.clientId, keyId: this.keyId(tenant), tenant, service, variables: [name] });
     return encodeFrame('VariableRegistered', m.id, { sid: sub.sid, def: defOf(entry, file.entryVersion(entry)) });
@@ -246,28 +332,51 @@ export class Session implements Outlet {
 
   // ---- values -----------------------------------------------------------------------------------
 
-  private readVariable(m: MessageOf<'ReadVariable'>): Reply {
+  /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */
+  private whenFree<T>(attempt: () => T | typeof BUSY, what: string): Promise<T> {
+    return untilNotBusy(attempt, what, DEFAULT_LOCK_POLICY.timeoutMs, () => this.open);
+  }
+
+  private async readVariable(m: MessageOf<'ReadVariable'>): Promise<Reply> {
     const { tenant, service, name } = m.body;
     this.check(tenant, service, 'read');
     this.assertName(name, 'variable name');
-    const file = this.ctx.registry.get(tenant, service, false).file;
-    const entry = file.entry(name);
-    const [value, version] = file.read(entry, () => [file.u8.slice(entry.at, entry.at + entry.meta.size), file.entryVersion(entry)] as const);
+    const [value, version] = await this.withService(tenant, service, ({ file }) => {
+      const entry = file.entry(name);
+      return this.whenFree(
+        () => file.tryRead(entry, () => [file.u8.slice(entry.at, entry.at + entry.meta.size), file.entryVersion(entry)] as const),
+        `${tenant}/${service}/${name}`,
+      );
+    });
     return encodeFrame('VariableValue', m.id, { name, value, version: Number(version) });
   }
 
-  private writeVariable(m: MessageOf<'WriteVariable'>): Reply {
+  private async writeVariable(m: MessageOf<'WriteVariable'>): Promise<Reply> {
     const { tenant, service, name, value } = m.body;
     const perms = this.check(tenant, service, 'write');
     this.assertName(name, 'variable name');
-    const host = this.ctx.registry.get(tenant, service, false);
-    const version = host.file.writeBytes(host.file.entry(name), value);
+    const version = await this.withService(tenant, service, async (host) => {
+      const entry = host.file.entry(name);
+      if (value.length > entry.meta.size) {
+        throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${value.length} bytes do not fit ${name} (${entry.meta.size} bytes)`);
+      }
+      const [written] = await this.whenFree(() => writeAll(host.file, [entry], [value]), `${host.serviceId}/${name}`);
+      return Number(written);
+    });
     this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
-    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: host.serviceId, changedVariables: [name], version: Number(version), versions: [Number(version)] });
+    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: `${tenant}/${service}`, changedVariables: [name], count: 1, version, versions: [version] });
   }
 
-  /** All changes are checked before any is applied: a bad one rejects the whole report, nothing half-done. */
-  private reportChanges(m: MessageOf<'ReportVariableChanges'>): Reply {
+  /**
+   * All changes are checked, and all their locks taken, before any is applied: a bad one rejects the whole
+   * report, nothing half-done. The ack carries a version per change and no names, so it stays a few bytes per
+   * change whatever the names; a report holds at most maxChangesPerReport changes.
+   */
+  private async reportChanges(m: MessageOf<'ReportVariableChanges'>): Promise<Reply> {
+    const max = this.ctx.limits.maxChangesPerReport;
+    if (m.body.changes.length > max) {
+      throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a report holds at most ${max} changes, this one ${m.body.changes.length}`);
+    }
     const sub = this.subscription(m.body.sid, 'write');
     const file = sub.host.file;
     const entries = m.body.changes.map(([index, bytes]) => {
@@ -278,19 +387,40 @@ export class Session implements Outlet {
       }
       return entry;
     });
-    const versions = m.body.changes.map(([, bytes], i) => Number(file.writeBytes(entries[i]!, bytes)));
+    const values = m.body.changes.map(([, bytes]) => bytes);
+    const written = await this.whenFree(() => (sub.closed ? [] : writeAll(file, entries, values)), `variables of ${sub.host.serviceId}`);
+    if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
+    const versions = written.map(Number);
     entries.forEach((e, i) => sub.own.set(e.index, versions[i]!));
-    const names = entries.map((e) => e.meta.name);
     const { tenant, service } = sub.host;
-    this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: this.keyId(tenant), tenant, service, variables: names });
+    this.ctx.audit.record({ event: 'VariablesChanged', clientId: this.clientId, keyId: this.keyId(tenant), tenant, service, variables: entries.map((e) => e.meta.name) });
     const version = versions.length > 0 ? versions[versions.length - 1]! : Number(file.version);
-    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: sub.host.serviceId, changedVariables: names, version, versions });
+    return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: sub.host.serviceId, count: versions.length, version, versions });
+  }
+
+  /** Ends a subscription and lets its service go idle. */
+  private drop(sub: Subscriber): void {
+    sub.host.unsubscribe(sub);
+    this.ctx.registry.release(sub.host);
+  }
+
+  /** Runs `use` with the service held open (a request that awaits must not see it closed under it). */
+  private async withService<T>(tenant: string, service: string, use: (host: ServiceHost) => Promise<T>): Promise<T> {
+    const host = this.ctx.registry.acquire(tenant, service, false);
+    try {
+      return await use(host);
+    } finally {
+      this.ctx.registry.release(host);
+    }
   }
 
   private cleanup(): void {
     clearTimeout(this.authTimer);
-    for (const sub of this.subscriptions.values()) sub.host.unsubscribe(sub);
+    clearTimeout(this.slowConsumerTimer);
+    for (const sub of this.subscriptions.values()) this.drop(sub);
     this.subscriptions.clear();
+    for (const host of this.leases) this.ctx.registry.release(host);
+    this.leases.clear();
   }
 
   close(code: number, reason: string): void {
@@ -309,4 +439,25 @@ function peekRequestId(data: Buffer): number {
   if (b === 0xcd && data.length > at + 2) return data.readUInt16BE(at + 1);
   if (b === 0xce && data.length > at + 4) return data.readUInt32BE(at + 1) & 0x7fffffff;
   return 0;
+}
+
+/**
+ * Takes every entry's writer lock without waiting (BUSY, holding none, if any is held by a live process), then
+ * writes each variable's value in order. A variable named twice in one report takes its last value, and both
+ * changes get that write's version.
+ */
+function writeAll(file: ServiceFile, entries: readonly DirEntry[], values: readonly Uint8Array[]): bigint[] | typeof BUSY {
+  const locked: DirEntry[] = [];
+  for (const e of new Set(entries)) {
+    if (!file.tryLock(e)) {
+      for (const held of locked) file.unlock(held);
+      return BUSY;
+    }
+    locked.push(e);
+  }
+  const last = new Map<DirEntry, number>();
+  entries.forEach((e, i) => last.set(e, i));
+  const versions = new Map<DirEntry, bigint>();
+  for (const [e, i] of last) versions.set(e, file.writeLocked(e, values[i]!));
+  return entries.map((e) => versions.get(e)!);
 }

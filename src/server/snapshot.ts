@@ -1,0 +1,117 @@
+import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
+import { encodeFrame } from '../protocol/frame-codec.js';
+import type { SnapshotBody, SnapshotChunkBody, VariableDef } from '../protocol/messages.js';
+
+/** Bytes of MessagePack per definition beyond its name: a 6-array of small integers, generously counted. */
+const DEF_OVERHEAD = 40;
+
+export function defOf(entry: DirEntry, version: bigint): VariableDef {
+  const m = entry.meta;
+  return [entry.index, m.name, m.offset, m.size, m.typeId, Number(version)];
+}
+
+export interface SnapshotRequest {
+  file: ServiceFile;
+  requestId: number;
+  sid: number;
+  serviceId: string;
+  readOnly: boolean;
+  /** Definitions only (a notify subscription reads values from its own mapping). */
+  namesOnly: boolean;
+  /** Each frame's definitions plus data stay under this many bytes (a single variable may exceed it). */
+  budget: number;
+  /** Variables whose writer was mid-write: sent as zeros here, owed to the subscriber as a later update. */
+  owe(index: number): void;
+}
+
+/**
+ * A subscription's starting point as frames: a `Snapshot` (the reply), then as many `SnapshotChunk`s as the
+ * service needs, so no frame exceeds the frame limit whatever the service's size. Lazy: each frame's values
+ * are read when the caller pulls it (after the socket drained), so a 64 MiB service never sits in memory
+ * twice. Values are read without waiting: one a local writer holds mid-write is owed instead (see `owe`).
+ */
+export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, void, undefined> {
+  const { file } = req;
+  const entries = file.list();
+  const version = Number(file.version);
+  const defs = entries.map((e) => defOf(e, file.entryVersion(e)));
+  const dataEnd = req.namesOnly ? 0 : file.checkedDataEnd();
+  const defsCost = defs.reduce((n, d) => n + d[1].length + DEF_OVERHEAD, 0);
+  const head = (variables: VariableDef[], data: Uint8Array, more: boolean): Uint8Array => {
+    const body: SnapshotBody = { sid: req.sid, serviceId: req.serviceId, version, variables, data, readOnly: req.readOnly };
+    if (more) body.more = true;
+    return encodeFrame('Snapshot', req.requestId, body);
+  };
+  if (defsCost + dataEnd <= req.budget) {
+    yield head(defs, req.namesOnly ? new Uint8Array(0) : readRun(req, entries, 0, dataEnd), false);
+    return;
+  }
+  const defGroups = splitByCost(defs, (d) => d[1].length + DEF_OVERHEAD, req.budget);
+  const runs = req.namesOnly ? [] : dataRuns(entries, req.budget);
+  yield head(defGroups[0] ?? [], new Uint8Array(0), true);
+  const chunks = defGroups.length - 1 + runs.length;
+  let sent = 0;
+  const chunk = (body: Omit<SnapshotChunkBody, 'sid' | 'more'>): Uint8Array =>
+    encodeFrame('SnapshotChunk', 0, { sid: req.sid, ...body, more: ++sent < chunks });
+  for (const group of defGroups.slice(1)) yield chunk({ defs: group });
+  for (const run of runs) yield chunk({ offset: run.start, data: readRun(req, run.entries, run.start, run.end) });
+  if (chunks === 0) yield encodeFrame('SnapshotChunk', 0, { sid: req.sid, more: false });
+}
+
+interface DataRun {
+  start: number;
+  end: number;
+  entries: DirEntry[];
+}
+
+/** Variables in offset order, grouped into runs of at most `budget` bytes (a larger variable alone). */
+function dataRuns(entries: readonly DirEntry[], budget: number): DataRun[] {
+  const sorted = [...entries].sort((a, b) => a.meta.offset - b.meta.offset);
+  const runs: DataRun[] = [];
+  let run: DataRun | undefined;
+  for (const e of sorted) {
+    const { offset, end } = e.meta;
+    if (run === undefined || end - run.start > budget) {
+      run = { start: offset, end, entries: [] };
+      runs.push(run);
+    }
+    run.entries.push(e);
+    if (end > run.end) run.end = end;
+  }
+  return runs;
+}
+
+/** [start, end) of the data region with every variable in it read consistently (zeros for a busy one). */
+function readRun(req: SnapshotRequest, entries: readonly DirEntry[], start: number, end: number): Uint8Array {
+  const { file } = req;
+  const out = new Uint8Array(end - start);
+  for (const e of entries) {
+    const { offset, end: varEnd } = e.meta;
+    if (offset < start || varEnd > end) continue;
+    const copied = file.tryRead(e, () => {
+      out.set(file.u8.subarray(e.at, e.at + e.meta.size), offset - start);
+      return true;
+    });
+    if (copied === BUSY) {
+      out.fill(0, offset - start, varEnd - start);
+      req.owe(e.index);
+    }
+  }
+  return out;
+}
+
+/** Splits `items` into runs whose summed cost stays within `budget` (an item alone may exceed it); at least one run. */
+export function splitByCost<T>(items: readonly T[], cost: (item: T) => number, budget: number): T[][] {
+  const frames: T[][] = [[]];
+  let used = 0;
+  for (const item of items) {
+    const c = cost(item);
+    if (used + c > budget && frames[frames.length - 1]!.length > 0) {
+      frames.push([]);
+      used = 0;
+    }
+    frames[frames.length - 1]!.push(item);
+    used += c;
+  }
+  return frames;
+}
