@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
 import { isScryptHash } from './auth.js';
@@ -214,12 +215,28 @@ function withDefaults(raw: RawConfig): ServerConfig {
     // Audited unless turned off: without a file, the server writes <dataDir>/audit.log ("-" means stdout).
     audit: { enabled: raw.audit?.enabled ?? true },
   };
+  assertKeyGlobs(config);
   if (raw.tls) config.tls = { ...raw.tls };
   if (raw.audit?.file !== undefined) config.audit.file = raw.audit.file;
   // Defaults (100 MiB, 5 files) live with the audit log: a config without them stays `{ enabled }`.
   if (raw.audit?.maxBytes !== undefined) config.audit.maxBytes = raw.audit.maxBytes;
   if (raw.audit?.maxFiles !== undefined) config.audit.maxFiles = raw.audit.maxFiles;
   return config;
+}
+
+/** A key whose globs break the pattern limits would be refused at every login: refuse it at start instead. */
+function assertKeyGlobs(config: ServerConfig): void {
+  for (const [tenant, t] of Object.entries(config.tenants)) {
+    t.keys.forEach((key, i) => {
+      for (const action of ['read', 'write', 'admin'] as const) {
+        try {
+          assertGlobs(key[action], config.limits);
+        } catch (err) {
+          throw new ConfigError(fieldPath(['tenants', tenant, 'keys', i, action]), `invalid config: ${fieldPath(['tenants', tenant, 'keys', i, action])}: ${(err as Error).message}`);
+        }
+      }
+    });
+  }
 }
 
 /** Paths written in a config file mean "next to the file", not "wherever the server was started". */

@@ -65,7 +65,16 @@ export class Server {
     const config = resolveConfig(options);
     const tls = options.tls ?? (config.tls !== undefined ? loadTls(config.tls) : undefined);
     const handler = (req: IncomingMessage, res: ServerResponse) => httpRoute(req, res);
-    const http = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handler) : createHttpServer(handler);
+    // A socket that never finishes its HTTP request (so never reaches the upgrade and its admission) is bounded
+    // too: its headers must come within the authentication deadline, and the process holds a fixed number of
+    // sockets at most.
+    const httpOptions = {
+      headersTimeout: config.limits.authTimeoutMs,
+      requestTimeout: config.limits.authTimeoutMs * 2,
+      connectionsCheckingInterval: Math.min(1000, config.limits.authTimeoutMs),
+    };
+    const http = tls ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key }, handler) : createHttpServer(httpOptions, handler);
+    http.maxConnections = config.limits.maxConnections + config.limits.maxUnauthenticatedConnections;
     const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
     const registry = new ServiceRegistry(config.dataDir, config.limits, {
       tick: config.tick,

@@ -184,14 +184,16 @@ export class Session implements Outlet {
     if (protocol !== PROTOCOL_VERSION) {
       throw new CommyError(ErrorCode.INVALID_MESSAGE, `protocol ${protocol} is not supported; this server speaks ${PROTOCOL_VERSION}`);
     }
-    let grants;
+    let perms: Permissions;
     try {
-      grants = await this.ctx.authenticator.authenticate(tenant, method, credential, this.ctx.peer.source);
+      const grants = await this.ctx.authenticator.authenticate(tenant, method, credential, this.ctx.peer.source);
+      // Globs past the pattern limits (a token carrying thousands) are refused like a bad credential.
+      perms = new Permissions(grants, this.ctx.limits);
     } catch (err) {
       if (++this.failedAuth >= MAX_FAILED_AUTH) setImmediate(() => this.ws.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
       throw err;
     }
-    this.grants.set(tenant, new Permissions(grants));
+    this.grants.set(tenant, perms);
     this.ctx.peer.authenticated();
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
@@ -199,7 +201,7 @@ export class Session implements Outlet {
       clientId: this.clientId,
       hostId: hostId(),
       protocol: PROTOCOL_VERSION,
-      keyId: grants.keyId,
+      keyId: perms.grants.keyId,
       maxChangesPerReport: this.ctx.limits.maxChangesPerReport,
     });
   }
