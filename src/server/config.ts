@@ -7,6 +7,7 @@ import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
 import { isScryptHash } from './auth.js';
+import { resolveGroup, type FilesConfig } from './file-policy.js';
 import { DEFAULT_LIMITS, type Limits } from './limits.js';
 
 /**
@@ -31,6 +32,8 @@ export interface JwtConfig {
 export interface TenantConfig {
   keys: KeyConfig[];
   jwt?: JwtConfig;
+  /** Give this tenant's service files to a Unix group (docs/security.md); default: the server's user only. */
+  files?: FilesConfig;
 }
 export interface AuditConfig {
   enabled: boolean;
@@ -93,9 +96,16 @@ const jwtSchema = z.strictObject({
   issuer: z.string().min(1).optional(),
   audience: z.string().min(1).optional(),
 });
+const filesSchema = z.strictObject({
+  group: z.union([z.string().min(1), z.number().int().nonnegative()]),
+  mode: z.enum(['0640', '0660']).optional(),
+});
 const tenantSchema = z
-  .strictObject({ keys: z.array(keySchema).default([]), jwt: jwtSchema.optional() })
+  .strictObject({ keys: z.array(keySchema).default([]), jwt: jwtSchema.optional(), files: filesSchema.optional() })
   .superRefine((tenant, ctx) => {
+    if (tenant.files !== undefined && resolveGroup(tenant.files.group) === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['files', 'group'], message: `unknown group ${JSON.stringify(tenant.files.group)}` });
+    }
     const seen = new Set<string>();
     tenant.keys.forEach((key, i) => {
       if (seen.has(key.id)) ctx.addIssue({ code: 'custom', path: ['keys', i, 'id'], message: `duplicate key id "${key.id}"` });

@@ -11,6 +11,7 @@ import { Authenticator, type AuthStats } from './auth.js';
 import type { ThrottlePolicy } from './auth-throttle.js';
 import { isServerConfig, loadConfig, type ServerConfig } from './config.js';
 import type { Limits } from './limits.js';
+import { filePolicyOf } from './file-policy.js';
 import { ServiceRegistry } from './service-registry.js';
 import { Session, type SessionContext } from './session.js';
 import { loadTls, type TlsMaterial } from './tls.js';
@@ -76,12 +77,16 @@ export class Server {
     const http = tls ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key }, handler) : createHttpServer(httpOptions, handler);
     http.maxConnections = config.limits.maxConnections + config.limits.maxUnauthenticatedConnections;
     const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
+    const policies = new Map(Object.entries(config.tenants).flatMap(([t, c]) => {
+      const policy = filePolicyOf(c.files);
+      return policy === undefined ? [] : [[t, policy] as const];
+    }));
     const registry = new ServiceRegistry(config.dataDir, config.limits, {
       tick: config.tick,
       maxFrameBytes: config.limits.maxFrameBytes,
       onLocalWrite: (host, pid, variables) =>
         audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid }),
-    });
+    }, policies);
     const audit = createAuditLog({
       enabled: config.audit.enabled,
       file: auditFile(config),

@@ -1,10 +1,11 @@
 import { lstatSync, type Stats } from 'node:fs';
-import { join, resolve, sep } from 'node:path';
+import { basename, join, resolve, sep } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertValidName } from '../core/names.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { ServiceFile } from '../local/service-file.js';
 import { ensurePrivateDir } from './data-dir.js';
+import { applyFilePolicy, openForTraversal, type FilePolicy } from './file-policy.js';
 import type { Limits } from './limits.js';
 import { TenantQuotas, isRegistered, registrationGrowth, type TenantUsage } from './quotas.js';
 import { ServiceHost, type BroadcastOptions } from './service-host.js';
@@ -42,10 +43,16 @@ export class ServiceRegistry {
     dataDir: string,
     private readonly limits: Limits,
     private readonly broadcast: BroadcastOptions,
+    /** Tenants whose files belong to a Unix group (config `tenants.<t>.files`); none by default. */
+    private readonly policies: ReadonlyMap<string, FilePolicy> = new Map(),
   ) {
     this.root = resolve(dataDir);
     ensurePrivateDir(this.root, ErrorCode.CONFIG_INVALID, 'data directory', true);
     ensurePrivateDir(join(this.root, 'tenants'), ErrorCode.CONFIG_INVALID, 'tenants directory');
+    if (policies.size > 0) {
+      openForTraversal(this.root);
+      openForTraversal(join(this.root, 'tenants'));
+    }
     this.quotas = new TenantQuotas(limits, (tenant) => this.tenantDir(tenant));
   }
 
@@ -156,6 +163,7 @@ export class ServiceRegistry {
       this.quotas.checkCreate(tenant);
       this.ensureTenantDir(tenant);
     }
+    const policy = this.policies.get(tenant);
     let file: ServiceFile;
     try {
       file = ServiceFile.open(path, {
@@ -164,7 +172,13 @@ export class ServiceRegistry {
         service,
         maxFileSize: this.limits.maxServiceFileBytes,
         maxVariableSize: this.limits.maxVariableBytes,
+        // Errors reach clients: they name the service, never the server's data path.
+        label: `${tenant}/${service}`,
+        expect: { tenant, service },
+        // A group-writable tenant (files.mode 0660) trusts its group with its files by configuration.
+        requireOwner: policy?.mode !== 0o660,
       });
+      if (policy !== undefined) applyFilePolicy(path, policy, false);
     } catch (err) {
       if (err instanceof CommyError && err.code === ErrorCode.FILE_NOT_FOUND) throw notFound(tenant, service);
       throw err;
@@ -191,15 +205,16 @@ export class ServiceRegistry {
   /** Is there a service file at `path`? INVALID_FILE for an unsafe tenant directory or a non-file there. */
   private fileExists(tenant: string, path: string): boolean {
     if (!this.tenantDirExists(tenant)) return false;
+    const label = `${tenant}/${basename(path, '.mem')}`;
     let st: Stats;
     try {
       st = lstatSync(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw new CommyError(ErrorCode.INVALID_FILE, `cannot inspect ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      throw new CommyError(ErrorCode.INVALID_FILE, `cannot inspect ${label}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
     }
     // Only a process with the server's uid can plant one in a checked directory; still, never follow it.
-    if (!st.isFile()) throw new CommyError(ErrorCode.INVALID_FILE, `${path} is not a regular file`);
+    if (!st.isFile()) throw new CommyError(ErrorCode.INVALID_FILE, `${label} is not a regular file`);
     return true;
   }
 
@@ -225,6 +240,8 @@ export class ServiceRegistry {
   private ensureTenantDir(tenant: string): void {
     if (this.checkedTenants.has(tenant)) return;
     ensurePrivateDir(this.tenantDir(tenant), ErrorCode.INVALID_FILE, 'tenant directory');
+    const policy = this.policies.get(tenant);
+    if (policy !== undefined) applyFilePolicy(this.tenantDir(tenant), policy, true);
     this.checkedTenants.add(tenant);
   }
 

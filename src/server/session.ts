@@ -143,7 +143,8 @@ export class Session implements Outlet {
 
   private fail(id: number, err: unknown): void {
     if (err instanceof CommyError) {
-      this.send(encodeError(id, err.code, err.message));
+      // Defence in depth: whatever produced the message, the server's data path never reaches a client.
+      this.send(encodeError(id, err.code, err.message.split(this.ctx.registry.root).join('<dataDir>')));
       return;
     }
     this.ctx.onError(err);
