@@ -1,7 +1,8 @@
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { ChangeWatcher } from '../local/change-watcher.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
-import { encodeFrame } from '../protocol/frame-codec.js';
+import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
+import { encodeError, encodeFrame } from '../protocol/frame-codec.js';
 import type { SyncBatchBody, Update } from '../protocol/messages.js';
 import { defOf, snapshotFrames, splitByCost } from './snapshot.js';
 
@@ -23,6 +24,8 @@ export interface BroadcastOptions {
   maxFrameBytes: number;
   /** Changes written by another process straight into the mapping (a local client): for the audit log. */
   onLocalWrite?: (host: ServiceHost, pid: number, variables: string[]) => void;
+  /** The file became unusable (another process truncated it): the owner drops the host. */
+  onBroken?: (host: ServiceHost) => void;
 }
 
 export interface SubscribeOptions {
@@ -83,6 +86,8 @@ export class ServiceHost {
   readonly serviceId: string;
   private readonly watcher: ChangeWatcher;
   private readonly subscribers = new Set<Subscriber>();
+  /** Why the service stopped (its file was damaged by another process); undefined while it works. */
+  broken: CommyError | undefined;
 
   constructor(
     readonly tenant: string,
@@ -167,7 +172,8 @@ export class ServiceHost {
         this.flush(sub);
       } catch (err) {
         // A service file corrupted by a local writer must not take the server down with it.
-        process.emitWarning(err instanceof Error ? err : new Error(String(err)));
+        if (isCommyError(err, ErrorCode.INVALID_FILE) && this.file.damaged) this.fail(err);
+        else process.emitWarning(err instanceof Error ? err : new Error(String(err)));
       }
     };
     const tick = delayMs ?? this.options.tick;
@@ -247,6 +253,21 @@ export class ServiceHost {
     for (const variables of splitByCost(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
       sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables, sid: sub.sid }));
     }
+  }
+
+  /**
+   * The file can no longer be trusted: every subscriber is told (an Error push, request id 0) and dropped,
+   * and the owner closes the host. Other services are untouched.
+   */
+  fail(err: CommyError): void {
+    if (this.broken !== undefined) return;
+    this.broken = err;
+    for (const sub of this.subscribers) {
+      sub.closed = true;
+      sub.outlet.send(encodeError(0, err.code, `${err.message}; subscription ${sub.sid} has ended`));
+    }
+    this.subscribers.clear();
+    this.options.onBroken?.(this);
   }
 
   close(): void {

@@ -35,6 +35,7 @@ export class ServiceRegistry {
   /** Tenant directories checked (see ensurePrivateDir) since start. */
   private readonly checkedTenants = new Set<string>();
   private readonly quotas: TenantQuotas;
+  private readonly broadcast: BroadcastOptions;
   private closed = false;
   readonly root: string;
 
@@ -42,11 +43,12 @@ export class ServiceRegistry {
   constructor(
     dataDir: string,
     private readonly limits: Limits,
-    private readonly broadcast: BroadcastOptions,
+    broadcast: BroadcastOptions,
     /** Tenants whose files belong to a Unix group (config `tenants.<t>.files`); none by default. */
     private readonly policies: ReadonlyMap<string, FilePolicy> = new Map(),
   ) {
     this.root = resolve(dataDir);
+    this.broadcast = { ...broadcast, onBroken: (host) => this.evict(host) };
     ensurePrivateDir(this.root, ErrorCode.CONFIG_INVALID, 'data directory', true);
     ensurePrivateDir(join(this.root, 'tenants'), ErrorCode.CONFIG_INVALID, 'tenants directory');
     if (policies.size > 0) {
@@ -78,7 +80,12 @@ export class ServiceRegistry {
     this.assertOpen();
     const path = this.pathOf(tenant, service);
     const key = keyOf(tenant, service);
-    const known = this.hosts.get(key);
+    let known = this.hosts.get(key);
+    if (known !== undefined && known.host.file.damaged) {
+      // Another process truncated the file under us: drop this mapping, and judge the file afresh below.
+      known.host.fail(new CommyError(ErrorCode.INVALID_FILE, `${tenant}/${service} is damaged: it was truncated or shrunk by another process`));
+      known = this.hosts.get(key);
+    }
     if (known !== undefined) {
       if (known.refs === 0) this.markIdle(known); // a use: the idle clock starts again
       return known.host;
@@ -265,6 +272,12 @@ export class ServiceRegistry {
       return;
     }
     this.closeEntry(entry);
+  }
+
+  /** Closes a host that failed (see ServiceHost.fail), retained or not: its holders see it closed. */
+  private evict(host: ServiceHost): void {
+    const entry = this.hosts.get(keyOf(host.tenant, host.service));
+    if (entry?.host === host) this.closeEntry(entry);
   }
 
   private closeEntry(entry: OpenService): void {

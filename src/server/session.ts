@@ -308,6 +308,7 @@ export class Session implements Outlet {
   private subscription(sid: number, action: Action): Subscriber {
     const sub = this.subscriptions.get(sid);
     if (sub === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `no subscription ${sid} on this connection`);
+    if (sub.closed) throw sub.host.broken ?? new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sid} has ended`);
     this.check(sub.host.tenant, sub.host.service, action);
     return sub;
   }
