@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { truncateSync } from 'node:fs';
 import { request } from 'node:http';
 import { test } from 'node:test';
 import { AuthCredentials, Client, VariableMetadata, VariableType, VirtualVariableFile } from '../src/index.js';
@@ -206,4 +207,26 @@ test('a key with "hybrid": false may not map files: HYBRID_ACCESS_DENIED, and th
   const local = await Client.initialize(server.url, 'acme', AuthCredentials.apiKey('ops:s3cret'));
   assert.equal((await local.getVirtualServiceFile('acme', 's')).mode, 'local');
   await Promise.all([client.close(), local.close()]);
+});
+
+test('a service file truncated by another process: that service reports INVALID_FILE, the server and every other service go on', async (t) => {
+  const server = await startServer(t);
+  const a = await connect(t, server.url, 'ops:s3cret');
+  const victimSid = await service(a, 'victim', [['x', 8]]);
+  await service(a, 'safe', [['y', 8]]);
+  const watcher = await connect(t, server.url, 'ops:s3cret');
+  await watcher.request('Subscription', { tenant: 'acme', service: 'victim' });
+  const path = ((await a.request('GetServiceFilePath', { tenant: 'acme', service: 'victim' })).body as { filePath: string }).filePath;
+  truncateSync(path, 4096); // header only: the directory and the data are now past the end of the file
+  const write = await a.request('ReportVariableChanges', { sid: victimSid, changes: [[0, new Uint8Array([1])]] });
+  assert.equal(errorCode(write), 'INVALID_FILE', JSON.stringify(write.body));
+  const read = await a.request('ReadVariable', { tenant: 'acme', service: 'victim', name: 'x' });
+  assert.equal(errorCode(read), 'INVALID_FILE', JSON.stringify(read.body));
+  assert.ok(!(read.body as { message: string }).message.includes(path));
+  assert.equal(errorCode(await a.request('GetServiceFilePath', { tenant: 'acme', service: 'victim' })), 'INVALID_FILE');
+  // Everything else is untouched.
+  assert.equal(await healthz(server), 200);
+  assert.equal((await a.request('WriteVariable', { tenant: 'acme', service: 'safe', name: 'y', value: new Uint8Array([2]) })).type, 'VariableChangesAcknowledged');
+  const beta = await connect(t, server.url, 'beta-secret', 'beta');
+  assert.equal((await beta.request('Subscription', { tenant: 'beta', service: 'fine', create: true })).type, 'Snapshot');
 });
