@@ -78,13 +78,11 @@ bool Repair(uintptr_t addr) {
 // A SIGBUS that is not ours: behave as if we had never been installed.
 void Chain(int sig, siginfo_t* info, void* ucontext) {
   const bool fault = info != nullptr && info->si_code > 0;  // raised by the kernel for an access
-  if ((g_previous.sa_flags & SA_SIGINFO) != 0 && g_previous.sa_sigaction != nullptr) {
-    g_previous.sa_sigaction(sig, info, ucontext);
-    return;
-  }
+  // sa_handler and sa_sigaction share storage: SIG_DFL/SIG_IGN are checked first whatever the flags say.
   const auto handler = g_previous.sa_handler;
   if (handler != SIG_DFL && handler != SIG_IGN) {
-    handler(sig);
+    if ((g_previous.sa_flags & SA_SIGINFO) != 0) g_previous.sa_sigaction(sig, info, ucontext);
+    else handler(sig);
     return;
   }
   // Ignoring a fault would restart the faulting instruction forever: a fault

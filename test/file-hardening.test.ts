@@ -78,6 +78,10 @@ for (const first of ['read', 'write'] as const) {
     const hy = other.handle<number>('y');
     hx.set(1.5);
     hy.set(2.5);
+    let sum = 0;
+    for (let i = 0; i < 200_000; i++) sum += hx.get(); // hot: the checks must hold in optimized code too
+    for (let i = 0; i < 200_000; i++) hx.set(1.5);
+    assert.equal(sum, 300_000);
 
     truncateElsewhere(join(dir, 'victim.mem'), 4096); // the header survives, the directory and data do not
     const damaged = isDamaged('acme/victim', dir);

@@ -67,6 +67,18 @@ test('a client that never reads: its requests stop being served, it is cut off, 
   assert.equal((await other.request('ReadVariable', { tenant: 'acme', service: 'big', name: 'blob' })).type, 'VariableValue');
 });
 
+test('a client that sends garbage and never reads: its error replies count against the budget too', async (t) => {
+  const server = await startServer(t, { limits: { maxBufferedBytes: 64 * 1024, slowConsumerTimeoutMs: 1500, rateLimit: { messagesPerSecond: 1e6, burst: 1e6 } } });
+  const stalled = await connect(t, server.url, 'ops:s3cret');
+  stalled.ws.pause();
+  const garbage = Buffer.from([0xc1]); // never valid MessagePack: each one earns an INVALID_MESSAGE reply
+  for (let i = 0; i < 100_000; i++) stalled.ws.send(garbage);
+  const other = await connect(t, server.url, 'ops:s3cret');
+  assert.equal(await healthz(server), 200);
+  await until('the server to cut the garbage sender off', () => server.connectionCount === 1);
+  assert.equal((await other.request('Subscription', { tenant: 'acme', service: 'fine', create: true })).type, 'Snapshot');
+});
+
 test('a client that reads slowly: requests wait while its output is over budget, and every one is answered, in order', async (t) => {
   const server = await startServer(t, { limits: { maxBufferedBytes: 128 * 1024, slowConsumerTimeoutMs: 60_000 } });
   const owner = await connect(t, server.url, 'ops:s3cret');
@@ -173,6 +185,38 @@ test('a lock held by a live local process never stalls the event loop: other req
   assert.equal(done.type, 'VariableChangesAcknowledged', JSON.stringify(done.body));
   const value = await b.request('ReadVariable', { tenant: 'acme', service: 'held', name: 'x' });
   assert.equal((value.body as { value: Uint8Array }).value[0], 7);
+});
+
+test('requests queued behind one waiting for a lock are bounded: the server stops reading that connection', async (t) => {
+  const server = await startServer(t, { limits: { maxBufferedBytes: 256 * 1024 } });
+  const a = await connect(t, server.url, 'ops:s3cret');
+  await service(a, 'held', [['x', 4096]]);
+  const path = ((await a.request('GetServiceFilePath', { tenant: 'acme', service: 'held' })).body as { filePath: string }).filePath;
+  const holder = startChild('lock-holder', [path, 'x'], t);
+  await holder.next('locked');
+  const writer = await RawClient.connect(server.url);
+  t.after(() => writer.close());
+  let replies = 0;
+  writer.ws.on('message', () => replies++);
+  assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
+  const value = new Uint8Array(4096).fill(9);
+  for (let id = 100; id < 5100; id++) writer.ws.send(encodeFrame('WriteVariable', id, { tenant: 'acme', service: 'held', name: 'x', value }));
+  await new Promise((r) => setTimeout(r, 1000));
+  // 20 MB sent; the server holds at most its budget of them, the rest waits in the sender's own buffers.
+  assert.ok(writer.ws.bufferedAmount > 10 * 1024 * 1024, `the server kept reading: ${writer.ws.bufferedAmount} bytes left to send`);
+  assert.equal(await healthz(server), 200);
+  holder.kill('SIGKILL');
+  await until('every write to be answered', () => replies === 5001, 120_000);
+});
+
+test('a 1 MiB frame of 262,000 tiny elements is refused without being decoded, before and after authentication', async (t) => {
+  const server = await startServer(t);
+  const frame = encodeFrame('ReportVariableChanges', 7, { sid: 1, changes: Array.from({ length: 262_000 }, () => [0, new Uint8Array(0)] as [number, Uint8Array]) });
+  const anon = await RawClient.connect(server.url);
+  t.after(() => anon.close());
+  assert.equal(errorCode(await anon.sendRaw(frame, 7)), 'AUTH_FAILED');
+  const c = await connect(t, server.url, 'ops:s3cret');
+  assert.equal(errorCode(await c.sendRaw(frame, 7)), 'MESSAGE_TOO_LARGE');
 });
 
 test('a glob built to backtrack ("*" × 60 + "#") is matched in linear time: every tenant goes on', async (t) => {

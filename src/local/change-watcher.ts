@@ -128,8 +128,19 @@ export class ChangeWatcher {
       event = this.scan();
     } catch (err) {
       warn(err);
+      if (this.file.damaged) this.stopThread();
     }
     if (event !== undefined) deliverChange(this.listeners, event, warn);
+  }
+
+  /**
+   * A damaged mapping (the file was truncated under it) never shows the file again: its thread would only wake
+   * to the same error every second. Stopped after this callback returns; listeners stay (they hear nothing more).
+   */
+  private stopThread(): void {
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    if (watcher !== undefined) setImmediate(() => watcher.close());
   }
 
   /** Compares every entry's version with the last one seen: one event for the differences, if any. */

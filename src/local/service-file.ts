@@ -147,6 +147,10 @@ export class ServiceFile {
   /** Since when each contended lock has had its holder: try* judge a holder gone only after staleMs. */
   private readonly clock: HolderClock;
   private damagedFlag = false;
+  /** Closed or damaged: the one field the start of every operation looks at. */
+  private unusable = false;
+  /** native's damage count (a field, not the module binding: one load cheaper on the hot paths). */
+  private readonly damage: Int32Array = damageCount;
   /**
    * The process-wide damage count (native/sigbus.cc) when this mapping was last found intact. While the count
    * still equals it, no fault was repaired anywhere since: the hot paths check that with one load.
@@ -176,7 +180,7 @@ export class ServiceFile {
     this.policy = { ...DEFAULT_LOCK_POLICY, ...options.lock };
     this.clock = new HolderClock(this.policy.staleMs);
     this.readOnlyFlag = options.readOnly === true;
-    this.damageMark = Atomics.load(damageCount, 0);
+    this.damageMark = this.damage[0];
     // PROT_READ for a read-only file: a stray write would be SIGSEGV, so no method below ever makes one.
     this.buffer = native.map(fd, info.maxFileSize, !this.readOnlyFlag);
     this.i32 = new Int32Array(this.buffer);
@@ -234,25 +238,31 @@ export class ServiceFile {
 
   /**
    * Throws NOT_CONNECTED once the file is closed (use after close must never touch unmapped memory), and
-   * INVALID_FILE once the mapping is damaged (see assertIntact).
+   * INVALID_FILE once the mapping is known to be damaged. Every operation starts here; those that touch the
+   * mapping also call assertIntact after they did, which is what finds out about new damage.
    */
   assertOpen(): void {
+    if (this.unusable) this.throwUnusable();
+  }
+
+  private throwUnusable(): never {
     if (this.closedFlag) throw new CommyError(ErrorCode.NOT_CONNECTED, `service file ${this.label} is closed`);
-    if (Atomics.load(damageCount, 0) !== this.damageMark) this.checkDamage();
+    throw this.damagedError();
   }
 
   /**
    * INVALID_FILE if a SIGBUS inside this mapping was repaired (another process truncated the file: the pages
-   * past its end now read as zeros and writes to them are lost). Called *after* reading from the mapping, so a
-   * value read from a damaged mapping is never handed out. One load while nothing was repaired anywhere.
+   * past its end now read as zeros and writes to them are lost). Called *after* touching the mapping, so a
+   * value read from a damaged mapping is never handed out, nor a write into one reported done. One load while
+   * nothing was repaired anywhere in the process.
    */
   assertIntact(): void {
-    if (Atomics.load(damageCount, 0) !== this.damageMark) this.checkDamage();
+    if (this.damage[0] !== this.damageMark) this.checkDamage();
   }
 
   /** Has a fault inside this mapping been repaired? (Sticky: such a mapping never shows the file again.) */
   get damaged(): boolean {
-    if (!this.damagedFlag && !this.closedFlag && Atomics.load(damageCount, 0) !== this.damageMark) {
+    if (!this.damagedFlag && !this.closedFlag && this.damage[0] !== this.damageMark) {
       try {
         this.checkDamage();
       } catch {
@@ -263,12 +273,18 @@ export class ServiceFile {
   }
 
   private checkDamage(): void {
-    const mark = Atomics.load(damageCount, 0);
+    if (this.closedFlag) this.throwUnusable(); // unmapped: nothing to ask native about
+    const mark = this.damage[0];
     if (this.damagedFlag || native.damaged(this.buffer)) {
       this.damagedFlag = true;
-      throw new CommyError(ErrorCode.INVALID_FILE, `${this.label} is damaged: it was truncated or shrunk by another process`);
+      this.unusable = true;
+      throw this.damagedError();
     }
     this.damageMark = mark; // the repairs were in other mappings
+  }
+
+  private damagedError(): CommyError {
+    return new CommyError(ErrorCode.INVALID_FILE, `${this.label} is damaged: it was truncated or shrunk by another process`);
   }
 
   private corrupt(why: string): CommyError {
@@ -567,6 +583,7 @@ export class ServiceFile {
   lock(entry: DirEntry): void {
     this.assertOpen();
     this.acquireWriter(entry);
+    this.assertIntact();
     this.held.add(entry.lockIdx);
   }
 
@@ -587,7 +604,12 @@ export class ServiceFile {
       i32[entry.lockStartIdx] = OWN_START; // the one store this costs the hot path: lets others tell a reused pid
       return;
     }
-    acquire(i32, entry, this.policy, `variable ${entry.meta.name}`, () => this.markTornIfMidWrite(entry), this.held.has(entry.lockIdx));
+    this.acquireContended(entry);
+  }
+
+  /** acquireWriter's slow path, kept out of the hot one: waits for the holder, or takes over from a gone one. */
+  private acquireContended(entry: DirEntry): void {
+    acquire(this.i32, entry, this.policy, `variable ${entry.meta.name}`, () => this.markTornIfMidWrite(entry), this.held.has(entry.lockIdx));
   }
 
   private markTornIfMidWrite(entry: DirEntry): void {
@@ -620,6 +642,7 @@ export class ServiceFile {
     this.assertOpen();
     this.assertWritable();
     if (!this.tryTake(entry, () => this.markTornIfMidWrite(entry))) return false;
+    this.assertIntact();
     this.held.add(entry.lockIdx);
     return true;
   }
@@ -857,6 +880,7 @@ export class ServiceFile {
   close(): void {
     if (this.closedFlag) return;
     this.closedFlag = true;
+    this.unusable = true;
     native.unmap(this.buffer);
     closeQuietly(this.fd);
     this.fd = -1;
@@ -966,7 +990,9 @@ function createFile(abs: string, label: string, options: ServiceFileOptions): nu
     return fd;
   } catch (err) {
     closeQuietly(fd);
-    throw err instanceof CommyError ? err : new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot create ${label}: ${String(err)}`, { cause: err });
+    // The code only: a Node fs error's message holds the paths, and the label is all an error may reveal.
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
+    throw err instanceof CommyError ? err : new CommyError(ErrorCode.FILE_NOT_FOUND, `cannot create ${label}: ${why}`, { cause: err });
   } finally {
     try {
       unlinkSync(tmp);

@@ -1,5 +1,6 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { elementCountExceeds } from './frame-shape.js';
 import { MessageType, messageName, type Message, type MessageBodies, type MessageTypeName } from './messages.js';
 
 /** Default frame limit; the server and client may set their own. */
@@ -179,11 +180,15 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
 
 /**
  * Decodes and checks one frame. Throws CommyError: MESSAGE_TOO_LARGE past `maxBytes`, INVALID_MESSAGE for
- * anything malformed, UNKNOWN_MESSAGE for a well-formed frame of a type this side does not know. The
+ * anything malformed, UNKNOWN_MESSAGE for a well-formed frame of a type this side does not know, and
+ * MESSAGE_TOO_LARGE past `maxElements` elements, counted before decoding (see elementCountExceeds). The
  * request id is recovered whenever possible (`err.requestId`) so the error can answer the right request.
  */
-export function decodeFrame(frame: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): Message {
+export function decodeFrame(frame: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES, maxElements = Infinity): Message {
   if (frame.length > maxBytes) throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a ${frame.length}-byte frame exceeds the ${maxBytes}-byte limit`);
+  if (maxElements !== Infinity && elementCountExceeds(frame, maxElements)) {
+    throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `the frame holds more than ${maxElements} MessagePack elements`);
+  }
   let raw: unknown;
   try {
     raw = unpackr.unpack(frame);

@@ -9,7 +9,7 @@ import { decodeFrame, encodeError, encodeFrame, requestIdOf } from '../protocol/
 import { compileGlobs } from '../core/glob.js';
 import { DEFAULT_LOCK_POLICY } from '../local/process-lock.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
-import { CloseCode, PROTOCOL_VERSION, type Message, type MessageOf } from '../protocol/messages.js';
+import { CloseCode, MessageType, PROTOCOL_VERSION, type Message, type MessageOf } from '../protocol/messages.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import { RateLimiter, type Limits } from './limits.js';
@@ -42,6 +42,8 @@ const ROOM_FIRST_WAIT_MS = 2;
 const ROOM_MAX_WAIT_MS = 100;
 /** A slow consumer gets its close frame queued; if it does not read that either, it is cut off after this. */
 const SLOW_CONSUMER_GRACE_MS = 1000;
+/** What a queued frame costs beyond its bytes (the decoded message, closures), counted against the budget. */
+const QUEUED_OVERHEAD = 256;
 
 /**
  * One WebSocket connection: authentication first, then every message checked against the key's grants for
@@ -60,12 +62,19 @@ export class Session implements Outlet {
   private slowConsumerTimer: NodeJS.Timeout | undefined;
   private authTimer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
+  /** Bytes of frames received and not yet handled (see receive). */
+  private queuedBytes = 0;
+  private inputPaused = false;
+  private pauses = 0;
+  /** No request needs more MessagePack elements than a full report: decoding work per frame is bounded. */
+  private readonly maxElements: number;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly ctx: SessionContext,
   ) {
     this.rate = new RateLimiter(ctx.limits.rateLimit);
+    this.maxElements = 3 * ctx.limits.maxChangesPerReport + 2 * ctx.limits.maxPatterns + 64;
     this.authTimer = setTimeout(() => this.authExpired(), ctx.limits.authTimeoutMs);
     ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
     ws.on('close', () => this.cleanup());
@@ -97,13 +106,13 @@ export class Session implements Outlet {
   /** Waits, with this socket paused (unread), until its output is back under budget. */
   private async outputRoom(): Promise<void> {
     if (!this.overBudget()) return;
-    this.ws.pause();
+    this.pause();
     try {
       for (let wait = ROOM_FIRST_WAIT_MS; this.open && this.overBudget(); wait = Math.min(wait * 2, ROOM_MAX_WAIT_MS)) {
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     } finally {
-      if (this.open) this.ws.resume();
+      this.resume();
     }
   }
 
@@ -111,29 +120,62 @@ export class Session implements Outlet {
     if (this.open) this.ws.send(frame, { binary: true });
   }
 
+  /**
+   * Every frame, even one only answered with an error, goes through the same ordered queue behind the output
+   * budget: a client that sends garbage and never reads grows nothing. The rate is counted on arrival.
+   */
   private receive(data: Buffer, isBinary: boolean): void {
+    const allowed = this.rate.take();
+    // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
+    this.queuedBytes += data.length + QUEUED_OVERHEAD;
+    if (!this.inputPaused && this.queuedBytes > this.ctx.limits.maxBufferedBytes) {
+      this.inputPaused = true;
+      this.pause();
+    }
+    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed)).finally(() => this.dequeued(data.length));
+  }
+
+  private dequeued(bytes: number): void {
+    this.queuedBytes -= bytes + QUEUED_OVERHEAD;
+    if (this.inputPaused && this.queuedBytes <= this.ctx.limits.maxBufferedBytes / 2) {
+      this.inputPaused = false;
+      this.resume();
+    }
+  }
+
+  /** The socket is read only while no reason to stop (output over budget, too much queued input) holds. */
+  private pause(): void {
+    if (this.pauses++ === 0) this.ws.pause();
+  }
+
+  private resume(): void {
+    if (--this.pauses === 0 && this.open) this.ws.resume();
+  }
+
+  private async handle(data: Buffer, isBinary: boolean, allowed: boolean): Promise<void> {
+    await this.outputRoom();
+    if (!this.open) return;
     if (!isBinary) {
       this.send(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
       return;
     }
-    if (!this.rate.take()) {
+    if (!allowed) {
       this.send(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
+      return;
+    }
+    if (this.grants.size === 0 && data.length > 1 && data[1] !== MessageType.Authenticate) {
+      // Before authentication only Authenticate is read: anything else is refused without decoding it.
+      this.send(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
       return;
     }
     let message: Message;
     try {
-      message = decodeFrame(data, this.ctx.limits.maxFrameBytes);
+      message = decodeFrame(data, this.ctx.limits.maxFrameBytes, this.maxElements);
     } catch (err) {
       this.fail(requestIdOf(err) || peekRequestId(data), err);
       return;
     }
-    this.chain = this.chain.then(() => this.handle(message));
-  }
-
-  private async handle(message: Message): Promise<void> {
     try {
-      await this.outputRoom();
-      if (!this.open) return;
       const reply = await this.dispatch(message);
       if (reply !== undefined) this.send(reply);
     } catch (err) {
