@@ -237,3 +237,32 @@ test('the address comes from the socket: a forwarding header changes nothing', a
   });
   assert.equal(refused, 503);
 });
+
+test('sockets that never send a request count as unauthenticated connections: a silent flood from many addresses cannot lock a client out', async (t) => {
+  // The process holds at most maxConnections + maxUnauthenticatedConnections = 70 sockets: 72 silent ones would fill it.
+  const server = await startServer(t, { limits: { maxConnections: 40, maxUnauthenticatedConnections: 30, maxUnauthenticatedPerIp: 10 } });
+  const port = server.port;
+  const silent: import('node:net').Socket[] = [];
+  t.after(() => silent.forEach((s) => s.destroy()));
+  const openSilent = (localAddress: string) =>
+    new Promise<void>((resolve) => {
+      const s = tcpConnect({ host: A, port, localAddress }, () => resolve());
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+      silent.push(s);
+    });
+  // 6 addresses × 12 sockets, none sending a byte: per address only 10 are held, and 30 in all.
+  for (let ip = 10; ip < 16; ip++) for (let i = 0; i < 12; i++) await openSilent(`127.0.7.${ip}`);
+  await new Promise((r) => setTimeout(r, 200));
+  const counts = server.admissionCounts;
+  assert.ok(counts.unauthenticated <= 30, JSON.stringify(counts));
+  // A client from a quiet address still connects and authenticates (it takes a flooder's oldest place).
+  const c = await RawClient.connect(server.url, { localAddress: '127.0.8.1' });
+  t.after(() => c.close());
+  assert.equal((await c.auth('acme', 'ops:s3cret')).type, 'Authenticated');
+  silent.forEach((s) => s.destroy());
+  c.close();
+  const deadline = Date.now() + 30_000;
+  while (server.admissionCounts.connections !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(server.admissionCounts, { connections: 0, unauthenticated: 0, sources: 0 });
+});

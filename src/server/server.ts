@@ -47,6 +47,8 @@ export class Server {
   private readonly sessions = new Set<Session>();
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
+  /** Tickets of the connections open now, by socketKey. */
+  private readonly tickets = new Map<string, Ticket>();
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -99,6 +101,8 @@ export class Server {
     });
     const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator);
     const onError = options.onError ?? ((err: unknown) => console.error('commy server:', err));
+    // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
+    http.on('connection', (socket: Socket) => server.admit(socket));
     http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, { registry, authenticator, audit, limits: config.limits, onError }));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
@@ -136,28 +140,42 @@ export class Server {
   }
 
   /**
-   * Admission happens here, before the WebSocket exists: a refused upgrade costs a 503 and nothing else. An
-   * admitted one holds its ticket until its socket closes, however that happens (handshake aborted, error,
-   * eviction, normal close), so the counts always return to zero.
+   * Admission happens when the TCP connection arrives, before any byte of it is read: a refused one costs a 503
+   * (plain HTTP) or a reset (TLS) and nothing else, and a socket that never sends a request holds a place in
+   * the unauthenticated pool like any other. An admitted one holds its ticket until its socket closes, however
+   * that happens (request never sent, handshake aborted, error, eviction, normal close), so the counts always
+   * return to zero.
    */
-  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: Omit<SessionContext, 'peer'>): void {
-    if (this.closing !== undefined) {
-      refuseUpgrade(socket, 'closing', 'server closing');
-      return;
-    }
+  private admit(socket: Socket): void {
     // The address comes from the socket, never from a header a client could write.
     const address = socket.remoteAddress;
-    if (socket.destroyed || address === undefined) {
+    if (this.closing !== undefined || socket.destroyed || address === undefined) {
       socket.destroy();
       return;
     }
     const ticket = this.admission.admit(address);
     if (!isTicket(ticket)) {
-      refuseUpgrade(socket, ticket.limit, ticket.message);
+      // Under TLS nothing readable can be said before the handshake: the refusal is the reset.
+      if (this.secure) socket.destroy();
+      else refuseUpgrade(socket, ticket.limit, ticket.message);
       return;
     }
-    socket.once('close', () => ticket.release());
+    // The upgrade sees the TLS socket, not this one: the pair of addresses and ports names the connection.
+    const key = socketKey(socket);
+    this.tickets.set(key, ticket);
     ticket.onEvict = () => socket.destroy();
+    socket.once('close', () => {
+      ticket.release();
+      if (this.tickets.get(key) === ticket) this.tickets.delete(key);
+    });
+  }
+
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: Omit<SessionContext, 'peer'>): void {
+    const ticket = this.tickets.get(socketKey(socket));
+    if (this.closing !== undefined || ticket === undefined) {
+      refuseUpgrade(socket, 'closing', 'server closing');
+      return;
+    }
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       const session = new Session(ws, { ...ctx, peer: ticket });
       ticket.onEvict = () => evict(ws);
@@ -181,6 +199,10 @@ export class Server {
     })();
     return this.closing;
   }
+}
+
+function socketKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localPort}`;
 }
 
 function isTicket(admitted: Ticket | Refusal): admitted is Ticket {
