@@ -155,6 +155,9 @@ test('jwt: a good token gives the grants of its claims', async () => {
   assert.deepEqual(grants, { tenant: 'acme', keyId: 'alice', read: ['a?c'], write: ['dash-*'], admin: [] });
   const anonymous = await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }));
   assert.deepEqual(anonymous, { tenant: 'acme', keyId: 'jwt', read: [], write: [], admin: [] });
+  for (const sub of ['evil\nline', 'nul\u0000', 'x'.repeat(129)]) {
+    await assert.rejects(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub })), { code: 'AUTH_FAILED' }, JSON.stringify(sub));
+  }
 });
 
 test('jwt: refusals', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { truncateSync } from 'node:fs';
+import { closeSync, openSync, truncateSync, writeSync } from 'node:fs';
 import { request } from 'node:http';
 import { test } from 'node:test';
 import { AuthCredentials, Client, VariableMetadata, VariableType, VirtualVariableFile } from '../src/index.js';
@@ -273,4 +273,22 @@ test('a service file truncated by another process: that service reports INVALID_
   assert.equal((await a.request('WriteVariable', { tenant: 'acme', service: 'safe', name: 'y', value: new Uint8Array([2]) })).type, 'VariableChangesAcknowledged');
   const beta = await connect(t, server.url, 'beta-secret', 'beta');
   assert.equal((await beta.request('Subscription', { tenant: 'beta', service: 'fine', create: true })).type, 'Snapshot');
+});
+
+test('a directory count corrupted by a local process: the service ends for its subscribers with INVALID_FILE, nothing else is touched', async (t) => {
+  const server = await startServer(t);
+  const a = await connect(t, server.url, 'ops:s3cret');
+  await service(a, 'victim', [['x', 8]]);
+  const viewer = await connect(t, server.url, 'view');
+  await viewer.request('Subscription', { tenant: 'acme', service: 'victim' });
+  const path = ((await a.request('GetServiceFilePath', { tenant: 'acme', service: 'victim' })).body as { filePath: string }).filePath;
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.from([0xf0, 0xff, 0xff, 0xff]), 0, 4, 76); // varCount (u32 at 76) = 0xfffffff0
+  closeSync(fd);
+  await a.request('WriteVariable', { tenant: 'acme', service: 'victim', name: 'x', value: new Uint8Array([1]) });
+  const pushed = await viewer.push((m) => m.type === 'Error');
+  assert.equal(errorCode(pushed), 'INVALID_FILE');
+  assert.equal(errorCode(await a.request('Subscription', { tenant: 'acme', service: 'victim' })), 'INVALID_FILE');
+  assert.equal(await healthz(server), 200);
+  assert.equal((await a.request('Subscription', { tenant: 'acme', service: 'other', create: true })).type, 'Snapshot');
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { VariableType } from '../src/index.js';
@@ -93,4 +93,18 @@ test('errors sent to clients never carry the server\'s data path', async (t) => 
   const message = (reply.body as { message: string }).message;
   assert.ok(!message.includes(dataDir), message);
   assert.ok(!message.includes(elsewhere), message);
+});
+
+test('a tenant directory swapped for a symbolic link after its first use is refused at the next open', async (t) => {
+  const dataDir = tempDir(t, 'commy-swap-');
+  const server = await startServer(t, { dataDir });
+  const acme = await connect(t, server.url, 'ops:s3cret');
+  assert.equal((await acme.request('Subscription', { tenant: 'acme', service: 'first', create: true })).type, 'Snapshot');
+  const beta = await connect(t, server.url, 'beta-secret', 'beta');
+  assert.equal((await beta.request('Subscription', { tenant: 'beta', service: 'own', create: true })).type, 'Snapshot');
+  const tenants = join(dataDir, 'tenants');
+  renameSync(join(tenants, 'acme'), join(tenants, 'acme.real'));
+  symlinkSync(join(tenants, 'beta'), join(tenants, 'acme'));
+  assert.equal(errorCode(await acme.request('Subscription', { tenant: 'acme', service: 'planted', create: true })), 'INVALID_FILE');
+  assert.equal(existsSync(join(tenants, 'beta', 'planted.mem')), false);
 });

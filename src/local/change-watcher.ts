@@ -36,9 +36,14 @@ export class ChangeWatcher {
   private rescanQueued = false;
   private slot = -1;
 
+  /**
+   * `onError`: what to do when the file turns out to be unusable while watching (a corrupt directory, a
+   * damaged mapping); by default a process warning. A server drops the service instead.
+   */
   constructor(
     private readonly file: ServiceFile,
     private readonly serviceId: string,
+    private readonly onError: (err: unknown) => void = warn,
   ) {}
 
   /** Adds a listener; the first one starts the native thread. */
@@ -127,7 +132,7 @@ export class ChangeWatcher {
     try {
       event = this.scan();
     } catch (err) {
-      warn(err);
+      this.onError(err);
       if (this.file.damaged) this.stopThread();
     }
     if (event !== undefined) deliverChange(this.listeners, event, warn);

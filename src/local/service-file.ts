@@ -344,7 +344,7 @@ export class ServiceFile {
   /** Picks up entries other processes have published since the last look. */
   refresh(): void {
     this.assertOpen();
-    const count = Atomics.load(this.i32, I32(H.VAR_COUNT));
+    const count = Atomics.load(this.i32, I32(H.VAR_COUNT)) >>> 0; // a u32: a corrupt one reads as itself, not negative
     this.assertIntact();
     if (count === this.entries.length) return;
     if (count < this.entries.length || count > this.info.maxVariables) {

@@ -318,6 +318,9 @@ function sha256(text: string): Buffer {
 /** Tenants without JWTs (and unknown ones) check the token against this random key: the same work, the same refusal. */
 const DUMMY_JWT: JwtAuth = { key: randomBytes(32) };
 
+/** 1–128 characters, none of them a control character. */
+const PRINTABLE_SUB = /^[^\u0000-\u001f\u007f]{1,128}$/u;
+
 /** HS256 with the tenant's secret; claims `tenant` (must match), `sub` (the key id), `read`/`write`/`admin`. */
 async function verifyJwt(tenant: string, jwt: JwtAuth | undefined, token: string): Promise<Grants> {
   const auth = jwt ?? DUMMY_JWT;
@@ -339,7 +342,8 @@ async function verifyJwt(tenant: string, jwt: JwtAuth | undefined, token: string
   const read = globList(payload['read']);
   const write = globList(payload['write']);
   const admin = globList(payload['admin']);
-  if (typeof sub !== 'string' || sub.length === 0 || read === undefined || write === undefined || admin === undefined) throw authFailed();
+  // `sub` becomes the key id in replies and audit lines: printable and short, like a configured key id.
+  if (typeof sub !== 'string' || !PRINTABLE_SUB.test(sub) || read === undefined || write === undefined || admin === undefined) throw authFailed();
   return { tenant, keyId: sub, read, write, admin };
 }
 

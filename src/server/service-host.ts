@@ -96,7 +96,7 @@ export class ServiceHost {
     private readonly options: BroadcastOptions,
   ) {
     this.serviceId = `${tenant}/${service}`;
-    this.watcher = new ChangeWatcher(file, this.serviceId);
+    this.watcher = new ChangeWatcher(file, this.serviceId, (err) => this.watchFailed(err));
     this.watcher.add((event) => this.onChange(event));
   }
 
@@ -253,6 +253,12 @@ export class ServiceHost {
     for (const variables of splitByCost(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
       sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables, sid: sub.sid }));
     }
+  }
+
+  /** A file that another process made unusable (corrupt directory, truncated) ends the service for everyone. */
+  private watchFailed(err: unknown): void {
+    if (isCommyError(err, ErrorCode.INVALID_FILE)) this.fail(err);
+    else process.emitWarning(err instanceof Error ? err : new Error(String(err)));
   }
 
   /**

@@ -32,7 +32,7 @@ export class ServiceRegistry {
   private readonly hosts = new Map<string, OpenService>();
   /** Open services with no reference, in the order they became idle: the first is the oldest. */
   private readonly idle = new Map<string, OpenService>();
-  /** Tenant directories checked (see ensurePrivateDir) since start. */
+  /** Tenant directories given their group (files policy) since start; every open checks the directory anyway. */
   private readonly checkedTenants = new Set<string>();
   private readonly quotas: TenantQuotas;
   private readonly broadcast: BroadcastOptions;
@@ -231,9 +231,11 @@ export class ServiceRegistry {
     return join(this.root, 'tenants', tenant);
   }
 
-  /** False if the tenant has no directory yet; checks an existing one the first time it is used. */
+  /**
+   * False if the tenant has no directory yet; checks an existing one every time a service is opened (rare and
+   * cheap: one lstat), so a directory swapped for a link after its first use is refused too.
+   */
   private tenantDirExists(tenant: string): boolean {
-    if (this.checkedTenants.has(tenant)) return true;
     try {
       lstatSync(this.tenantDir(tenant));
     } catch (err) {
@@ -245,8 +247,8 @@ export class ServiceRegistry {
   }
 
   private ensureTenantDir(tenant: string): void {
-    if (this.checkedTenants.has(tenant)) return;
     ensurePrivateDir(this.tenantDir(tenant), ErrorCode.INVALID_FILE, 'tenant directory');
+    if (this.checkedTenants.has(tenant)) return;
     const policy = this.policies.get(tenant);
     if (policy !== undefined) applyFilePolicy(this.tenantDir(tenant), policy, true);
     this.checkedTenants.add(tenant);
