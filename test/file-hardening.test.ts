@@ -268,7 +268,7 @@ test('a lock this thread holds (lock() … unlock()) is never taken for a leftov
 test('tryRead/tryLock/tryRegister answer BUSY/false at once while a stopped writer holds the locks, and recover once it is killed', { timeout: 120_000 }, async (t) => {
   const { path, file } = makeFile(t);
   const x = file.entry('x');
-  const holder = startChild('lock-everything', [path, 'x'], t);
+  const holder = startChild('lock-holder', [path, 'x', 'registration'], t);
   const { pid } = await holder.next<{ pid: number }>('locked');
   holder.kill('SIGSTOP'); // a writer stopped in the middle of a write: alive, never to finish on its own
   t.after(() => holder.kill('SIGKILL'));

@@ -1,4 +1,5 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { LruMap } from '../core/lru-map.js';
 
 /**
  * What keeps credential checking from being a way to take the server down or to guess keys: a bound on
@@ -48,16 +49,18 @@ interface Entry {
  * parallel guesses from one source gets maxFailures tries, not as many as it has connections.
  */
 export class FailureThrottle {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries: LruMap<string, Entry>;
 
-  constructor(private readonly policy: ThrottlePolicy) {}
+  constructor(private readonly policy: ThrottlePolicy) {
+    this.entries = new LruMap(policy.maxEntries);
+  }
 
   get size(): number {
     return this.entries.size;
   }
 
   isBlocked(key: string, now: number): boolean {
-    const entry = this.touch(key);
+    const entry = this.entries.get(key);
     if (entry === undefined) return false;
     this.refresh(entry, now);
     return entry.blockedUntil > now || entry.failures + entry.pending >= this.policy.maxFailures;
@@ -65,13 +68,13 @@ export class FailureThrottle {
 
   /** An attempt starts (it counts as a failure until finish says otherwise). */
   begin(key: string, now: number): void {
-    const entry = this.touch(key) ?? this.add(key, now);
+    const entry = this.entries.get(key) ?? this.add(key, now);
     entry.pending++;
   }
 
   finish(key: string, failed: boolean, now: number): void {
     // The entry may have been forgotten meanwhile (LRU): a failure still counts, from scratch.
-    const entry = this.touch(key) ?? (failed ? this.add(key, now) : undefined);
+    const entry = this.entries.get(key) ?? (failed ? this.add(key, now) : undefined);
     if (entry === undefined) return;
     entry.pending = Math.max(0, entry.pending - 1);
     if (failed) this.fail(entry, now);
@@ -98,22 +101,9 @@ export class FailureThrottle {
     if (entry.blocks > 0 && entry.blockedUntil <= now && now - entry.lastFailure >= this.policy.forgetAfterMs) entry.blocks = 0;
   }
 
-  private touch(key: string): Entry | undefined {
-    const entry = this.entries.get(key);
-    if (entry !== undefined) {
-      this.entries.delete(key);
-      this.entries.set(key, entry);
-    }
-    return entry;
-  }
-
   private add(key: string, now: number): Entry {
     const entry: Entry = { failures: 0, windowStart: now, pending: 0, blockedUntil: 0, blocks: 0, lastFailure: now };
     this.entries.set(key, entry);
-    if (this.entries.size > this.policy.maxEntries) {
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
-    }
     return entry;
   }
 }

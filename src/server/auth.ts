@@ -1,6 +1,7 @@
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { jwtVerify, type JWTPayload } from 'jose';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { LruMap } from '../core/lru-map.js';
 import { isValidName } from '../core/names.js';
 import { DEFAULT_THROTTLE, FailureThrottle, Semaphore, rateLimited, type ThrottlePolicy } from './auth-throttle.js';
 import type { KeyConfig, TenantConfig } from './config.js';
@@ -72,7 +73,7 @@ interface TenantAuth {
 export class Authenticator {
   private readonly tenants = new Map<string, TenantAuth>();
   /** sha256(tenant \0 credential) → key id, in least-recently-used order. */
-  private readonly verified = new Map<string, string>();
+  private readonly verified = new LruMap<string, string>(CACHE_ENTRIES);
   /** Verifications under way, so that a burst of reconnects with one credential runs scrypt once. */
   private readonly pending = new Map<string, Promise<string | undefined>>();
   private readonly gate: Semaphore;
@@ -100,7 +101,7 @@ export class Authenticator {
   async authenticate(tenant: string, method: 'apiKey' | 'jwt', credential: string, peer = ''): Promise<Grants> {
     const cacheKey = method === 'apiKey' && wellFormed(tenant, credential) ? sha256(`${tenant}\0${credential}`).toString('base64') : undefined;
     if (cacheKey !== undefined) {
-      const known = this.cached(cacheKey);
+      const known = this.verified.get(cacheKey);
       if (known !== undefined) return this.grantsFor(tenant, known);
       // The same credential is being checked already: its answer is this one's too, at no further cost.
       const running = this.pending.get(cacheKey);
@@ -136,7 +137,7 @@ export class Authenticator {
       .finally(() => this.pending.delete(cacheKey));
     this.pending.set(cacheKey, verification);
     const keyId = await verification;
-    if (keyId !== undefined) this.remember(cacheKey, keyId);
+    if (keyId !== undefined) this.verified.set(cacheKey, keyId);
     return this.grantsFor(tenant, keyId);
   }
 
@@ -170,24 +171,6 @@ export class Authenticator {
     const grants: Grants = { tenant, keyId: key.id, read: [...key.read], write: [...key.write], admin: [...key.admin] };
     if (key.hybrid === false) grants.hybrid = false;
     return grants;
-  }
-
-  private cached(cacheKey: string): string | undefined {
-    const keyId = this.verified.get(cacheKey);
-    if (keyId !== undefined) {
-      this.verified.delete(cacheKey);
-      this.verified.set(cacheKey, keyId);
-    }
-    return keyId;
-  }
-
-  private remember(cacheKey: string, keyId: string): void {
-    this.verified.delete(cacheKey);
-    this.verified.set(cacheKey, keyId);
-    if (this.verified.size > CACHE_ENTRIES) {
-      const oldest = this.verified.keys().next().value;
-      if (oldest !== undefined) this.verified.delete(oldest);
-    }
   }
 }
 
