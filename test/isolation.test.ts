@@ -258,8 +258,9 @@ test('a service file truncated by another process: that service reports INVALID_
   const a = await connect(t, server.url, 'ops:s3cret');
   const victimSid = await service(a, 'victim', [['x', 8]]);
   await service(a, 'safe', [['y', 8]]);
-  const watcher = await connect(t, server.url, 'ops:s3cret');
-  await watcher.request('Subscription', { tenant: 'acme', service: 'victim' });
+  const errors: { code: string }[] = [];
+  const client = await Client.initialize(server.url, 'acme', AuthCredentials.apiKey('ops:s3cret'), { mode: 'remote', onError: (e) => errors.push(e) });
+  const remote = await client.getVirtualServiceFile('acme', 'victim');
   const path = ((await a.request('GetServiceFilePath', { tenant: 'acme', service: 'victim' })).body as { filePath: string }).filePath;
   truncateSync(path, 4096); // header only: the directory and the data are now past the end of the file
   const write = await a.request('ReportVariableChanges', { sid: victimSid, changes: [[0, new Uint8Array([1])]] });
@@ -268,6 +269,10 @@ test('a service file truncated by another process: that service reports INVALID_
   assert.equal(errorCode(read), 'INVALID_FILE', JSON.stringify(read.body));
   assert.ok(!(read.body as { message: string }).message.includes(path));
   assert.equal(errorCode(await a.request('GetServiceFilePath', { tenant: 'acme', service: 'victim' })), 'INVALID_FILE');
+  // The remote client's copy of the service ends, and says why.
+  await until('the remote service to end', () => errors.some((e) => e.code === 'INVALID_FILE'));
+  assert.throws(() => remote.get('x'), { code: 'INVALID_FILE' });
+  await client.close();
   // Everything else is untouched.
   assert.equal(await healthz(server), 200);
   assert.equal((await a.request('WriteVariable', { tenant: 'acme', service: 'safe', name: 'y', value: new Uint8Array([2]) })).type, 'VariableChangesAcknowledged');
@@ -286,8 +291,8 @@ test('a directory count corrupted by a local process: the service ends for its s
   writeSync(fd, Buffer.from([0xf0, 0xff, 0xff, 0xff]), 0, 4, 76); // varCount (u32 at 76) = 0xfffffff0
   closeSync(fd);
   await a.request('WriteVariable', { tenant: 'acme', service: 'victim', name: 'x', value: new Uint8Array([1]) });
-  const pushed = await viewer.push((m) => m.type === 'Error');
-  assert.equal(errorCode(pushed), 'INVALID_FILE');
+  const pushed = await viewer.push((m) => m.type === 'Unsubscribed');
+  assert.equal((pushed.body as { errorCode?: string }).errorCode, 'INVALID_FILE');
   assert.equal(errorCode(await a.request('Subscription', { tenant: 'acme', service: 'victim' })), 'INVALID_FILE');
   assert.equal(await healthz(server), 200);
   assert.equal((await a.request('Subscription', { tenant: 'acme', service: 'other', create: true })).type, 'Snapshot');

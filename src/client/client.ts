@@ -1,8 +1,8 @@
-import { CommyError, ErrorCode } from '../core/errors.js';
+import { CommyError, ErrorCode, isErrorCode } from '../core/errors.js';
 import type { FileAccessor } from '../core/file-accessor.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { assertValidName } from '../core/names.js';
-import { MAX_CHANGES_PER_REPORT, PROTOCOL_VERSION, type Message, type VariablesUpdatedBody } from '../protocol/messages.js';
+import { MAX_CHANGES_PER_REPORT, PROTOCOL_VERSION, type Message, type UnsubscribedBody, type VariablesUpdatedBody } from '../protocol/messages.js';
 import { VirtualVariableFile } from '../virtual-variable-file.js';
 import { credentialOf, type AuthCredentials } from './auth-credentials.js';
 import { ChangeInbox, type WaitOptions } from './change-inbox.js';
@@ -229,8 +229,19 @@ export class Client {
   private onPush(message: Message): void {
     if (message.type === 'SyncBatch') this.routes.get(message.body.sid)?.onBatch(message.body);
     else if (message.type === 'SnapshotChunk') this.routes.get(message.body.sid)?.onChunk(message.body);
+    else if (message.type === 'Unsubscribed') this.ended(message.body);
     // Names only, for a read-only local file that reads the values from its mapping.
     else if (message.type === 'VariablesUpdated' && message.body.sid !== undefined) this.notices.get(message.body.sid)?.(message.body);
+  }
+
+  /** The server ended a subscription (its service file was damaged, say): that service file stops, with why. */
+  private ended(body: UnsubscribedBody): void {
+    const code = isErrorCode(body.errorCode) ? body.errorCode : ErrorCode.NOT_CONNECTED;
+    const reason = new CommyError(code, body.message ?? `the server ended subscription ${body.sid}`);
+    const accessor = this.routes.get(body.sid);
+    if (accessor === undefined && !this.notices.delete(body.sid)) return;
+    accessor?.detach(reason);
+    this.options.onError(reason);
   }
 
   /**

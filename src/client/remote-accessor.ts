@@ -159,7 +159,9 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
 
   assertOpen(): void {
     if (this.closedFlag) {
-      throw new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} is closed${this.closedReason ? `: ${this.closedReason.message}` : ''}`);
+      // The reason's code when the server ended it (INVALID_FILE for a damaged file), NOT_CONNECTED otherwise.
+      const code = this.closedReason?.code ?? ErrorCode.NOT_CONNECTED;
+      throw new CommyError(code, `service ${this.serviceId} is closed${this.closedReason ? `: ${this.closedReason.message}` : ''}`);
     }
   }
 

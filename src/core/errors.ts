@@ -39,6 +39,10 @@ export class CommyError extends Error {
   }
 }
 
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ErrorCode, value);
+}
+
 export function isCommyError(value: unknown, code?: ErrorCode): value is CommyError {
   return value instanceof CommyError && (code === undefined || value.code === code);
 }

@@ -145,7 +145,11 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
       bin(u[2], 'an updated value');
     }
   },
-  Unsubscribed: (b) => void num(b, 'sid', 1, MAX_ID),
+  Unsubscribed(b) {
+    num(b, 'sid', 1, MAX_ID);
+    if (b.errorCode !== undefined) str(b, 'errorCode', 64);
+    if (b.message !== undefined) str(b, 'message', 65536);
+  },
   VariableRegistered(b) {
     num(b, 'sid', 1, MAX_ID);
     def(b.def);

@@ -117,6 +117,15 @@ export interface SyncBatchBody {
 export interface UnsubscribeBody {
   sid: number;
 }
+/**
+ * The reply to Unsubscribe, or a push (request id 0) when the server ends a subscription itself: then
+ * `errorCode`/`message` say why (e.g. INVALID_FILE: another process damaged the service file).
+ */
+export interface UnsubscribedBody {
+  sid: number;
+  errorCode?: string;
+  message?: string;
+}
 export interface RegisterVariableBody {
   sid: number;
   name: string;
@@ -185,7 +194,7 @@ export interface MessageBodies {
   Snapshot: SnapshotBody;
   SnapshotChunk: SnapshotChunkBody;
   SyncBatch: SyncBatchBody;
-  Unsubscribed: UnsubscribeBody;
+  Unsubscribed: UnsubscribedBody;
   VariableRegistered: VariableRegisteredBody;
   VariableValue: VariableValueBody;
   VariableChangesAcknowledged: VariableChangesAcknowledgedBody;

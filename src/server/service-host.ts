@@ -2,7 +2,7 @@ import type { FileChangeEvent } from '../core/file-change-event.js';
 import { ChangeWatcher } from '../local/change-watcher.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
-import { encodeError, encodeFrame } from '../protocol/frame-codec.js';
+import { encodeFrame } from '../protocol/frame-codec.js';
 import type { SyncBatchBody, Update } from '../protocol/messages.js';
 import { defOf, snapshotFrames, splitByCost } from './snapshot.js';
 
@@ -262,7 +262,7 @@ export class ServiceHost {
   }
 
   /**
-   * The file can no longer be trusted: every subscriber is told (an Error push, request id 0) and dropped,
+   * The file can no longer be trusted: every subscriber is told (an Unsubscribed push with the error) and dropped,
    * and the owner closes the host. Other services are untouched.
    */
   fail(err: CommyError): void {
@@ -270,7 +270,7 @@ export class ServiceHost {
     this.broken = err;
     for (const sub of this.subscribers) {
       sub.closed = true;
-      sub.outlet.send(encodeError(0, err.code, `${err.message}; subscription ${sub.sid} has ended`));
+      sub.outlet.send(encodeFrame('Unsubscribed', 0, { sid: sub.sid, errorCode: err.code, message: err.message }));
     }
     this.subscribers.clear();
     this.options.onBroken?.(this);

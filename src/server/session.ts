@@ -323,12 +323,21 @@ export class Session implements Outlet {
     this.ctx.registry.retain(host);
     this.subscriptions.set(sid, subscriber);
     this.ctx.audit.record({ event: 'Subscription', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service });
-    let first = true;
-    for (const frame of host.snapshot(subscriber, m.id)) {
-      if (!first) await this.outputRoom();
-      if (subscriber.closed || !this.open) return undefined;
-      this.send(frame);
-      first = false;
+    let sent = false;
+    try {
+      for (const frame of host.snapshot(subscriber, m.id)) {
+        if (sent) await this.outputRoom();
+        if (subscriber.closed || !this.open) return undefined;
+        this.send(frame);
+        sent = true;
+      }
+    } catch (err) {
+      // No half subscription: it ends here. Before the reply, the error is the reply; after it, a push says so.
+      this.drop(subscriber);
+      this.subscriptions.delete(sid);
+      if (!sent || !(err instanceof CommyError)) throw err;
+      this.send(encodeFrame('Unsubscribed', 0, { sid, errorCode: err.code, message: err.message }));
+      return undefined;
     }
     host.loaded(subscriber);
     return undefined;
