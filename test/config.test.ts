@@ -168,3 +168,13 @@ test('cli: serve with a bad config exits 2 naming the field', async (t) => {
     return true;
   });
 });
+
+test('security settings are checked at load: key globs past the pattern limits, an unknown files group', () => {
+  const key = (read: string[]) => ({ tenants: { acme: { keys: [{ id: 'k', secret: 's', read }] } } });
+  assert.throws(() => loadConfig(key(Array.from({ length: 65 }, (_, i) => `s${i}`))), (err: ConfigError) => err.field === 'tenants.acme.keys[0].read');
+  assert.throws(() => loadConfig(key(['x'.repeat(257)])), (err: ConfigError) => err.field === 'tenants.acme.keys[0].read');
+  assert.equal(loadConfig({ ...key(Array.from({ length: 65 }, (_, i) => `s${i}`)), limits: { maxPatterns: 100 } }).tenants.acme?.keys[0]?.read.length, 65);
+  assert.throws(() => loadConfig({ tenants: { acme: { keys: [], files: { group: 'no-such-group-commy' } } } }), (err: ConfigError) => err.field === 'tenants.acme.files.group');
+  assert.equal(loadConfig({ tenants: { acme: { keys: [], files: { group: 0, mode: '0660' } } } }).tenants.acme?.files?.mode, '0660');
+  assert.throws(() => loadConfig({ tenants: { acme: { keys: [], files: { group: 0, mode: '0666' } } } }), (err: ConfigError) => err.field === 'tenants.acme.files.mode');
+});
