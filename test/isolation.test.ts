@@ -72,7 +72,8 @@ test('a client that sends garbage and never reads: its error replies count again
   const stalled = await connect(t, server.url, 'ops:s3cret');
   stalled.ws.pause();
   const garbage = Buffer.from([0xc1]); // never valid MessagePack: each one earns an INVALID_MESSAGE reply
-  for (let i = 0; i < 100_000; i++) stalled.ws.send(garbage);
+  // 300,000 error replies are ~18 MB: more than loopback socket buffers can hide from the budget.
+  for (let i = 0; i < 300_000; i++) stalled.ws.send(garbage);
   const other = await connect(t, server.url, 'ops:s3cret');
   assert.equal(await healthz(server), 200);
   await until('the server to cut the garbage sender off', () => server.connectionCount === 1);
@@ -190,7 +191,7 @@ test('a lock held by a live local process never stalls the event loop: other req
 test('requests queued behind one waiting for a lock are bounded: the server stops reading that connection', async (t) => {
   const server = await startServer(t, { limits: { maxBufferedBytes: 256 * 1024 } });
   const a = await connect(t, server.url, 'ops:s3cret');
-  await service(a, 'held', [['x', 4096]]);
+  await service(a, 'held', [['x', 8192]]);
   const path = ((await a.request('GetServiceFilePath', { tenant: 'acme', service: 'held' })).body as { filePath: string }).filePath;
   const holder = startChild('lock-holder', [path, 'x'], t);
   await holder.next('locked');
@@ -199,11 +200,12 @@ test('requests queued behind one waiting for a lock are bounded: the server stop
   let replies = 0;
   writer.ws.on('message', () => replies++);
   assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
-  const value = new Uint8Array(4096).fill(9);
+  const value = new Uint8Array(8192).fill(9);
   for (let id = 100; id < 5100; id++) writer.ws.send(encodeFrame('WriteVariable', id, { tenant: 'acme', service: 'held', name: 'x', value }));
   await new Promise((r) => setTimeout(r, 1000));
-  // 20 MB sent; the server holds at most its budget of them, the rest waits in the sender's own buffers.
-  assert.ok(writer.ws.bufferedAmount > 10 * 1024 * 1024, `the server kept reading: ${writer.ws.bufferedAmount} bytes left to send`);
+  // 40 MB sent; the server holds at most its budget of them (and the kernel's socket buffers, a few MB), the
+  // rest waits in the sender's own buffer.
+  assert.ok(writer.ws.bufferedAmount > 20 * 1024 * 1024, `the server kept reading: ${writer.ws.bufferedAmount} bytes left to send`);
   assert.equal(await healthz(server), 200);
   holder.kill('SIGKILL');
   await until('every write to be answered', () => replies === 5001, 120_000);
