@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ConfigError, defaultDevTenant, isServerConfig, loadConfig } from '../src/server/config.js';
 import { Authenticator, verifySecret } from '../src/server/auth.js';
-import { DEFAULT_LIMITS, RateLimiter } from '../src/server/limits.js';
+import { ByteRate, DEFAULT_LIMITS, RateLimiter } from '../src/server/limits.js';
 import { loadTls, selfSignedTls } from '../src/server/tls.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -177,4 +177,14 @@ test('security settings are checked at load: key globs past the pattern limits, 
   assert.throws(() => loadConfig({ tenants: { acme: { keys: [], files: { group: 'no-such-group-commy' } } } }), (err: ConfigError) => err.field === 'tenants.acme.files.group');
   assert.equal(loadConfig({ tenants: { acme: { keys: [], files: { group: 0, mode: '0660' } } } }).tenants.acme?.files?.mode, '0660');
   assert.throws(() => loadConfig({ tenants: { acme: { keys: [], files: { group: 0, mode: '0666' } } } }), (err: ConfigError) => err.field === 'tenants.acme.files.mode');
+});
+
+test('ByteRate: a burst is free, then the debt says how long to stop reading; it refills with time', () => {
+  const rate = new ByteRate(1000, 2000); // 1 byte per ms, 2,000 saved up at most
+  const t0 = performance.now();
+  assert.equal(rate.spend(2000, t0), 0);
+  assert.equal(rate.spend(500, t0), 500, '500 bytes of debt at 1 byte/ms: 500 ms');
+  assert.equal(rate.spend(0, t0 + 500), 0, 'repaid');
+  assert.equal(rate.spend(100, t0 + 1000), 0, 'refilled meanwhile');
+  assert.equal(rate.spend(10_000, t0 + 1_000_000), 8000, 'never more than the burst saved up');
 });

@@ -211,6 +211,26 @@ test('requests queued behind one waiting for a lock are bounded: the server stop
   await until('every write to be answered', () => replies === 5001, 120_000);
 });
 
+test('a client sending faster than maxInputBytesPerSecond is read more slowly, not cut off; others go on', async (t) => {
+  const server = await startServer(t, { limits: { maxInputBytesPerSecond: 2 * 1024 * 1024, maxFrameBytes: 64 * 1024 } });
+  const a = await connect(t, server.url, 'ops:s3cret');
+  await service(a, 'fast', [['x', 8192]]);
+  const writer = await RawClient.connect(server.url);
+  t.after(() => writer.close());
+  let replies = 0;
+  writer.ws.on('message', () => replies++);
+  assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
+  const value = new Uint8Array(8192).fill(3);
+  for (let id = 100; id < 5100; id++) writer.ws.send(encodeFrame('WriteVariable', id, { tenant: 'acme', service: 'fast', name: 'x', value }));
+  await new Promise((r) => setTimeout(r, 1000));
+  // 40 MB offered in a moment; at 2 MiB/s the server has taken a few MB (plus what socket buffers hold).
+  assert.ok(writer.ws.bufferedAmount > 20 * 1024 * 1024, `read too fast: ${writer.ws.bufferedAmount} bytes left to send`);
+  assert.ok(replies > 1, 'yet it is being served');
+  assert.equal(writer.ws.readyState, writer.ws.OPEN);
+  assert.equal((await a.request('ReadVariable', { tenant: 'acme', service: 'fast', name: 'x' })).type, 'VariableValue');
+  assert.equal(await healthz(server), 200);
+});
+
 test('a 1 MiB frame of 262,000 tiny elements is refused without being decoded, before and after authentication', async (t) => {
   const server = await startServer(t);
   const frame = encodeFrame('ReportVariableChanges', 7, { sid: 1, changes: Array.from({ length: 262_000 }, () => [0, new Uint8Array(0)] as [number, Uint8Array]) });

@@ -122,6 +122,7 @@ const limitsSchema = z.strictObject({
   maxSubscriptionsPerConnection: positiveInt.optional(),
   rateLimit: z.strictObject({ messagesPerSecond: z.number().positive().optional(), burst: positiveInt.optional() }).optional(),
   maxBufferedBytes: positiveInt.optional(),
+  maxInputBytesPerSecond: positiveInt.optional(),
   slowConsumerTimeoutMs: positiveInt.optional(),
   maxUnauthenticatedConnections: positiveInt.optional(),
   maxUnauthenticatedPerIp: positiveInt.optional(),

@@ -19,6 +19,11 @@ export interface Limits {
   /** Token bucket per connection: sustained rate and the burst it may save up. */
   rateLimit: { messagesPerSecond: number; burst: number };
   /**
+   * Bytes per second one connection may send on average (a burst of 4 frames is allowed); past it the server
+   * stops reading that socket until the rate is back under. Nothing is dropped: TCP pushes back.
+   */
+  maxInputBytesPerSecond: number;
+  /**
    * Per-connection output budget (like Redis's client-output-buffer-limit): past this many unsent bytes the
    * connection's updates conflate (only the latest value is sent) and its requests wait, unread.
    */
@@ -63,6 +68,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxSubscriptionsPerConnection: 1_000,
   rateLimit: Object.freeze({ messagesPerSecond: 5_000, burst: 10_000 }),
   maxBufferedBytes: 4 * MiB,
+  maxInputBytesPerSecond: 32 * MiB,
   slowConsumerTimeoutMs: 30_000,
   maxUnauthenticatedConnections: 1_000,
   maxUnauthenticatedPerIp: 100,
@@ -77,6 +83,36 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   serviceIdleMs: 10_000,
   maxConcurrentAuth: 4,
 });
+
+/**
+ * A token bucket of bytes that may run into debt: a frame is never refused (it has already arrived), but the
+ * debt says how long the reader should stop reading. A few numbers, no timers of its own.
+ */
+export class ByteRate {
+  private readonly perMs: number;
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    bytesPerSecond: number,
+    private readonly burst: number,
+  ) {
+    this.perMs = bytesPerSecond / 1000;
+    this.tokens = burst;
+    this.last = performance.now();
+  }
+
+  /** Spends `bytes`; returns how many ms to wait before reading more (0: go on). `now` as performance.now(). */
+  spend(bytes: number, now: number = performance.now()): number {
+    const elapsed = now - this.last;
+    if (elapsed > 0) {
+      this.tokens = Math.min(this.burst, this.tokens + elapsed * this.perMs);
+      this.last = now;
+    }
+    this.tokens -= bytes;
+    return this.tokens >= 0 ? 0 : Math.ceil(-this.tokens / this.perMs);
+  }
+}
 
 /**
  * A token bucket: starts full (`burst` tokens), refills at `messagesPerSecond`, one token per message.

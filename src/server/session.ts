@@ -12,7 +12,7 @@ import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js'
 import { CloseCode, MessageType, PROTOCOL_VERSION, type Message, type MessageOf } from '../protocol/messages.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
-import { RateLimiter, type Limits } from './limits.js';
+import { ByteRate, RateLimiter, type Limits } from './limits.js';
 import { Permissions, type Action } from './permissions.js';
 import { untilNotBusy } from './busy-retry.js';
 import type { Outlet, ServiceHost, Subscriber } from './service-host.js';
@@ -57,6 +57,8 @@ export class Session implements Outlet {
   /** Services this connection was handed the file of (GetServiceFilePath): held open until it closes. */
   private readonly leases = new Set<ServiceHost>();
   private readonly rate: RateLimiter;
+  private readonly inputRate: ByteRate;
+  private inputRateTimer: NodeJS.Timeout | undefined;
   private nextSid = 1;
   private failedAuth = 0;
   private slowConsumerTimer: NodeJS.Timeout | undefined;
@@ -74,6 +76,7 @@ export class Session implements Outlet {
     private readonly ctx: SessionContext,
   ) {
     this.rate = new RateLimiter(ctx.limits.rateLimit);
+    this.inputRate = new ByteRate(ctx.limits.maxInputBytesPerSecond, Math.max(ctx.limits.maxInputBytesPerSecond, 4 * ctx.limits.maxFrameBytes));
     this.maxElements = 3 * ctx.limits.maxChangesPerReport + 2 * ctx.limits.maxPatterns + 64;
     this.authTimer = setTimeout(() => this.authExpired(), ctx.limits.authTimeoutMs);
     ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
@@ -126,6 +129,7 @@ export class Session implements Outlet {
    */
   private receive(data: Buffer, isBinary: boolean): void {
     const allowed = this.rate.take();
+    this.limitInput(data.length);
     // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
     this.queuedBytes += data.length + QUEUED_OVERHEAD;
     if (!this.inputPaused && this.queuedBytes > this.ctx.limits.maxBufferedBytes) {
@@ -133,6 +137,17 @@ export class Session implements Outlet {
       this.pause();
     }
     this.chain = this.chain.then(() => this.handle(data, isBinary, allowed)).finally(() => this.dequeued(data.length));
+  }
+
+  /** Past maxInputBytesPerSecond, the socket is not read until the byte budget has refilled. */
+  private limitInput(bytes: number): void {
+    const waitMs = this.inputRate.spend(bytes);
+    if (waitMs === 0 || this.inputRateTimer !== undefined) return;
+    this.pause();
+    this.inputRateTimer = setTimeout(() => {
+      this.inputRateTimer = undefined;
+      this.resume();
+    }, waitMs);
   }
 
   private dequeued(bytes: number): void {
@@ -472,6 +487,7 @@ export class Session implements Outlet {
   private cleanup(): void {
     clearTimeout(this.authTimer);
     clearTimeout(this.slowConsumerTimer);
+    clearTimeout(this.inputRateTimer);
     for (const sub of this.subscriptions.values()) this.drop(sub);
     this.subscriptions.clear();
     for (const host of this.leases) this.ctx.registry.release(host);
