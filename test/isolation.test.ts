@@ -50,6 +50,21 @@ async function service(c: RawClient, name: string, vars: [string, number][]): Pr
   return sid;
 }
 
+const FLOOD_WRITES = 5000;
+
+/** A new connection that sends FLOOD_WRITES WriteVariable of 8 KiB (40 MB) to `service`/x at once, then waits 1 s. */
+async function floodWrites(t: { after(fn: () => void): void }, server: Server, name: string): Promise<{ writer: RawClient; replies: () => number }> {
+  const writer = await RawClient.connect(server.url);
+  t.after(() => writer.close());
+  let replies = 0;
+  writer.ws.on('message', () => replies++);
+  assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
+  const value = new Uint8Array(8192).fill(9);
+  for (let id = 100; id < 100 + FLOOD_WRITES; id++) writer.ws.send(encodeFrame('WriteVariable', id, { tenant: 'acme', service: name, name: 'x', value }));
+  await new Promise((r) => setTimeout(r, 1000));
+  return { writer, replies: () => replies };
+}
+
 test('a client that never reads: its requests stop being served, it is cut off, and every other client goes on', async (t) => {
   const server = await startServer(t, { limits: { maxBufferedBytes: 256 * 1024, slowConsumerTimeoutMs: 1500 } });
   const owner = await connect(t, server.url, 'ops:s3cret');
@@ -195,37 +210,23 @@ test('requests queued behind one waiting for a lock are bounded: the server stop
   const path = ((await a.request('GetServiceFilePath', { tenant: 'acme', service: 'held' })).body as { filePath: string }).filePath;
   const holder = startChild('lock-holder', [path, 'x'], t);
   await holder.next('locked');
-  const writer = await RawClient.connect(server.url);
-  t.after(() => writer.close());
-  let replies = 0;
-  writer.ws.on('message', () => replies++);
-  assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
-  const value = new Uint8Array(8192).fill(9);
-  for (let id = 100; id < 5100; id++) writer.ws.send(encodeFrame('WriteVariable', id, { tenant: 'acme', service: 'held', name: 'x', value }));
-  await new Promise((r) => setTimeout(r, 1000));
+  const flood = await floodWrites(t, server, 'held');
   // 40 MB sent; the server holds at most its budget of them (and the kernel's socket buffers, a few MB), the
   // rest waits in the sender's own buffer.
-  assert.ok(writer.ws.bufferedAmount > 20 * 1024 * 1024, `the server kept reading: ${writer.ws.bufferedAmount} bytes left to send`);
+  assert.ok(flood.writer.ws.bufferedAmount > 20 * 1024 * 1024, `the server kept reading: ${flood.writer.ws.bufferedAmount} bytes left to send`);
   assert.equal(await healthz(server), 200);
   holder.kill('SIGKILL');
-  await until('every write to be answered', () => replies === 5001, 120_000);
+  await until('every write to be answered', () => flood.replies() === FLOOD_WRITES + 1, 120_000);
 });
 
 test('a client sending faster than maxInputBytesPerSecond is read more slowly, not cut off; others go on', async (t) => {
   const server = await startServer(t, { limits: { maxInputBytesPerSecond: 2 * 1024 * 1024, maxFrameBytes: 64 * 1024 } });
   const a = await connect(t, server.url, 'ops:s3cret');
   await service(a, 'fast', [['x', 8192]]);
-  const writer = await RawClient.connect(server.url);
-  t.after(() => writer.close());
-  let replies = 0;
-  writer.ws.on('message', () => replies++);
-  assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
-  const value = new Uint8Array(8192).fill(3);
-  for (let id = 100; id < 5100; id++) writer.ws.send(encodeFrame('WriteVariable', id, { tenant: 'acme', service: 'fast', name: 'x', value }));
-  await new Promise((r) => setTimeout(r, 1000));
+  const { writer, replies } = await floodWrites(t, server, 'fast');
   // 40 MB offered in a moment; at 2 MiB/s the server has taken a few MB (plus what socket buffers hold).
   assert.ok(writer.ws.bufferedAmount > 20 * 1024 * 1024, `read too fast: ${writer.ws.bufferedAmount} bytes left to send`);
-  assert.ok(replies > 1, 'yet it is being served');
+  assert.ok(replies() > 1, 'yet it is being served');
   assert.equal(writer.ws.readyState, writer.ws.OPEN);
   assert.equal((await a.request('ReadVariable', { tenant: 'acme', service: 'fast', name: 'x' })).type, 'VariableValue');
   assert.equal(await healthz(server), 200);
