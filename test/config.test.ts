@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { ConfigError, defaultDevTenant, isServerConfig, loadConfig } from '../src/server/config.js';
+import { ConfigError, defaultDevTenant, isServerConfig, loadConfig, withLimits } from '../src/server/config.js';
 import { Authenticator, verifySecret } from '../src/server/auth.js';
 import { ByteRate, DEFAULT_LIMITS, RateLimiter } from '../src/server/limits.js';
 import { loadTls, selfSignedTls } from '../src/server/tls.js';
@@ -187,4 +187,13 @@ test('ByteRate: a burst is free, then the debt says how long to stop reading; it
   assert.equal(rate.spend(0, t0 + 500), 0, 'repaid');
   assert.equal(rate.spend(100, t0 + 1000), 0, 'refilled meanwhile');
   assert.equal(rate.spend(10_000, t0 + 1_000_000), 8000, 'never more than the burst saved up');
+});
+
+test('withLimits (Server.start({ limits })): checked by the config schema, merged deeply', () => {
+  const merged = withLimits(DEFAULT_LIMITS, { rateLimit: { burst: 5 }, maxConnections: 7 });
+  assert.deepEqual(merged.rateLimit, { messagesPerSecond: DEFAULT_LIMITS.rateLimit.messagesPerSecond, burst: 5 });
+  assert.equal(merged.maxConnections, 7);
+  assert.equal(merged.maxFrameBytes, DEFAULT_LIMITS.maxFrameBytes);
+  assert.throws(() => withLimits(DEFAULT_LIMITS, { maxConnections: -1 }), (err: ConfigError) => err.field === 'limits.maxConnections');
+  assert.throws(() => withLimits(DEFAULT_LIMITS, { maxConnectoins: 5 }), (err: ConfigError) => err.field === 'limits.maxConnectoins');
 });

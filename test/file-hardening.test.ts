@@ -424,3 +424,17 @@ test('lastWriter: the pid of the process that completed the last write', { timeo
   file.writeBytes(counter, new Uint8Array([1]));
   assert.equal(file.lastWriter(counter), OWN_PID);
 });
+
+test('a file that cannot grow (file-size limit, full disk) is QUOTA_EXCEEDED, never a raw errno', async (t) => {
+  const dir = tempDir(t);
+  const script = new URL('./fixtures/grow-until-full.js', import.meta.url).pathname;
+  // RLIMIT_FSIZE of 4 MiB: ftruncate past it fails with EFBIG, as it would with ENOSPC on a full disk.
+  const child = spawn('bash', ['-c', `ulimit -f 4096; exec "${process.execPath}" "${script}" "${join(dir, 'x.mem')}"`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  t.after(() => child.kill('SIGKILL'));
+  const reply = await new Promise<{ code?: string; registered?: number }>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as { code?: string; registered?: number }));
+    child.once('exit', (code, signal) => reject(new Error(`child exited (${code ?? signal}) without a reply`)));
+  });
+  assert.equal(reply.code, 'QUOTA_EXCEEDED');
+  assert.ok((reply.registered ?? 0) > 0, 'some variables fit before the limit');
+});

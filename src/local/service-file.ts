@@ -569,9 +569,20 @@ export class ServiceFile {
     const maxData = this.info.maxFileSize - this.dataStart;
     const next = Math.min(maxData, Math.max(alignUp(end, PAGE_SIZE), capacity * 2));
     const fileSize = this.dataStart + next;
-    if (fstatSync(this.fd).size < fileSize) ftruncateSync(this.fd, fileSize);
+    if (fstatSync(this.fd).size < fileSize) this.grow(fileSize);
     Atomics.store(this.b64, I64(H.DATA_CAPACITY), BigInt(next));
     Atomics.add(this.i32, I32(H.LAYOUT_GEN), 1);
+  }
+
+  /** ftruncate as a CommyError: a full disk (ENOSPC) or a file-size limit (EFBIG) is QUOTA_EXCEEDED, never a raw errno. */
+  private grow(fileSize: number): void {
+    try {
+      ftruncateSync(this.fd, fileSize);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const quota = code === 'ENOSPC' || code === 'EFBIG' || code === 'EDQUOT';
+      throw new CommyError(quota ? ErrorCode.QUOTA_EXCEEDED : ErrorCode.INTERNAL_ERROR, `${this.label} cannot grow to ${fileSize} bytes: ${code ?? String(err)}`, { cause: err });
+    }
   }
 
   // ---- values -------------------------------------------------------------------------------------

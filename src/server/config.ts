@@ -210,18 +210,30 @@ function parse(input: unknown): RawConfig {
   throw new ConfigError(issues[0]?.field ?? '', `invalid config: ${shown.join('; ')}`);
 }
 
+/**
+ * `base` with `overrides` (e.g. `Server.start({ limits })`) applied: checked by the same schema as the config
+ * file's `limits` (CONFIG_INVALID naming the field) and merged as deeply, so `{ rateLimit: { burst: 5 } }`
+ * keeps the configured rate.
+ */
+export function withLimits(base: Limits, overrides: unknown): Limits {
+  return mergeLimits(base, parse({ limits: overrides }).limits ?? {});
+}
+
+function mergeLimits(base: Limits, limits: NonNullable<RawConfig['limits']>): Limits {
+  return {
+    ...base,
+    ...definedOnly(limits),
+    rateLimit: { ...base.rateLimit, ...definedOnly(limits.rateLimit ?? {}) },
+  };
+}
+
 function withDefaults(raw: RawConfig): ServerConfig {
-  const limits = raw.limits ?? {};
   const config: ServerConfig = {
     host: raw.host ?? DEFAULT_HOST,
     port: raw.port ?? DEFAULT_PORT,
     dataDir: raw.dataDir ?? DEFAULT_DATA_DIR,
     tenants: raw.tenants ?? {},
-    limits: {
-      ...DEFAULT_LIMITS,
-      ...definedOnly(limits),
-      rateLimit: { ...DEFAULT_LIMITS.rateLimit, ...definedOnly(limits.rateLimit ?? {}) },
-    },
+    limits: mergeLimits(DEFAULT_LIMITS, raw.limits ?? {}),
     tick: raw.tick ?? 'immediate',
     // Audited unless turned off: without a file, the server writes <dataDir>/audit.log ("-" means stdout).
     audit: { enabled: raw.audit?.enabled ?? true },

@@ -9,7 +9,7 @@ import { createAuditLog, type AuditLog } from './audit.js';
 import { Admission, type AdmissionCounts, type Refusal, type Ticket } from './admission.js';
 import { Authenticator, type AuthStats } from './auth.js';
 import type { ThrottlePolicy } from './auth-throttle.js';
-import { isServerConfig, loadConfig, type ServerConfig } from './config.js';
+import { isServerConfig, loadConfig, withLimits, type ServerConfig } from './config.js';
 import type { Limits } from './limits.js';
 import { filePolicyOf } from './file-policy.js';
 import { ServiceRegistry } from './service-registry.js';
@@ -24,7 +24,8 @@ export interface ServerOptions {
   config?: string | Record<string, unknown> | ServerConfig;
   /** PEM material; overrides config.tls (e.g. from selfSignedTls()). */
   tls?: TlsMaterial;
-  limits?: Partial<Limits>;
+  /** Any subset, `rateLimit` too; checked like the config file's `limits` (CONFIG_INVALID naming the field). */
+  limits?: Partial<Omit<Limits, 'rateLimit'>> & { rateLimit?: Partial<Limits['rateLimit']> };
   tick?: 'immediate' | number;
   /** Called with unexpected internal errors (default: printed to stderr). */
   onError?: (err: unknown) => void;
@@ -242,7 +243,7 @@ function resolveConfig(options: ServerOptions): ServerConfig {
     port: options.port ?? base.port,
     dataDir: options.dataDir ?? base.dataDir,
     tick: options.tick ?? base.tick,
-    limits: { ...base.limits, ...options.limits },
+    limits: options.limits === undefined ? base.limits : withLimits(base.limits, options.limits),
   };
   if (!Number.isInteger(config.port) || config.port < 0 || config.port > 65535) {
     throw new CommyError(ErrorCode.CONFIG_INVALID, `port must be 0..65535, got ${config.port}`);
