@@ -259,14 +259,19 @@ void CallJs(Napi::Env env, Napi::Function cb, WatchCore* core, void*) {
   if (env == nullptr || core == nullptr || core->closed) return;
   // Clear before calling so changes made during the callback queue another.
   core->pending.store(false);
-  cb.Call(0, nullptr);
-  // Without this Node (NAPI_VERSION < experimental) only prints a
-  // deprecation warning and drops the error; report it like any other
-  // uncaught exception instead.
-  if (env.IsExceptionPending()) {
-    Napi::Error err = env.GetAndClearPendingException();
-    napi_fatal_exception(env, err.Value());
-  }
+  // The raw call, not cb.Call(): when the process exits with a notice still
+  // queued, Node drains it while JS can no longer run, and node-addon-api
+  // would turn that failed call into a fatal napi_throw (SIGABRT). Then the
+  // notice is simply dropped: nobody is left to hear it.
+  napi_value recv, result;
+  if (napi_get_undefined(env, &recv) != napi_ok) return;
+  napi_status st = napi_call_function(env, recv, cb, 0, nullptr, &result);
+  if (st != napi_pending_exception) return;
+  // The callback threw. Without this Node (NAPI_VERSION < experimental) only
+  // prints a deprecation warning and drops the error; report it like any
+  // other uncaught exception instead.
+  napi_value err;
+  if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
 }
 
 void WatchCore::Close() {

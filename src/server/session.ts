@@ -5,17 +5,18 @@ import { hostId } from '../core/host-id.js';
 import { assertValidName } from '../core/names.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
 import type { VariableTypeId } from '../core/variable-type.js';
-import { decodeFrame, encodeError, encodeFrame, requestIdOf } from '../protocol/frame-codec.js';
+import { encodeError, encodeFrame } from '../protocol/frame-codec.js';
 import { compileGlobs } from '../core/glob.js';
 import { DEFAULT_LOCK_POLICY } from '../local/process-lock.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
-import { CloseCode, MessageType, PROTOCOL_VERSION, type Message, type MessageOf } from '../protocol/messages.js';
+import { CloseCode, PROTOCOL_VERSION, type Message, type MessageOf } from '../protocol/messages.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
-import { ByteRate, RateLimiter, type Limits } from './limits.js';
+import { Connection, type MessageHandler } from './connection.js';
+import type { Limits } from './limits.js';
 import { Permissions, type Action } from './permissions.js';
 import { untilNotBusy } from './busy-retry.js';
-import type { Outlet, ServiceHost, Subscriber } from './service-host.js';
+import type { ServiceHost, Subscriber } from './service-host.js';
 import { defOf } from './snapshot.js';
 import type { ServiceRegistry } from './service-registry.js';
 
@@ -37,178 +38,34 @@ let nextClient = 1;
 
 type Reply = Uint8Array | undefined;
 
-/** While the output is over budget, requests wait unread: look again after this long (doubling to the max). */
-const ROOM_FIRST_WAIT_MS = 2;
-const ROOM_MAX_WAIT_MS = 100;
-/** A slow consumer gets its close frame queued; if it does not read that either, it is cut off after this. */
-const SLOW_CONSUMER_GRACE_MS = 1000;
-/** What a queued frame costs beyond its bytes (the decoded message, closures), counted against the budget. */
-const QUEUED_OVERHEAD = 256;
-
 /**
- * One WebSocket connection: authentication first, then every message checked against the key's grants for
- * its tenant and service. Messages are handled one at a time, in order (a pipelined request waits for the
- * authentication before it).
+ * What one connection may do and holds: authentication first, then every message checked against the key's
+ * grants for its tenant and service. Its Connection hands it messages one at a time, in order (a pipelined
+ * request waits for the authentication before it); the handlers below answer them.
  */
-export class Session implements Outlet {
+export class Session implements MessageHandler {
   readonly clientId = `c${nextClient++}-${randomBytes(4).toString('hex')}`;
   private readonly grants = new Map<string, Permissions>();
   private readonly subscriptions = new Map<number, Subscriber>();
   /** Services this connection was handed the file of (GetServiceFilePath): held open until it closes. */
   private readonly leases = new Set<ServiceHost>();
-  private readonly rate: RateLimiter;
-  private readonly inputRate: ByteRate;
-  private inputRateTimer: NodeJS.Timeout | undefined;
   private nextSid = 1;
   private failedAuth = 0;
-  private slowConsumerTimer: NodeJS.Timeout | undefined;
   private authTimer: NodeJS.Timeout | undefined;
-  private chain: Promise<void> = Promise.resolve();
-  /** Bytes of frames received and not yet handled (see receive). */
-  private queuedBytes = 0;
-  private inputPaused = false;
-  private pauses = 0;
-  /** No request needs more MessagePack elements than a full report: decoding work per frame is bounded. */
-  private readonly maxElements: number;
+  private readonly conn: Connection;
 
-  constructor(
-    private readonly ws: WebSocket,
-    private readonly ctx: SessionContext,
-  ) {
-    this.rate = new RateLimiter(ctx.limits.rateLimit);
-    this.inputRate = new ByteRate(ctx.limits.maxInputBytesPerSecond, Math.max(ctx.limits.maxInputBytesPerSecond, 4 * ctx.limits.maxFrameBytes));
-    this.maxElements = 3 * ctx.limits.maxChangesPerReport + 2 * ctx.limits.maxPatterns + 64;
+  constructor(ws: WebSocket, private readonly ctx: SessionContext) {
+    this.conn = new Connection(ws, { limits: ctx.limits, redact: ctx.registry.root, onError: ctx.onError });
+    this.conn.attach(this);
+    this.conn.onClose(() => this.cleanup());
     this.authTimer = setTimeout(() => this.authExpired(), ctx.limits.authTimeoutMs);
-    ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
-    ws.on('close', () => this.cleanup());
-    ws.on('error', () => this.cleanup());
   }
 
-  get open(): boolean {
-    return this.ws.readyState === this.ws.OPEN;
+  get authenticated(): boolean {
+    return this.grants.size > 0;
   }
 
-  /**
-   * The output budget (like Redis's client-output-buffer-limit): over `maxBufferedBytes` unsent, updates
-   * conflate and requests wait unread. A connection that stays over it for `slowConsumerTimeoutMs` is closed
-   * (4008), so a client that never reads costs a bounded amount of memory for a bounded time.
-   */
-  overBudget(): boolean {
-    if (this.ws.bufferedAmount <= this.ctx.limits.maxBufferedBytes) return false;
-    this.slowConsumerTimer ??= setTimeout(() => this.checkSlowConsumer(), this.ctx.limits.slowConsumerTimeoutMs);
-    return true;
-  }
-
-  private checkSlowConsumer(): void {
-    this.slowConsumerTimer = undefined;
-    if (!this.open || this.ws.bufferedAmount <= this.ctx.limits.maxBufferedBytes) return;
-    this.ws.close(CloseCode.SLOW_CONSUMER, 'output budget exceeded: the client does not read');
-    setTimeout(() => this.ws.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
-  }
-
-  /** Waits, with this socket paused (unread), until its output is back under budget. */
-  private async outputRoom(): Promise<void> {
-    if (!this.overBudget()) return;
-    this.pause();
-    try {
-      for (let wait = ROOM_FIRST_WAIT_MS; this.open && this.overBudget(); wait = Math.min(wait * 2, ROOM_MAX_WAIT_MS)) {
-        await new Promise((resolve) => setTimeout(resolve, wait));
-      }
-    } finally {
-      this.resume();
-    }
-  }
-
-  send(frame: Uint8Array): void {
-    if (this.open) this.ws.send(frame, { binary: true });
-  }
-
-  /**
-   * Every frame, even one only answered with an error, goes through the same ordered queue behind the output
-   * budget: a client that sends garbage and never reads grows nothing. The rate is counted on arrival.
-   */
-  private receive(data: Buffer, isBinary: boolean): void {
-    const allowed = this.rate.take();
-    this.limitInput(data.length);
-    // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
-    this.queuedBytes += data.length + QUEUED_OVERHEAD;
-    if (!this.inputPaused && this.queuedBytes > this.ctx.limits.maxBufferedBytes) {
-      this.inputPaused = true;
-      this.pause();
-    }
-    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed)).finally(() => this.dequeued(data.length));
-  }
-
-  /** Past maxInputBytesPerSecond, the socket is not read until the byte budget has refilled. */
-  private limitInput(bytes: number): void {
-    const waitMs = this.inputRate.spend(bytes);
-    if (waitMs === 0 || this.inputRateTimer !== undefined) return;
-    this.pause();
-    this.inputRateTimer = setTimeout(() => {
-      this.inputRateTimer = undefined;
-      this.resume();
-    }, waitMs);
-  }
-
-  private dequeued(bytes: number): void {
-    this.queuedBytes -= bytes + QUEUED_OVERHEAD;
-    if (this.inputPaused && this.queuedBytes <= this.ctx.limits.maxBufferedBytes / 2) {
-      this.inputPaused = false;
-      this.resume();
-    }
-  }
-
-  /** The socket is read only while no reason to stop (output over budget, too much queued input) holds. */
-  private pause(): void {
-    if (this.pauses++ === 0) this.ws.pause();
-  }
-
-  private resume(): void {
-    if (--this.pauses === 0 && this.open) this.ws.resume();
-  }
-
-  private async handle(data: Buffer, isBinary: boolean, allowed: boolean): Promise<void> {
-    await this.outputRoom();
-    if (!this.open) return;
-    if (!isBinary) {
-      this.send(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
-      return;
-    }
-    if (!allowed) {
-      this.send(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
-      return;
-    }
-    if (this.grants.size === 0 && data.length > 1 && data[1] !== MessageType.Authenticate) {
-      // Before authentication only Authenticate is read: anything else is refused without decoding it.
-      this.send(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
-      return;
-    }
-    let message: Message;
-    try {
-      message = decodeFrame(data, this.ctx.limits.maxFrameBytes, this.maxElements);
-    } catch (err) {
-      this.fail(requestIdOf(err) || peekRequestId(data), err);
-      return;
-    }
-    try {
-      const reply = await this.dispatch(message);
-      if (reply !== undefined) this.send(reply);
-    } catch (err) {
-      this.fail(message.id, err);
-    }
-  }
-
-  private fail(id: number, err: unknown): void {
-    if (err instanceof CommyError) {
-      // Defence in depth: whatever produced the message, the server's data path never reaches a client.
-      this.send(encodeError(id, err.code, err.message.split(this.ctx.registry.root).join('<dataDir>')));
-      return;
-    }
-    this.ctx.onError(err);
-    this.send(encodeError(id, ErrorCode.INTERNAL_ERROR, 'internal error'));
-  }
-
-  private dispatch(m: Message): Promise<Reply> | Reply {
+  handle(m: Message): Promise<Reply> | Reply {
     if (m.type === 'Authenticate') return this.authenticate(m);
     if (this.grants.size === 0) throw new CommyError(ErrorCode.AUTH_FAILED, 'authenticate first');
     switch (m.type) {
@@ -248,7 +105,7 @@ export class Session implements Outlet {
       // Globs past the pattern limits (a token carrying thousands) are refused like a bad credential.
       perms = new Permissions(grants, this.ctx.limits);
     } catch (err) {
-      if (++this.failedAuth >= MAX_FAILED_AUTH) setImmediate(() => this.ws.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
+      if (++this.failedAuth >= MAX_FAILED_AUTH) setImmediate(() => this.conn.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
       throw err;
     }
     this.grants.set(tenant, perms);
@@ -267,8 +124,8 @@ export class Session implements Outlet {
   private authExpired(): void {
     this.authTimer = undefined;
     if (this.grants.size > 0) return;
-    this.send(encodeError(0, ErrorCode.AUTH_FAILED, `no successful authentication within ${this.ctx.limits.authTimeoutMs} ms`));
-    this.ws.close(CloseCode.AUTH_TIMEOUT, 'authentication timeout');
+    this.conn.send(encodeError(0, ErrorCode.AUTH_FAILED, `no successful authentication within ${this.ctx.limits.authTimeoutMs} ms`));
+    this.conn.close(CloseCode.AUTH_TIMEOUT, 'authentication timeout');
   }
 
   /** The key's grants for this tenant, checked for `action` on `service`. */
@@ -334,16 +191,16 @@ export class Session implements Outlet {
     const host = this.host(tenant, service, m.body.create === true);
     const sid = this.nextSid++;
     const readOnly = !perms.can('write', service);
-    const subscriber = host.subscribe(sid, this, { readOnly, notify: m.body.notify === true, ...(wants ? { wants } : {}) });
+    const subscriber = host.subscribe(sid, this.conn, { readOnly, notify: m.body.notify === true, ...(wants ? { wants } : {}) });
     this.ctx.registry.retain(host);
     this.subscriptions.set(sid, subscriber);
     this.ctx.audit.record({ event: 'Subscription', clientId: this.clientId, keyId: perms.grants.keyId, tenant, service });
     let sent = false;
     try {
       for (const frame of host.snapshot(subscriber, m.id)) {
-        if (sent) await this.outputRoom();
-        if (subscriber.closed || !this.open) return undefined;
-        this.send(frame);
+        if (sent) await this.conn.outputRoom();
+        if (subscriber.closed || !this.conn.open) return undefined;
+        this.conn.send(frame);
         sent = true;
       }
     } catch (err) {
@@ -351,7 +208,7 @@ export class Session implements Outlet {
       this.drop(subscriber);
       this.subscriptions.delete(sid);
       if (!sent || !(err instanceof CommyError)) throw err;
-      this.send(encodeFrame('Unsubscribed', 0, { sid, errorCode: err.code, message: err.message }));
+      this.conn.send(encodeFrame('Unsubscribed', 0, { sid, errorCode: err.code, message: err.message }));
       return undefined;
     }
     host.loaded(subscriber);
@@ -404,7 +261,7 @@ export class Session implements Outlet {
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */
   private whenFree<T>(attempt: () => T | typeof BUSY, what: string): Promise<T> {
-    return untilNotBusy(attempt, what, DEFAULT_LOCK_POLICY.timeoutMs, () => this.open);
+    return untilNotBusy(attempt, what, DEFAULT_LOCK_POLICY.timeoutMs, () => this.conn.open);
   }
 
   private async readVariable(m: MessageOf<'ReadVariable'>): Promise<Reply> {
@@ -486,8 +343,7 @@ export class Session implements Outlet {
 
   private cleanup(): void {
     clearTimeout(this.authTimer);
-    clearTimeout(this.slowConsumerTimer);
-    clearTimeout(this.inputRateTimer);
+    this.conn.dispose();
     for (const sub of this.subscriptions.values()) this.drop(sub);
     this.subscriptions.clear();
     for (const host of this.leases) this.ctx.registry.release(host);
@@ -495,21 +351,8 @@ export class Session implements Outlet {
   }
 
   close(code: number, reason: string): void {
-    this.ws.close(code, reason);
+    this.conn.close(code, reason);
   }
-}
-
-/** The request id of a frame we could not decode, if its first bytes still say it (fixarray, type, id). */
-function peekRequestId(data: Buffer): number {
-  if (data.length < 3 || data[0] !== 0x93) return 0;
-  const at = 2; // after fixarray header and a positive-fixint type (types are < 128)
-  if (data[1]! > 0x7f) return 0;
-  const b = data[at]!;
-  if (b <= 0x7f) return b;
-  if (b === 0xcc && data.length > at + 1) return data[at + 1]!;
-  if (b === 0xcd && data.length > at + 2) return data.readUInt16BE(at + 1);
-  if (b === 0xce && data.length > at + 4) return data.readUInt32BE(at + 1) & 0x7fffffff;
-  return 0;
 }
 
 /**

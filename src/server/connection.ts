@@ -1,0 +1,221 @@
+import type { WebSocket } from 'ws';
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { decodeFrame, encodeError, requestIdOf } from '../protocol/frame-codec.js';
+import { CloseCode, MessageType, type Message } from '../protocol/messages.js';
+import { ByteRate, RateLimiter, type Limits } from './limits.js';
+import type { Outlet } from './service-host.js';
+
+/** What a connection hands its messages to (a Session): one at a time, in order. */
+export interface MessageHandler {
+  /** Before this turns true, only Authenticate frames are decoded; others are refused from their first bytes. */
+  readonly authenticated: boolean;
+  /** The reply to send, if any; a thrown CommyError is sent as an Error with the request's id. */
+  handle(message: Message): Promise<Uint8Array | undefined> | Uint8Array | undefined;
+}
+
+export interface ConnectionOptions {
+  limits: Limits;
+  /** Never sent to a client: error messages have it replaced (the server's data directory). */
+  redact: string;
+  /** Unexpected failures (not CommyErrors): logged by the server, answered INTERNAL_ERROR. */
+  onError(err: unknown): void;
+}
+
+/** While the output is over budget, requests wait unread: look again after this long (doubling to the max). */
+const ROOM_FIRST_WAIT_MS = 2;
+const ROOM_MAX_WAIT_MS = 100;
+/** A slow consumer gets its close frame queued; if it does not read that either, it is cut off after this. */
+const SLOW_CONSUMER_GRACE_MS = 1000;
+/** What a queued frame costs beyond its bytes (the decoded message, closures), counted against the budget. */
+const QUEUED_OVERHEAD = 256;
+
+/**
+ * The wire side of one WebSocket: reading (message and byte rates, a bounded queue of frames not yet handled,
+ * decoding with bounded work), writing (the output budget and slow consumers) and error replies. Knows
+ * frames, not what they mean: the handler does. Frames are handled one at a time, in arrival order.
+ */
+export class Connection implements Outlet {
+  private readonly rate: RateLimiter;
+  private readonly inputRate: ByteRate;
+  private inputRateTimer: NodeJS.Timeout | undefined;
+  private slowConsumerTimer: NodeJS.Timeout | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  /** Bytes of frames received and not yet handled (see receive). */
+  private queuedBytes = 0;
+  private inputPaused = false;
+  private pauses = 0;
+  /** No request needs more MessagePack elements than a full report: decoding work per frame is bounded. */
+  private readonly maxElements: number;
+  private handler: MessageHandler | undefined;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly options: ConnectionOptions,
+  ) {
+    const limits = options.limits;
+    this.rate = new RateLimiter(limits.rateLimit);
+    this.inputRate = new ByteRate(limits.maxInputBytesPerSecond, Math.max(limits.maxInputBytesPerSecond, 4 * limits.maxFrameBytes));
+    this.maxElements = 3 * limits.maxChangesPerReport + 2 * limits.maxPatterns + 64;
+    ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
+  }
+
+  /** Where decoded messages go from now on (frames that arrive before are queued, not lost). */
+  attach(handler: MessageHandler): void {
+    this.handler = handler;
+  }
+
+  /** Called once the socket is closed, whatever closed it. */
+  onClose(fn: () => void): void {
+    this.ws.on('close', fn);
+    this.ws.on('error', fn);
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
+
+  /** Stops timers; the socket is gone. */
+  dispose(): void {
+    clearTimeout(this.slowConsumerTimer);
+    clearTimeout(this.inputRateTimer);
+  }
+
+  get open(): boolean {
+    return this.ws.readyState === this.ws.OPEN;
+  }
+
+  /**
+   * The output budget (like Redis's client-output-buffer-limit): over `maxBufferedBytes` unsent, updates
+   * conflate and requests wait unread. A connection that stays over it for `slowConsumerTimeoutMs` is closed
+   * (4008), so a client that never reads costs a bounded amount of memory for a bounded time.
+   */
+  overBudget(): boolean {
+    if (this.ws.bufferedAmount <= this.options.limits.maxBufferedBytes) return false;
+    this.slowConsumerTimer ??= setTimeout(() => this.checkSlowConsumer(), this.options.limits.slowConsumerTimeoutMs);
+    return true;
+  }
+
+  private checkSlowConsumer(): void {
+    this.slowConsumerTimer = undefined;
+    if (!this.open || this.ws.bufferedAmount <= this.options.limits.maxBufferedBytes) return;
+    this.ws.close(CloseCode.SLOW_CONSUMER, 'output budget exceeded: the client does not read');
+    setTimeout(() => this.ws.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
+  }
+
+  /** Waits, with this socket paused (unread), until its output is back under budget. */
+  async outputRoom(): Promise<void> {
+    if (!this.overBudget()) return;
+    this.pause();
+    try {
+      for (let wait = ROOM_FIRST_WAIT_MS; this.open && this.overBudget(); wait = Math.min(wait * 2, ROOM_MAX_WAIT_MS)) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    } finally {
+      this.resume();
+    }
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.open) this.ws.send(frame, { binary: true });
+  }
+
+  /**
+   * Every frame, even one only answered with an error, goes through the same ordered queue behind the output
+   * budget: a client that sends garbage and never reads grows nothing. The rate is counted on arrival.
+   */
+  private receive(data: Buffer, isBinary: boolean): void {
+    const allowed = this.rate.take();
+    this.limitInput(data.length);
+    // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
+    this.queuedBytes += data.length + QUEUED_OVERHEAD;
+    if (!this.inputPaused && this.queuedBytes > this.options.limits.maxBufferedBytes) {
+      this.inputPaused = true;
+      this.pause();
+    }
+    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed)).finally(() => this.dequeued(data.length));
+  }
+
+  /** Past maxInputBytesPerSecond, the socket is not read until the byte budget has refilled. */
+  private limitInput(bytes: number): void {
+    const waitMs = this.inputRate.spend(bytes);
+    if (waitMs === 0 || this.inputRateTimer !== undefined) return;
+    this.pause();
+    this.inputRateTimer = setTimeout(() => {
+      this.inputRateTimer = undefined;
+      this.resume();
+    }, waitMs);
+  }
+
+  private dequeued(bytes: number): void {
+    this.queuedBytes -= bytes + QUEUED_OVERHEAD;
+    if (this.inputPaused && this.queuedBytes <= this.options.limits.maxBufferedBytes / 2) {
+      this.inputPaused = false;
+      this.resume();
+    }
+  }
+
+  /** The socket is read only while no reason to stop (output over budget, too much queued input) holds. */
+  private pause(): void {
+    if (this.pauses++ === 0) this.ws.pause();
+  }
+
+  private resume(): void {
+    if (--this.pauses === 0 && this.open) this.ws.resume();
+  }
+
+  private async handle(data: Buffer, isBinary: boolean, allowed: boolean): Promise<void> {
+    await this.outputRoom();
+    if (!this.open) return;
+    if (!isBinary) {
+      this.send(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
+      return;
+    }
+    if (!allowed) {
+      this.send(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
+      return;
+    }
+    const handler = this.handler!;
+    if (!handler.authenticated && data.length > 1 && data[1] !== MessageType.Authenticate) {
+      // Before authentication only Authenticate is read: anything else is refused without decoding it.
+      this.send(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
+      return;
+    }
+    let message: Message;
+    try {
+      message = decodeFrame(data, this.options.limits.maxFrameBytes, this.maxElements);
+    } catch (err) {
+      this.fail(requestIdOf(err) || peekRequestId(data), err);
+      return;
+    }
+    try {
+      const reply = await handler.handle(message);
+      if (reply !== undefined) this.send(reply);
+    } catch (err) {
+      this.fail(message.id, err);
+    }
+  }
+
+  fail(id: number, err: unknown): void {
+    if (err instanceof CommyError) {
+      // Defence in depth: whatever produced the message, the server's data path never reaches a client.
+      this.send(encodeError(id, err.code, err.message.split(this.options.redact).join('<dataDir>')));
+      return;
+    }
+    this.options.onError(err);
+    this.send(encodeError(id, ErrorCode.INTERNAL_ERROR, 'internal error'));
+  }
+
+}
+
+/** The request id of a frame we could not decode, if its first bytes still say it (fixarray, type, id). */
+function peekRequestId(data: Buffer): number {
+  if (data.length < 3 || data[0] !== 0x93) return 0;
+  const at = 2; // after fixarray header and a positive-fixint type (types are < 128)
+  if (data[1]! > 0x7f) return 0;
+  const b = data[at]!;
+  if (b <= 0x7f) return b;
+  if (b === 0xcc && data.length > at + 1) return data[at + 1]!;
+  if (b === 0xcd && data.length > at + 2) return data.readUInt16BE(at + 1);
+  if (b === 0xce && data.length > at + 4) return data.readUInt32BE(at + 1) & 0x7fffffff;
+  return 0;
+}
