@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { isCommyError } from './core/errors.js';
-import { hashKey } from './server/auth.js';
+import { hashKey } from './server/key-hash.js';
 import { defaultDevTenant, loadConfig, type ServerConfig } from './server/config.js';
 import { loadTls, selfSignedTls, type TlsMaterial } from './server/tls.js';
 

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SignJWT, type JWTPayload } from 'jose';
-import { Authenticator, hashKey, verifySecret } from '../src/server/auth.js';
+import { Authenticator } from '../src/server/auth.js';
+import { hashKey, verifySecret } from '../src/server/key-hash.js';
 import { loadConfig, type TenantConfig } from '../src/server/config.js';
 
 const JWT_SECRET = 'a-jwt-secret-of-reasonable-length';

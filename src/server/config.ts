@@ -6,7 +6,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
-import { isScryptHash } from './auth.js';
+import { isScryptHash } from './key-hash.js';
 import { resolveGroup, type FilesConfig } from './file-policy.js';
 import { DEFAULT_LIMITS, type Limits } from './limits.js';
 
