@@ -7,7 +7,7 @@ import { codecFor } from '../core/value-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
 import { fixedSizeOf, isVariableTypeId, typeName, type VariableValue } from '../core/variable-type.js';
 import type { SnapshotBody, SnapshotChunkBody, SyncBatchBody, VariableChangesAcknowledgedBody, VariableDef } from '../protocol/messages.js';
-import { splitChanges } from './change-frames.js';
+import { splitByCost } from '../protocol/frame-split.js';
 import type { Connection } from './connection.js';
 import { RemoteVariableHandle, type HandleOwner, type RemoteEntry } from './remote-handle.js';
 import { RemoteStore } from './remote-store.js';
@@ -59,6 +59,11 @@ interface Stashed {
 }
 
 const noop = (): void => {};
+
+/** MessagePack framing around a report's changes: [type, id, {sid, changes: [...]}], generously counted. */
+const REPORT_OVERHEAD = 64;
+/** Per change: a 2-array, the index (up to 5 bytes) and the bin header (up to 5 bytes). */
+const CHANGE_OVERHEAD = 12;
 
 /** After RATE_LIMITED: the server's token bucket refills continuously; this is a few hundred messages' worth. */
 const RATE_LIMIT_RETRY_MS = 50;
@@ -330,7 +335,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
       // Updates stashed for a variable that was set but, in the end, not sent (set back to the confirmed value).
       const settle = this.stash.size > 0 && this.dirty.size > 0 ? [...this.dirty] : undefined;
       this.dirty.clear();
-      if (changes.length > 0) for (const group of splitChanges(changes, this.ctx.maxFrameBytes, this.ctx.maxChangesPerReport)) sent.push(this.send(group));
+      if (changes.length > 0) for (const group of this.reports(changes)) sent.push(this.send(group));
       if (settle !== undefined) {
         const applied = settle.map((i) => this.entries[i]!).filter((e) => !this.pending.has(e.index) && this.applyStash(e, -1));
         if (applied.length > 0) this.emit(applied, this.serviceVersion);
@@ -364,6 +369,11 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
       for (const index of this.pending.keys()) if (!seen.has(index)) consider(this.entries[index]!);
     }
     return out;
+  }
+
+  /** One flush's changes as reports, each within one frame and the server's cap on changes per report. */
+  private reports(changes: Change[]): Change[][] {
+    return splitByCost(changes, (c) => c[1].length + CHANGE_OVERHEAD, this.ctx.maxFrameBytes - REPORT_OVERHEAD, this.ctx.maxChangesPerReport);
   }
 
   private send(group: Change[]): WriteRecord {

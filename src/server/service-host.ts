@@ -4,7 +4,8 @@ import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js'
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
 import type { SyncBatchBody, Update } from '../protocol/messages.js';
-import { defOf, snapshotFrames, splitByCost } from './snapshot.js';
+import { splitByCost } from '../protocol/frame-split.js';
+import { defOf, snapshotFrames } from './snapshot.js';
 
 /** Where a subscriber's frames go: one WebSocket connection. */
 export interface Outlet {

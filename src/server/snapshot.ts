@@ -1,5 +1,6 @@
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
+import { splitByCost } from '../protocol/frame-split.js';
 import type { SnapshotBody, SnapshotChunkBody, VariableDef } from '../protocol/messages.js';
 
 /** Bytes of MessagePack per definition beyond its name: a 6-array of small integers, generously counted. */
@@ -98,20 +99,4 @@ function readRun(req: SnapshotRequest, entries: readonly DirEntry[], start: numb
     }
   }
   return out;
-}
-
-/** Splits `items` into runs whose summed cost stays within `budget` (an item alone may exceed it); at least one run. */
-export function splitByCost<T>(items: readonly T[], cost: (item: T) => number, budget: number): T[][] {
-  const frames: T[][] = [[]];
-  let used = 0;
-  for (const item of items) {
-    const c = cost(item);
-    if (used + c > budget && frames[frames.length - 1]!.length > 0) {
-      frames.push([]);
-      used = 0;
-    }
-    frames[frames.length - 1]!.push(item);
-    used += c;
-  }
-  return frames;
 }
