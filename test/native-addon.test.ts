@@ -174,7 +174,7 @@ test("diff: 'auto' and the default agree with every implementation; u64 is alway
   const a = new Uint8Array(4099 + 3).subarray(3);
   for (let i = 0; i < a.length; i++) a[i] = (i * 31) & 0xff;
   const b = a.slice();
-  for (const i of [0, 31, 32, 63, 64, 255, 256, 1000, 4098]) b[i] ^= 0x80;
+  for (const i of [0, 31, 32, 63, 64, 255, 256, 1000, 4098]) b[i] = b[i]! ^ 0x80;
   const want = Array.from(native.diff(a, b, 'u64'));
   for (const impl of [...impls, 'auto', undefined] as const) {
     const got = native.diff(a, b, impl as never);

@@ -180,7 +180,7 @@ export class ServiceFile {
     this.policy = { ...DEFAULT_LOCK_POLICY, ...options.lock };
     this.clock = new HolderClock(this.policy.staleMs);
     this.readOnlyFlag = options.readOnly === true;
-    this.damageMark = this.damage[0];
+    this.damageMark = this.damage[0]!; // a one-word array
     // PROT_READ for a read-only file: a stray write would be SIGSEGV, so no method below ever makes one.
     this.buffer = native.map(fd, info.maxFileSize, !this.readOnlyFlag);
     this.i32 = new Int32Array(this.buffer);
@@ -274,7 +274,7 @@ export class ServiceFile {
 
   private checkDamage(): void {
     if (this.closedFlag) this.throwUnusable(); // unmapped: nothing to ask native about
-    const mark = this.damage[0];
+    const mark = this.damage[0]!;
     if (this.damagedFlag || native.damaged(this.buffer)) {
       this.damagedFlag = true;
       this.unusable = true;
