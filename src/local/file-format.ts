@@ -92,6 +92,15 @@ export function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
 
+/**
+ * The data capacity a file grows to so that it holds `end` bytes of data: doubling, page-aligned, never past
+ * `maxData` (maxFileSize − dataStart). The one growth rule: registration applies it, quotas predict it.
+ */
+export function grownCapacity(capacity: number, end: number, maxData: number): number {
+  if (end <= capacity) return capacity;
+  return Math.min(maxData, Math.max(alignUp(end, PAGE_SIZE), capacity * 2));
+}
+
 export interface HeaderInit {
   maxVariables: number;
   maxFileSize: number;

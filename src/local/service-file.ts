@@ -21,6 +21,7 @@ import {
   MAX_MAX_VARIABLES,
   PAGE_SIZE,
   alignUp,
+  grownCapacity,
   dataStartFor,
   entryOffset,
   readHeader,
@@ -566,8 +567,7 @@ export class ServiceFile {
   private ensureCapacity(end: number): void {
     const capacity = this.checkedDataCapacity();
     if (end <= capacity) return;
-    const maxData = this.info.maxFileSize - this.dataStart;
-    const next = Math.min(maxData, Math.max(alignUp(end, PAGE_SIZE), capacity * 2));
+    const next = grownCapacity(capacity, end, this.info.maxFileSize - this.dataStart);
     const fileSize = this.dataStart + next;
     if (fstatSync(this.fd).size < fileSize) this.grow(fileSize);
     Atomics.store(this.b64, I64(H.DATA_CAPACITY), BigInt(next));

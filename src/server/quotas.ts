@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, readSync, readdirSync, constants as fsc
 import { join } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
-import { DATA_ALIGN, DEFAULT_MAX_VARIABLES, H, INITIAL_DATA_CAPACITY, MAGIC, PAGE_SIZE, alignUp, dataStartFor } from '../local/file-format.js';
+import { DATA_ALIGN, DEFAULT_MAX_VARIABLES, H, INITIAL_DATA_CAPACITY, MAGIC, alignUp, dataStartFor, grownCapacity } from '../local/file-format.js';
 import type { ServiceFile } from '../local/service-file.js';
 import { RateLimiter, type Limits } from './limits.js';
 
@@ -56,7 +56,7 @@ export class TenantQuotas {
   /** QUOTA_EXCEEDED or RATE_LIMITED before a new service file is created; otherwise reserves it. */
   checkCreate(tenant: string): void {
     const usage = this.usage(tenant);
-    const { maxServicesPerTenant, maxBytesPerTenant } = this.limits;
+    const { maxServicesPerTenant } = this.limits;
     if (usage.services + 1 > maxServicesPerTenant) {
       throw new CommyError(ErrorCode.QUOTA_EXCEEDED, `tenant ${tenant} already has ${usage.services} services (limit ${maxServicesPerTenant})`);
     }
@@ -105,10 +105,7 @@ export function registrationGrowth(file: ServiceFile, meta: VariableMetadata): n
   const offset = meta.offset === -1 ? alignUp(file.dataEnd, DATA_ALIGN) : meta.offset;
   const end = offset + meta.size;
   const capacity = file.dataCapacity;
-  if (!(end > capacity)) return 0;
-  const maxData = file.info.maxFileSize - file.dataStart;
-  const next = Math.min(maxData, Math.max(alignUp(end, PAGE_SIZE), capacity * 2));
-  return Math.max(0, next - capacity);
+  return Math.max(0, grownCapacity(capacity, end, file.info.maxFileSize - file.dataStart) - capacity);
 }
 
 export function isRegistered(file: ServiceFile, name: string): boolean {
