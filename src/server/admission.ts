@@ -2,7 +2,8 @@ import { isIPv6 } from 'node:net';
 import type { Limits } from './limits.js';
 
 /**
- * Connection admission: who may hold a connection, decided at the HTTP upgrade before a WebSocket exists.
+ * Connection admission: who may hold a connection, decided when its TCP connection arrives, before any byte
+ * of it is read (server.ts admit), so a socket that never sends a request is counted too.
  *
  * Not-yet-authenticated connections live in a small pool of their own (maxUnauthenticatedConnections,
  * maxUnauthenticatedPerIp), so sockets that never authenticate cannot fill maxConnections and lock every
