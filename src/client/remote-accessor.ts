@@ -1,3 +1,4 @@
+import { assertFits, definitionProblem, sameLayout } from '../core/variable-rules.js';
 import { variablesTouched, type ByteRange } from '../core/byte-diff.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
@@ -5,7 +6,7 @@ import { deliverChange, type FileChangeEvent } from '../core/file-change-event.j
 import { assertValidName } from '../core/names.js';
 import { codecFor } from '../core/value-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
-import { fixedSizeOf, isVariableTypeId, typeName, type VariableValue } from '../core/variable-type.js';
+import { typeName, type VariableTypeId, type VariableValue } from '../core/variable-type.js';
 import type { SnapshotBody, SnapshotChunkBody, SyncBatchBody, VariableChangesAcknowledgedBody, VariableDef } from '../protocol/messages.js';
 import { splitByCost } from '../protocol/frame-split.js';
 import type { Connection } from './connection.js';
@@ -181,14 +182,13 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
   private addDef(def: VariableDef): RemoteEntry | undefined {
     const [index, name, offset, size, typeId, version] = def;
     if (this.entries[index] !== undefined || this.byName.has(name)) return undefined;
-    const fixed = isVariableTypeId(typeId) ? fixedSizeOf(typeId) : undefined;
-    if (!isVariableTypeId(typeId) || size < 1 || (fixed !== undefined && fixed !== size)) {
+    const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
+    if (definitionProblem(meta) !== undefined || offset < 0) {
       this.ctx.onError(new CommyError(ErrorCode.INVALID_MESSAGE, `${this.serviceId}: the server defined ${name} as ${typeName(typeId)} of ${size} bytes; ignored`));
       return undefined;
     }
     this.store.ensure(offset + size);
-    const meta = new VariableMetadata(name, offset, size, typeId);
-    const entry: RemoteEntry = { index, meta, codec: codecFor(typeId, size), version };
+    const entry: RemoteEntry = { index, meta, codec: codecFor(meta.typeId, size), version };
     this.entries[index] = entry;
     this.byName.set(name, entry);
     this.metas.push(meta);
@@ -259,9 +259,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
   async writeBytes(name: string, bytes: Uint8Array): Promise<void> {
     const entry = this.lookup(name);
     if (!(bytes instanceof Uint8Array)) throw new CommyError(ErrorCode.TYPE_MISMATCH, 'writeVariable takes a Uint8Array');
-    if (bytes.length > entry.meta.size) {
-      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${bytes.length} bytes do not fit ${name} (${entry.meta.size} bytes)`);
-    }
+    assertFits(entry.meta, bytes.length);
     if (this.readOnly) throw this.readOnlyError();
     RemoteStore.put(this.store.current, entry.meta.offset, entry.meta.size, bytes);
     this.dirty.add(entry.index);
@@ -612,12 +610,3 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
   }
 }
 
-function sameLayout(have: VariableMetadata, want: VariableMetadata): VariableMetadata {
-  if (have.typeId !== want.typeId) {
-    throw new CommyError(ErrorCode.TYPE_MISMATCH, `${have.name} is registered as ${typeName(have.typeId)}, not ${typeName(want.typeId)}`);
-  }
-  if (have.size !== want.size || (want.offset !== -1 && want.offset !== have.offset)) {
-    throw new CommyError(ErrorCode.INVALID_OFFSET, `${have.name} is registered at [${have.offset}, ${have.end}), not with offset ${want.offset} size ${want.size}`);
-  }
-  return have;
-}

@@ -1,3 +1,4 @@
+import { assertFits } from '../../core/variable-rules.js';
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../../local/service-file.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
@@ -26,9 +27,7 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
   s.assertName(name, 'variable name');
   const version = await s.withService(tenant, service, async (host) => {
     const entry = host.file.entry(name);
-    if (value.length > entry.meta.size) {
-      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${value.length} bytes do not fit ${name} (${entry.meta.size} bytes)`);
-    }
+    assertFits(entry.meta, value.length);
     const [written] = await s.whenFree(() => writeAll(host.file, [entry], [value]), `${host.serviceId}/${name}`);
     return Number(written);
   });
@@ -51,9 +50,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
   const entries = m.body.changes.map(([index, bytes]) => {
     const entry = file.entryAt(index) ?? (file.refresh(), file.entryAt(index));
     if (entry === undefined) throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable at index ${index}`);
-    if (bytes.length > entry.meta.size) {
-      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${bytes.length} bytes do not fit ${entry.meta.name} (${entry.meta.size} bytes)`);
-    }
+    assertFits(entry.meta, bytes.length);
     return entry;
   });
   const values = m.body.changes.map(([, bytes]) => bytes);
