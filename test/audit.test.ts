@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MAX_AUDIT_VARIABLES, createAuditLog, type AuditEvent } from '../src/server/audit.js';
+import { pino } from 'pino';
+import { MAX_AUDIT_VARIABLES, createAuditLog, type AuditEvent, type WarningLogger } from '../src/server/audit.js';
 import { loadConfig } from '../src/server/config.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -109,4 +110,36 @@ test('config: audit.maxBytes and audit.maxFiles are accepted and checked', () =>
   assert.throws(() => loadConfig({ audit: { maxBytes: 0 } }), { code: 'CONFIG_INVALID', field: 'audit.maxBytes' });
   assert.throws(() => loadConfig({ audit: { maxFiles: -1 } }), { code: 'CONFIG_INVALID', field: 'audit.maxFiles' });
   assert.throws(() => loadConfig({ audit: { maxFiles: 1.5 } }), { code: 'CONFIG_INVALID', field: 'audit.maxFiles' });
+});
+
+/** A log whose every rotation fails: `audit.log.1` is a directory, which rotation (maxFiles 1) cannot delete. */
+function failingRotation(dir: string, logger?: WarningLogger): { file: string; log: ReturnType<typeof createAuditLog> } {
+  const file = join(dir, 'audit.log');
+  mkdirSync(join(dir, 'audit.log.1'));
+  return { file, log: createAuditLog({ enabled: true, file, maxBytes: 512, maxFiles: 1, ...(logger ? { logger } : {}) }) };
+}
+
+test('the audit log reports its own failures to the logger given (a pino Logger fits) and goes on writing', async (t) => {
+  const compatible: WarningLogger = pino({ enabled: false }); // compile-time: a pino Logger is accepted
+  assert.equal(typeof compatible.warn, 'function');
+  const warnings: Array<{ err: unknown; msg: string }> = [];
+  const { file, log } = failingRotation(tempDir(t), { warn: (fields, msg) => warnings.push({ err: fields.err, msg }) });
+  for (let i = 0; i < 20; i++) log.record(event(i));
+  await log.close();
+  assert.ok(warnings.length >= 1);
+  assert.match(warnings[0]!.msg, /^commy audit log: rotation of .*audit\.log failed: /);
+  assert.ok(warnings[0]!.err instanceof Error);
+  assert.equal(linesOf(file).length, 20, 'every line kept in the current file');
+});
+
+test('without a logger, the audit log reports its failures as process warnings', async (t) => {
+  const seen: string[] = [];
+  const onWarning = (w: Error) => seen.push(w.message);
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
+  const { log } = failingRotation(tempDir(t));
+  for (let i = 0; i < 5; i++) log.record(event(i)); // ~750 bytes: one failed rotation, one warning on stderr
+  await log.close();
+  await new Promise((resolve) => setImmediate(resolve)); // 'warning' is emitted on a later tick
+  assert.ok(seen.some((m) => /^commy audit log: rotation of .* failed: /.test(m)), seen.join('\n'));
 });

@@ -198,3 +198,16 @@ test('withLimits (Server.start({ limits })): checked by the config schema, merge
   assert.throws(() => withLimits(DEFAULT_LIMITS, { maxConnections: -1 }), (err: ConfigError) => err.field === 'limits.maxConnections');
   assert.throws(() => withLimits(DEFAULT_LIMITS, { maxConnectoins: 5 }), (err: ConfigError) => err.field === 'limits.maxConnectoins');
 });
+
+test('defaults: the schema fills in what a file leaves out; dataDir stays relative to the current directory', (t) => {
+  const dir = tempDir(t);
+  const config = loadConfig(writeJson(dir, 'commy.json', { audit: { maxFiles: 2 }, tenants: { acme: {} } }));
+  assert.equal(config.dataDir, './commy-data', 'the default is not resolved against the file');
+  assert.deepEqual(config.audit, { enabled: true, maxFiles: 2 });
+  assert.deepEqual(config.tenants.acme, { keys: [] });
+  // Fields given as undefined are left out, as if absent.
+  const bare = loadConfig({ tls: undefined, audit: { file: undefined } });
+  assert.equal('tls' in bare, false);
+  assert.deepEqual(bare.audit, { enabled: true });
+  assert.equal(loadConfig({ audit: { enabled: false } }).audit.enabled, false);
+});

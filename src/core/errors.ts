@@ -23,6 +23,8 @@ export const ErrorCode = {
   HYBRID_ACCESS_DENIED: 'HYBRID_ACCESS_DENIED',
   QUOTA_EXCEEDED: 'QUOTA_EXCEEDED',
   CLOSED: 'CLOSED',
+  /** The caller's AbortSignal fired, or the request was cancelled; `cause` holds the signal's reason. */
+  ABORTED: 'ABORTED',
   INTERNAL_ERROR: 'INTERNAL_ERROR',
   CONFIG_INVALID: 'CONFIG_INVALID',
 } as const;

@@ -149,9 +149,11 @@ export interface WriteVariableBody extends ServiceRef {
   name: string;
   value: Uint8Array;
 }
+/** One variable's new bytes in a report: its directory index and at most its size in bytes. */
+export type ReportChange = [index: number, bytes: Uint8Array];
 export interface ReportVariableChangesBody {
   sid: number;
-  changes: [index: number, bytes: Uint8Array][];
+  changes: ReportChange[];
 }
 export interface VariableChangesAcknowledgedBody {
   serviceId: string;

@@ -3,7 +3,10 @@ import { basename, dirname, join } from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { CommyError, ErrorCode } from '../core/errors.js';
 
-/** One JSON line per GetServiceFilePath and per applied change (docs/operations.md lists the fields). */
+/**
+ * One JSON line per file handed out, subscription, service created, variable registered, change applied by
+ * the server, and change seen in a local client's mapping (docs/operations.md lists the fields).
+ */
 export interface AuditEvent {
   event: 'GetServiceFilePath' | 'Subscription' | 'VariablesChanged' | 'VariableRegistered' | 'ServiceCreated' | 'LocalVariablesChanged';
   clientId: string;
@@ -32,7 +35,20 @@ export interface AuditOptions {
   maxBytes?: number;
   /** Rotated files kept: `<file>.1` (newest) … `<file>.<maxFiles>` (default DEFAULT_AUDIT_MAX_FILES). */
   maxFiles?: number;
+  /** Where the log reports its own failures (a pino Logger fits); default: process.emitWarning. */
+  logger?: WarningLogger;
 }
+
+/**
+ * The one method the audit log needs of a logger, in pino's shape: `fields` carries `err`, `msg` says what
+ * failed. Failures are reported, never thrown: a full disk must not take the server down.
+ */
+export interface WarningLogger {
+  warn(fields: { err: unknown }, msg: string): void;
+}
+
+/** The default: the process's warning channel (stderr unless the embedder listens for 'warning'). */
+const processWarnings: WarningLogger = { warn: (_fields, msg) => process.emitWarning(msg) };
 
 /** Names written per event: keeps every line small (names are ≤ 64 characters, so ≤ ~7 KB of names). */
 export const MAX_AUDIT_VARIABLES = 100;
@@ -49,7 +65,8 @@ const silent: AuditLog = { record: () => {}, close: async () => {} };
 export function createAuditLog(options: AuditOptions): AuditLog {
   if (!options.enabled) return silent;
   if (options.file === undefined) return stdoutLog();
-  const file = new RotatingFile(options.file, options.maxBytes ?? DEFAULT_AUDIT_MAX_BYTES, options.maxFiles ?? DEFAULT_AUDIT_MAX_FILES);
+  const warnings = options.logger ?? processWarnings;
+  const file = new RotatingFile(options.file, options.maxBytes ?? DEFAULT_AUDIT_MAX_BYTES, options.maxFiles ?? DEFAULT_AUDIT_MAX_FILES, warnings);
   const logger = auditLogger(file);
   return { record: (event) => logger.info(bounded(event)), close: () => file.close() };
 }
@@ -79,10 +96,10 @@ type Boom = ReturnType<typeof pino.destination>;
 
 /**
  * A pino destination appending to `path` and rotating by size: before a line would take the file past
- * maxBytes, `path.<maxFiles>` is deleted, `path.<i>` becomes `path.<i+1>`, `path` becomes `path.1`, and a
- * fresh 0600 file takes its place. The old file's writer finishes its buffered lines into the renamed
- * file (an open fd follows the rename), so nothing is lost or reordered and each file holds at most
- * maxBytes. Writes stay asynchronous (sonic-boom), as before.
+ * maxBytes, `path.<maxFiles>` is deleted, `path.<i>` becomes `path.<i+1>`, `path` becomes `path.1` (with
+ * maxFiles 0 it is deleted), and a fresh 0600 file takes its place. The old file's writer finishes its
+ * buffered lines into the renamed file (an open fd follows the rename), so nothing is lost or reordered and
+ * each file holds at most maxBytes. Writes are asynchronous (sonic-boom).
  */
 class RotatingFile implements DestinationStream {
   private boom: Boom;
@@ -95,11 +112,12 @@ class RotatingFile implements DestinationStream {
     private readonly path: string,
     private readonly maxBytes: number,
     private readonly maxFiles: number,
+    private readonly warnings: WarningLogger,
   ) {
-    const { fd, size, regular } = openPrivate(path);
+    const { fd, size, regular } = openPrivate(path, warnings);
     this.size = size;
     this.rotatable = regular; // never rename a device or FIFO someone configured as the audit "file"
-    this.boom = writerFor(fd);
+    this.boom = writerFor(fd, warnings);
   }
 
   write(line: string): void {
@@ -114,10 +132,10 @@ class RotatingFile implements DestinationStream {
     let next: Boom;
     try {
       shiftFiles(this.path, this.maxFiles);
-      next = writerFor(openPrivate(this.path).fd);
+      next = writerFor(openPrivate(this.path, this.warnings).fd, this.warnings);
     } catch (err) {
       // Keep writing where we are; try again after another maxBytes rather than on every line.
-      process.emitWarning(`commy audit log: rotation of ${this.path} failed: ${(err as Error).message}`);
+      this.warnings.warn({ err }, `commy audit log: rotation of ${this.path} failed: ${(err as Error).message}`);
       this.size = 0;
       return;
     }
@@ -143,15 +161,15 @@ class RotatingFile implements DestinationStream {
   }
 }
 
-function writerFor(fd: number): Boom {
+function writerFor(fd: number, warnings: WarningLogger): Boom {
   const boom = pino.destination({ dest: fd, sync: false });
   // An unhandled 'error' would take the whole server down over a full disk.
-  boom.on('error', (err: Error) => process.emitWarning(`commy audit log: ${err.message}`));
+  boom.on('error', (err: Error) => warnings.warn({ err }, `commy audit log: ${err.message}`));
   return boom;
 }
 
 /** Opens `path` for appending, creating it (and its directory) private to the server; tightens an old 0644 file. */
-function openPrivate(path: string): { fd: number; size: number; regular: boolean } {
+function openPrivate(path: string, warnings: WarningLogger): { fd: number; size: number; regular: boolean } {
   let fd: number;
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -165,7 +183,7 @@ function openPrivate(path: string): { fd: number; size: number; regular: boolean
     try {
       fchmodSync(fd, 0o600);
     } catch (err) {
-      process.emitWarning(`commy audit log: cannot make ${path} private (mode 0600): ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      warnings.warn({ err }, `commy audit log: cannot make ${path} private (mode 0600): ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
   }
   return { fd, size: regular ? st.size : 0, regular };

@@ -7,52 +7,8 @@ import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
 import { isScryptHash } from './key-hash.js';
-import { resolveGroup, type FilesConfig } from './file-policy.js';
+import { resolveGroup } from './file-policy.js';
 import { DEFAULT_LIMITS, type Limits } from './limits.js';
-
-/**
- * The server's configuration: a JSON file (or the same object), validated strictly so that a typo is an
- * error naming the field rather than a setting silently ignored. docs/operations.md is the reference.
- */
-export interface KeyConfig {
-  id: string;
-  /** Plain text, or an scrypt hash made by `commy hash-key` (`scrypt$N$r$p$salt$hash`). */
-  secret: string;
-  read: string[];
-  write: string[];
-  admin: string[];
-  /** false: this key may not map service files (GetServiceFilePath → HYBRID_ACCESS_DENIED; clients go remote). */
-  hybrid?: boolean;
-}
-export interface JwtConfig {
-  secret: string;
-  issuer?: string;
-  audience?: string;
-}
-export interface TenantConfig {
-  keys: KeyConfig[];
-  jwt?: JwtConfig;
-  /** Give this tenant's service files to a Unix group (docs/security.md); default: the server's user only. */
-  files?: FilesConfig;
-}
-export interface AuditConfig {
-  enabled: boolean;
-  file?: string;
-  /** Rotate past this many bytes; unset: the audit log's default (100 MiB). */
-  maxBytes?: number;
-  /** Rotated files kept (audit.log.1 …); unset: the audit log's default (5). */
-  maxFiles?: number;
-}
-export interface ServerConfig {
-  host: string;
-  port: number;
-  dataDir: string;
-  tls?: { cert: string; key: string };
-  tenants: Record<string, TenantConfig>;
-  limits: Limits;
-  tick: 'immediate' | number;
-  audit: AuditConfig;
-}
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 9000;
@@ -68,6 +24,12 @@ export class ConfigError extends CommyError {
     this.field = field;
   }
 }
+
+/**
+ * The server's configuration: a JSON file (or the same object), validated strictly so that a typo is an
+ * error naming the field rather than a setting silently ignored. docs/operations.md is the reference.
+ * The schemas below are the only statement of each shape: the exported types are inferred from them.
+ */
 
 // ---- schema ----
 
@@ -90,13 +52,24 @@ const serviceFileBytes = positiveInt
   .max(MAX_MAX_FILE_SIZE)
   .refine((n) => n % PAGE_SIZE === 0, { message: `expected a multiple of ${PAGE_SIZE}` });
 
-const keySchema = z.strictObject({ id: name('key id'), secret, read: globs, write: globs, admin: globs, hybrid: z.boolean().optional() });
+const keySchema = z.strictObject({
+  id: name('key id'),
+  /** Plain text, or an scrypt hash made by `commy hash-key` (`scrypt$N$r$p$salt$hash`). */
+  secret,
+  read: globs,
+  write: globs,
+  admin: globs,
+  /** false: this key may not map service files (GetServiceFilePath → HYBRID_ACCESS_DENIED; clients go remote). */
+  hybrid: z.boolean().optional(),
+});
 const jwtSchema = z.strictObject({
   secret: z.string().min(1, 'expected a non-empty secret'),
   issuer: z.string().min(1).optional(),
   audience: z.string().min(1).optional(),
 });
+/** Give a tenant's service files to a Unix group (docs/security.md); default: the server's user only. */
 const filesSchema = z.strictObject({
+  /** A group name (from /etc/group) or a numeric gid. */
   group: z.union([z.string().min(1), z.number().int().nonnegative()]),
   mode: z.enum(['0640', '0660']).optional(),
 });
@@ -112,6 +85,7 @@ const tenantSchema = z
       seen.add(key.id);
     });
   });
+// `satisfies`: every field of Limits, and nothing else, can be configured; a new limit must be added here too.
 const limitsSchema = z.strictObject({
   maxFrameBytes: positiveInt.optional(),
   maxVariableBytes: positiveInt.optional(),
@@ -136,18 +110,45 @@ const limitsSchema = z.strictObject({
   maxOpenServices: positiveInt.optional(),
   serviceIdleMs: z.number().int().nonnegative().optional(),
   maxConcurrentAuth: positiveInt.optional(),
+} satisfies Record<keyof Limits, z.ZodType>);
+const auditSchema = z.strictObject({
+  /** Unset: <dataDir>/audit.log; "-" means stdout (server.ts). */
+  file: z.string().min(1).optional(),
+  /** Audited unless turned off. */
+  enabled: z.boolean().default(true),
+  /** Rotate past this many bytes; unset: the audit log's default (100 MiB). */
+  maxBytes: positiveInt.optional(),
+  /** Rotated files kept (audit.log.1 …); unset: the audit log's default (5). */
+  maxFiles: z.number().int().min(0).optional(),
 });
 const configSchema = z.strictObject({
-  host: z.string().min(1).optional(),
-  port: z.number().int().min(0).max(65535).optional(),
+  host: z.string().min(1).default(DEFAULT_HOST),
+  port: z.number().int().min(0).max(65535).default(DEFAULT_PORT),
+  // No default here: resolvePaths would resolve it against the config file's directory, and the default is
+  // relative to the current directory.
   dataDir: z.string().min(1).optional(),
   tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
-  tenants: z.record(name('tenant name'), tenantSchema).optional(),
+  tenants: z.record(name('tenant name'), tenantSchema).default({}),
+  // Partial, and no defaults: merged over DEFAULT_LIMITS, or over a running config's limits (withLimits).
   limits: limitsSchema.optional(),
-  tick: z.union([z.literal('immediate'), z.number().nonnegative()]).optional(),
-  audit: z.strictObject({ file: z.string().min(1).optional(), enabled: z.boolean().optional(), maxBytes: positiveInt.optional(), maxFiles: z.number().int().min(0).optional() }).optional(),
+  tick: z.union([z.literal('immediate'), z.number().nonnegative()]).default('immediate'),
+  audit: auditSchema.default({ enabled: true }),
 });
-type RawConfig = z.output<typeof configSchema>;
+
+// ---- types ----
+// z.output (= z.infer): the shapes after parsing, defaults applied (`read: []`, `audit.enabled: true`, …).
+// z.input would be what a file may leave out; only LimitsInput needs that view.
+
+export type KeyConfig = z.output<typeof keySchema>;
+export type JwtConfig = z.output<typeof jwtSchema>;
+export type FilesConfig = z.output<typeof filesSchema>;
+export type TenantConfig = z.output<typeof tenantSchema>;
+export type AuditConfig = z.output<typeof auditSchema>;
+/** Limits as a config file or `Server.start({ limits })` gives them: any subset, `rateLimit` too. */
+export type LimitsInput = z.input<typeof limitsSchema>;
+type ParsedConfig = z.output<typeof configSchema>;
+/** A loaded config: the schema's output, plus the two defaults the schema cannot apply (see configSchema). */
+export type ServerConfig = Omit<ParsedConfig, 'dataDir' | 'limits'> & { dataDir: string; limits: Limits };
 
 // ---- loading ----
 
@@ -201,7 +202,7 @@ function readJson(file: string): unknown {
   }
 }
 
-function parse(input: unknown): RawConfig {
+function parse(input: unknown): ParsedConfig {
   const result = configSchema.safeParse(input);
   if (result.success) return result.data;
   const issues = result.error.issues.flatMap(describeIssue);
@@ -219,7 +220,7 @@ export function withLimits(base: Limits, overrides: unknown): Limits {
   return mergeLimits(base, parse({ limits: overrides }).limits ?? {});
 }
 
-function mergeLimits(base: Limits, limits: NonNullable<RawConfig['limits']>): Limits {
+function mergeLimits(base: Limits, limits: NonNullable<ParsedConfig['limits']>): Limits {
   return {
     ...base,
     ...definedOnly(limits),
@@ -227,23 +228,19 @@ function mergeLimits(base: Limits, limits: NonNullable<RawConfig['limits']>): Li
   };
 }
 
-function withDefaults(raw: RawConfig): ServerConfig {
+function withDefaults(raw: ParsedConfig): ServerConfig {
   const config: ServerConfig = {
-    host: raw.host ?? DEFAULT_HOST,
-    port: raw.port ?? DEFAULT_PORT,
+    host: raw.host,
+    port: raw.port,
     dataDir: raw.dataDir ?? DEFAULT_DATA_DIR,
-    tenants: raw.tenants ?? {},
+    tenants: raw.tenants,
     limits: mergeLimits(DEFAULT_LIMITS, raw.limits ?? {}),
-    tick: raw.tick ?? 'immediate',
-    // Audited unless turned off: without a file, the server writes <dataDir>/audit.log ("-" means stdout).
-    audit: { enabled: raw.audit?.enabled ?? true },
+    tick: raw.tick,
+    // The fields given and no others: the audit log's own defaults (100 MiB, 5 files) stay its own.
+    audit: { enabled: raw.audit.enabled, ...definedOnly(raw.audit) },
   };
   assertKeyGlobs(config);
   if (raw.tls) config.tls = { ...raw.tls };
-  if (raw.audit?.file !== undefined) config.audit.file = raw.audit.file;
-  // Defaults (100 MiB, 5 files) live with the audit log: a config without them stays `{ enabled }`.
-  if (raw.audit?.maxBytes !== undefined) config.audit.maxBytes = raw.audit.maxBytes;
-  if (raw.audit?.maxFiles !== undefined) config.audit.maxFiles = raw.audit.maxFiles;
   return config;
 }
 
@@ -263,11 +260,11 @@ function assertKeyGlobs(config: ServerConfig): void {
 }
 
 /** Paths written in a config file mean "next to the file", not "wherever the server was started". */
-function resolvePaths(raw: RawConfig, base: string): RawConfig {
-  const out: RawConfig = { ...raw };
+function resolvePaths(raw: ParsedConfig, base: string): ParsedConfig {
+  const out: ParsedConfig = { ...raw };
   if (raw.dataDir !== undefined) out.dataDir = resolve(base, raw.dataDir);
   if (raw.tls) out.tls = { cert: resolve(base, raw.tls.cert), key: resolve(base, raw.tls.key) };
-  if (raw.audit?.file !== undefined && raw.audit.file !== '-') out.audit = { ...raw.audit, file: resolve(base, raw.audit.file) };
+  if (raw.audit.file !== undefined && raw.audit.file !== '-') out.audit = { ...raw.audit, file: resolve(base, raw.audit.file) };
   return out;
 }
 

@@ -3,14 +3,19 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import { decodeFrame, encodeError, requestIdOf } from '../protocol/frame-codec.js';
 import { CloseCode, MessageType, type Message } from '../protocol/messages.js';
 import { ByteRate, RateLimiter, type Limits } from './limits.js';
+import type { Lane } from './handlers/index.js';
 import type { Outlet } from './service-host.js';
 
-/** What a connection hands its messages to (a Session): one at a time, in order. */
+/** What a connection hands its messages to (a Session), each in its lane's order. */
 export interface MessageHandler {
   /** Before this turns true, only Authenticate frames are decoded; others are refused from their first bytes. */
   readonly authenticated: boolean;
+  /** The lane of a message type, from the frame's type byte (before decoding). */
+  laneOf(type: number): Lane;
   /** The reply to send, if any; a thrown CommyError is sent as an Error with the request's id. */
-  handle(message: Message): Promise<Uint8Array | undefined> | Uint8Array | undefined;
+  handle(message: Message, signal: AbortSignal): Promise<Uint8Array | undefined> | Uint8Array | undefined;
+  /** The socket is closed (whatever closed it); called once. */
+  closed(): void;
 }
 
 export interface ConnectionOptions {
@@ -28,11 +33,15 @@ const ROOM_MAX_WAIT_MS = 100;
 const SLOW_CONSUMER_GRACE_MS = 1000;
 /** What a queued frame costs beyond its bytes (the decoded message, closures), counted against the budget. */
 const QUEUED_OVERHEAD = 256;
+/** Cancellable requests (queries) running at once on one connection; past it, RATE_LIMITED. */
+export const MAX_RUNNING_REQUESTS = 16;
 
 /**
  * The wire side of one WebSocket: reading (message and byte rates, a bounded queue of frames not yet handled,
  * decoding with bounded work), writing (the output budget and slow consumers) and error replies. Knows
- * frames, not what they mean: the handler does. Frames are handled one at a time, in arrival order.
+ * frames, not what they mean: the handler does. Two lanes: ordered frames are handled one at a time, in
+ * arrival order; a cancellable request is started in that order and then runs beside them, with an
+ * AbortController under its request id; an immediate frame (a cancel) is handled on arrival.
  */
 export class Connection implements Outlet {
   private readonly rate: RateLimiter;
@@ -47,6 +56,9 @@ export class Connection implements Outlet {
   /** No request needs more MessagePack elements than a full report: decoding work per frame is bounded. */
   private readonly maxElements: number;
   private handler: MessageHandler | undefined;
+  /** Cancellable requests running now, by request id. */
+  private readonly running = new Map<number, AbortController>();
+  private ended = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -59,25 +71,33 @@ export class Connection implements Outlet {
     ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
   }
 
-  /** Where decoded messages go from now on (frames that arrive before are queued, not lost). */
+  /** Where decoded messages go; call before the first event-loop turn ends (no frame is read before). */
   attach(handler: MessageHandler): void {
     this.handler = handler;
-  }
-
-  /** Called once the socket is closed, whatever closed it. */
-  onClose(fn: () => void): void {
-    this.ws.on('close', fn);
-    this.ws.on('error', fn);
+    this.ws.on('close', () => this.end());
+    this.ws.on('error', () => this.end());
   }
 
   close(code: number, reason: string): void {
     this.ws.close(code, reason);
   }
 
-  /** Stops timers; the socket is gone. */
-  dispose(): void {
+  /** Aborts the running request `id` (a cancellable one); false if none runs under that id. */
+  cancel(id: number): boolean {
+    const controller = this.running.get(id);
+    controller?.abort(new CommyError(ErrorCode.ABORTED, `request ${id} was cancelled`));
+    return controller !== undefined;
+  }
+
+  /** The socket is gone: timers stop, running requests are aborted, the handler lets go of what it holds. */
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
     clearTimeout(this.slowConsumerTimer);
     clearTimeout(this.inputRateTimer);
+    for (const controller of this.running.values()) controller.abort(new CommyError(ErrorCode.CLOSED, 'connection closed'));
+    this.running.clear();
+    this.handler?.closed();
   }
 
   get open(): boolean {
@@ -126,13 +146,24 @@ export class Connection implements Outlet {
   private receive(data: Buffer, isBinary: boolean): void {
     const allowed = this.rate.take();
     this.limitInput(data.length);
+    const lane = this.laneOf(data, isBinary);
+    if (lane === 'immediate') {
+      void this.handle(data, isBinary, allowed, lane);
+      return;
+    }
     // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
     this.queuedBytes += data.length + QUEUED_OVERHEAD;
     if (!this.inputPaused && this.queuedBytes > this.options.limits.maxBufferedBytes) {
       this.inputPaused = true;
       this.pause();
     }
-    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed)).finally(() => this.dequeued(data.length));
+    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed, lane)).finally(() => this.dequeued(data.length));
+  }
+
+  /** A frame's lane from its type byte; anything unreadable is ordered (and answered with an error in order). */
+  private laneOf(data: Buffer, isBinary: boolean): Lane {
+    if (!isBinary || data.length < 2 || data[0] !== 0x93 || data[1]! > 0x7f) return 'ordered';
+    return this.handler!.laneOf(data[1]!);
   }
 
   /** Past maxInputBytesPerSecond, the socket is not read until the byte budget has refilled. */
@@ -163,36 +194,61 @@ export class Connection implements Outlet {
     if (--this.pauses === 0 && this.open) this.ws.resume();
   }
 
-  private async handle(data: Buffer, isBinary: boolean, allowed: boolean): Promise<void> {
-    await this.outputRoom();
+  private async handle(data: Buffer, isBinary: boolean, allowed: boolean, lane: Lane): Promise<void> {
+    if (lane !== 'immediate') await this.outputRoom();
     if (!this.open) return;
+    const message = this.admit(data, isBinary, allowed);
+    if (message === undefined) return;
+    if (lane === 'cancellable') this.start(message);
+    else await this.run(message, new AbortController().signal);
+  }
+
+  /** The decoded message, or undefined after answering why it is refused (not binary, over the rate, unauthenticated, malformed). */
+  private admit(data: Buffer, isBinary: boolean, allowed: boolean): Message | undefined {
     if (!isBinary) {
       this.send(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
-      return;
+      return undefined;
     }
     if (!allowed) {
       this.send(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
-      return;
+      return undefined;
     }
-    const handler = this.handler!;
-    if (!handler.authenticated && data.length > 1 && data[1] !== MessageType.Authenticate) {
+    if (!this.handler!.authenticated && data.length > 1 && data[1] !== MessageType.Authenticate) {
       // Before authentication only Authenticate is read: anything else is refused without decoding it.
       this.send(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
-      return;
+      return undefined;
     }
-    let message: Message;
     try {
-      message = decodeFrame(data, this.options.limits.maxFrameBytes, this.maxElements);
+      return decodeFrame(data, this.options.limits.maxFrameBytes, this.maxElements);
     } catch (err) {
       this.fail(requestIdOf(err) || peekRequestId(data), err);
-      return;
+      return undefined;
     }
+  }
+
+  /** Handles the message and sends its reply (or its error). */
+  private async run(message: Message, signal: AbortSignal): Promise<void> {
     try {
-      const reply = await handler.handle(message);
+      const reply = await this.handler!.handle(message, signal);
       if (reply !== undefined) this.send(reply);
     } catch (err) {
       this.fail(message.id, err);
     }
+  }
+
+  /** Starts a cancellable request beside the ordered lane; its id names it for cancel() until it ends. */
+  private start(message: Message): void {
+    const id = message.id;
+    if (this.running.size >= MAX_RUNNING_REQUESTS || this.running.has(id)) {
+      const why = this.running.has(id) ? `request ${id} is already running` : `at most ${MAX_RUNNING_REQUESTS} cancellable requests at once`;
+      this.fail(id, new CommyError(this.running.has(id) ? ErrorCode.INVALID_MESSAGE : ErrorCode.RATE_LIMITED, why));
+      return;
+    }
+    const controller = new AbortController();
+    this.running.set(id, controller);
+    void this.run(message, controller.signal).finally(() => {
+      if (this.running.get(id) === controller) this.running.delete(id);
+    });
   }
 
   fail(id: number, err: unknown): void {
@@ -204,7 +260,6 @@ export class Connection implements Outlet {
     this.options.onError(err);
     this.send(encodeError(id, ErrorCode.INTERNAL_ERROR, 'internal error'));
   }
-
 }
 
 /** The request id of a frame we could not decode, if its first bytes still say it (fixarray, type, id). */

@@ -1,5 +1,6 @@
 import { chmodSync, chownSync, lstatSync, readFileSync } from 'node:fs';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import type { FilesConfig } from './config.js';
 
 /**
  * Who besides the server's own user may open a tenant's service files (docs/security.md, "Local clients").
@@ -10,12 +11,6 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 export interface FilePolicy {
   gid: number;
   mode: 0o640 | 0o660;
-}
-
-export interface FilesConfig {
-  /** A group name (from /etc/group) or a numeric gid. */
-  group: string | number;
-  mode?: '0640' | '0660';
 }
 
 /** The gid of a group name (from /etc/group) or a numeric gid; undefined for an unknown name. */
@@ -48,14 +43,29 @@ export function filePolicyOf(files: FilesConfig | undefined): FilePolicy | undef
  */
 export function applyFilePolicy(path: string, policy: FilePolicy, isDir: boolean): void {
   const want = isDir ? 0o750 : policy.mode;
-  const st = lstatSync(path);
-  if (st.isSymbolicLink()) throw new CommyError(ErrorCode.INVALID_FILE, 'refusing to change the group of a symbolic link');
-  if (st.gid !== policy.gid) chownSync(path, st.uid, policy.gid);
-  if ((st.mode & 0o777) !== want) chmodSync(path, want);
+  withCode(ErrorCode.INVALID_FILE, `cannot give ${path} to group ${policy.gid}`, () => {
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) throw new CommyError(ErrorCode.INVALID_FILE, 'refusing to change the group of a symbolic link');
+    if (st.gid !== policy.gid) chownSync(path, st.uid, policy.gid);
+    if ((st.mode & 0o777) !== want) chmodSync(path, want);
+  });
 }
 
 /** The data directory and `tenants/` become 0711: a group member may pass through, not list or write. */
 export function openForTraversal(dir: string): void {
-  const st = lstatSync(dir);
-  if ((st.mode & 0o777) !== 0o711) chmodSync(dir, 0o711);
+  // At start, like the data directory's own checks (data-dir.ts): a config error.
+  withCode(ErrorCode.CONFIG_INVALID, `cannot make ${dir} traversable (mode 0711)`, () => {
+    const st = lstatSync(dir);
+    if ((st.mode & 0o777) !== 0o711) chmodSync(dir, 0o711);
+  });
+}
+
+/** Runs `run`; a system error (EPERM: the server's user is not in the group, …) becomes CommyError(`code`). */
+function withCode(code: ErrorCode, what: string, run: () => void): void {
+  try {
+    run();
+  } catch (err) {
+    if (err instanceof CommyError) throw err;
+    throw new CommyError(code, `${what}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
 }

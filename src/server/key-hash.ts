@@ -1,4 +1,5 @@
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { CommyError, ErrorCode } from '../core/errors.js';
 
 /**
  * API key secrets: plain text, or scrypt hashes made by `commy hash-key` (`scrypt$N$r$p$salt$hash`), always
@@ -61,9 +62,12 @@ function parseScrypt(stored: string): ScryptHash | undefined {
   return { N, r, p, salt, hash };
 }
 
+/** Parameters are bounded (parseScrypt, SCRYPT), so a failure here is the host's (memory), not the caller's. */
 function scrypt(secret: string, salt: Buffer, length: number, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    scryptCb(secret, salt, length, options, (err, key) => (err ? reject(err) : resolve(key)));
+    scryptCb(secret, salt, length, options, (err, key) =>
+      err ? reject(new CommyError(ErrorCode.INTERNAL_ERROR, `scrypt failed: ${err.message}`, { cause: err })) : resolve(key),
+    );
   });
 }
 

@@ -19,8 +19,9 @@ export interface Limits {
   /** Token bucket per connection: sustained rate and the burst it may save up. */
   rateLimit: { messagesPerSecond: number; burst: number };
   /**
-   * Bytes per second one connection may send on average (a burst of 4 frames is allowed); past it the server
-   * stops reading that socket until the rate is back under. Nothing is dropped: TCP pushes back.
+   * Bytes per second one connection may send on average (a burst of one second's worth or 4 frames, whichever
+   * is more, is allowed); past it the server stops reading that socket until the rate is back under. Nothing
+   * is dropped: TCP pushes back.
    */
   maxInputBytesPerSecond: number;
   /**

@@ -6,8 +6,10 @@ import { DEFAULT_LIMITS } from './limits.js';
 export { globMatch } from '../core/glob.js';
 
 /**
- * read: read, subscribe, map read-only. write: change values. admin: create services, register and
- * remove variables. No action implies another: a write-only key cannot read unless its globs say so.
+ * read: read, subscribe, map the file (read-only without write). write: change values. admin: create a
+ * service (asked for with `create` on a Subscription or GetServiceFilePath) and register variables (on a
+ * subscription); nothing removes a variable or a service. No action implies another, but subscribing needs
+ * read: admin and a subscription's reports need it too, and a write-only key has WriteVariable alone.
  */
 export type Action = 'read' | 'write' | 'admin';
 

@@ -12,6 +12,9 @@ import type { ThrottlePolicy } from './auth-throttle.js';
 import { isServerConfig, loadConfig, withLimits, type ServerConfig } from './config.js';
 import type { Limits } from './limits.js';
 import { filePolicyOf } from './file-policy.js';
+import { Connection } from './connection.js';
+import { routeHttp, type ServerState } from './http-routes.js';
+import { createServerLogger, type Logger } from './logger.js';
 import { ServiceRegistry } from './service-registry.js';
 import { Session, type SessionContext } from './session.js';
 import { loadTls, type TlsMaterial } from './tls.js';
@@ -27,8 +30,10 @@ export interface ServerOptions {
   /** Any subset, `rateLimit` too; checked like the config file's `limits` (CONFIG_INVALID naming the field). */
   limits?: Partial<Omit<Limits, 'rateLimit'>> & { rateLimit?: Partial<Limits['rateLimit']> };
   tick?: 'immediate' | number;
-  /** Called with unexpected internal errors (default: printed to stderr). */
+  /** Called with unexpected internal errors (default: logged at error level). */
   onError?: (err: unknown) => void;
+  /** The server's log (a pino logger); default: JSON lines on stderr at level info. */
+  logger?: Logger;
   /** Overrides of the failed-authentication back-off (auth-throttle.ts DEFAULT_THROTTLE); for tests and tuning. */
   authThrottle?: Partial<ThrottlePolicy>;
 }
@@ -43,14 +48,14 @@ const HARD_FRAME_FACTOR = 4;
  * The Commy server: one HTTP(S) port for WebSocket clients (and, later, health, metrics and the inspector).
  * Embeddable: `const server = await Server.start(options)`, `server.url`, `await server.close()`.
  */
-export class Server {
+export class Server implements ServerState {
   readonly config: ServerConfig;
   private readonly sessions = new Set<Session>();
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
   /** Tickets of the connections open now, by socketKey. */
   private readonly tickets = new Map<string, Ticket>();
-  private closing: Promise<void> | undefined;
+  private closingPromise: Promise<void> | undefined;
 
   private constructor(
     config: ServerConfig,
@@ -68,7 +73,6 @@ export class Server {
   static async start(options: ServerOptions = {}): Promise<Server> {
     const config = resolveConfig(options);
     const tls = options.tls ?? (config.tls !== undefined ? loadTls(config.tls) : undefined);
-    const handler = (req: IncomingMessage, res: ServerResponse) => httpRoute(req, res);
     // A socket that never finishes its HTTP request (so never reaches the upgrade and its admission) is bounded
     // too: its headers must come within the authentication deadline, and the process holds a fixed number of
     // sockets at most.
@@ -77,16 +81,19 @@ export class Server {
       requestTimeout: config.limits.authTimeoutMs * 2,
       connectionsCheckingInterval: Math.min(1000, config.limits.authTimeoutMs),
     };
-    const http = tls ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key }, handler) : createHttpServer(httpOptions, handler);
+    const http = tls ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key }) : createHttpServer(httpOptions);
     http.maxConnections = config.limits.maxConnections + config.limits.maxUnauthenticatedConnections;
     const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
     const policies = new Map(Object.entries(config.tenants).flatMap(([t, c]) => {
       const policy = filePolicyOf(c.files);
       return policy === undefined ? [] : [[t, policy] as const];
     }));
+    const logger = options.logger ?? createServerLogger();
+    const onError = options.onError ?? ((err: unknown) => logger.error({ err }, 'internal error'));
     const registry = new ServiceRegistry(config.dataDir, config.limits, {
       tick: config.tick,
       maxFrameBytes: config.limits.maxFrameBytes,
+      onError,
       onLocalWrite: (host, pid, variables) =>
         audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid }),
     }, policies);
@@ -95,13 +102,14 @@ export class Server {
       file: auditFile(config),
       ...(config.audit.maxBytes !== undefined ? { maxBytes: config.audit.maxBytes } : {}),
       ...(config.audit.maxFiles !== undefined ? { maxFiles: config.audit.maxFiles } : {}),
+      logger,
     });
     const authenticator = new Authenticator(config.tenants, {
       maxConcurrentAuth: config.limits.maxConcurrentAuth,
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
     const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator);
-    const onError = options.onError ?? ((err: unknown) => console.error('commy server:', err));
+    http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, server));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => server.admit(socket));
     http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, { registry, authenticator, audit, limits: config.limits, onError }));
@@ -113,6 +121,14 @@ export class Server {
       });
     });
     return server;
+  }
+
+  get closing(): boolean {
+    return this.closingPromise !== undefined;
+  }
+
+  get openServices(): number {
+    return this.registry.openCount;
   }
 
   /** `ws://host:port` or `wss://host:port`. */
@@ -150,7 +166,7 @@ export class Server {
   private admit(socket: Socket): void {
     // The address comes from the socket, never from a header a client could write.
     const address = socket.remoteAddress;
-    if (this.closing !== undefined || socket.destroyed || address === undefined) {
+    if (this.closingPromise !== undefined || socket.destroyed || address === undefined) {
       socket.destroy();
       return;
     }
@@ -173,12 +189,14 @@ export class Server {
 
   private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: Omit<SessionContext, 'peer'>): void {
     const ticket = this.tickets.get(socketKey(socket));
-    if (this.closing !== undefined || ticket === undefined) {
+    if (this.closingPromise !== undefined || ticket === undefined) {
       refuseUpgrade(socket, 'closing', 'server closing');
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const session = new Session(ws, { ...ctx, peer: ticket });
+      const conn = new Connection(ws, { limits: ctx.limits, redact: ctx.registry.root, onError: ctx.onError });
+      const session = new Session(conn, { ...ctx, peer: ticket });
+      conn.attach(session);
       ticket.onEvict = () => evict(ws);
       this.sessions.add(session);
       ws.on('close', () => {
@@ -190,7 +208,7 @@ export class Server {
 
   /** Closes every connection (1001), stops listening, closes every service file. Idempotent. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
+    this.closingPromise ??= (async () => {
       for (const s of this.sessions) s.close(CloseCode.GOING_AWAY, 'server closing');
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       this.http.closeAllConnections?.();
@@ -198,7 +216,7 @@ export class Server {
       this.registry.close();
       await this.audit.close();
     })();
-    return this.closing;
+    return this.closingPromise;
   }
 }
 
@@ -249,13 +267,4 @@ function resolveConfig(options: ServerOptions): ServerConfig {
     throw new CommyError(ErrorCode.CONFIG_INVALID, `port must be 0..65535, got ${config.port}`);
   }
   return config;
-}
-
-/** Plain HTTP on the WebSocket port: health now; metrics and the inspector come later. */
-function httpRoute(req: IncomingMessage, res: ServerResponse): void {
-  if (req.method === 'GET' && (req.url === '/healthz' || req.url === '/readyz')) {
-    res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    return;
-  }
-  res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
 }

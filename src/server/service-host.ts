@@ -1,91 +1,35 @@
-import type { FileChangeEvent } from '../core/file-change-event.js';
-import { ChangeWatcher } from '../local/change-watcher.js';
-import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
+import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
-import type { SyncBatchBody, Update } from '../protocol/messages.js';
 import { splitByCost } from '../protocol/frame-split.js';
+import type { SyncBatchBody, Update } from '../protocol/messages.js';
+import type { ChangeFeed, ChangeFeedFactory, FeedChange } from './change-feed.js';
+import { localChangeFeed } from './local-change-feed.js';
 import { defOf, snapshotFrames } from './snapshot.js';
+import { RETRY_MAX_MS, RETRY_MIN_MS, Subscriber, type Outlet } from './subscriber.js';
+import type { SubscriptionSpec } from './subscription-spec.js';
 
-/** Where a subscriber's frames go: one WebSocket connection. */
-export interface Outlet {
-  send(frame: Uint8Array): void;
-  /**
-   * True while the connection's unsent output is over its budget: its updates then wait and conflate.
-   * Asking also starts the connection's slow-consumer clock.
-   */
-  overBudget(): boolean;
-  readonly open: boolean;
-}
+export { Subscriber, type Outlet } from './subscriber.js';
 
 export interface BroadcastOptions {
   /** 'immediate': send at the end of the event-loop turn; a number: at most one batch per that many ms. */
   tick: 'immediate' | number;
   /** Keep each SyncBatch under this size. */
   maxFrameBytes: number;
+  /** Where changes come from (default: the local futex watcher). */
+  feed?: ChangeFeedFactory;
   /** Changes written by another process straight into the mapping (a local client): for the audit log. */
   onLocalWrite?: (host: ServiceHost, pid: number, variables: string[]) => void;
   /** The file became unusable (another process truncated it): the owner drops the host. */
   onBroken?: (host: ServiceHost) => void;
+  /** Unexpected failures while broadcasting (logged by the server). */
+  onError?: (err: unknown) => void;
 }
 
-export interface SubscribeOptions {
-  /** Which variables the subscriber wants (compiled once); undefined: all. */
-  wants?: (name: string) => boolean;
-  readOnly: boolean;
-  /** Names instead of values (a local client with a read-only mapping, see SubscriptionBody.notify). */
-  notify: boolean;
-}
-
-/** First wait before looking again at a congested socket or a variable held mid-write; doubles up to the max. */
-const RETRY_MIN_MS = 2;
-const RETRY_MAX_MS = 100;
-
-/**
- * One remote client's view of one service. Backpressure by conflation: the client owes nothing but the
- * latest value of each variable in `dirty`, so a slow client costs at most one entry per variable and
- * always ends up with the last value. A `notify` subscriber (a local client with a read-only mapping) is
- * owed only the names: it reads the values from its own mapping.
- */
-export class Subscriber {
-  readonly dirty = new Set<number>();
-  /**
-   * Versions of this client's own acknowledged writes, by variable: the ack told it everything, so an update
-   * still at that version is not echoed back (half the frames for a writer).
-   */
-  readonly own = new Map<number, number>();
-  /** Directory entries the client has been told about (defs are sent once, in order). */
-  knownDefs = 0;
-  scheduled = false;
-  closed = false;
-  /** While its snapshot is still being sent, updates wait (they would overtake the snapshot's chunks). */
-  loading = true;
-  /** Current wait before retrying a held-back flush. */
-  retryMs = RETRY_MIN_MS;
-  readonly notify: boolean;
-  readonly readOnly: boolean;
-  private readonly filter: ((name: string) => boolean) | undefined;
-
-  constructor(
-    readonly sid: number,
-    readonly host: ServiceHost,
-    readonly outlet: Outlet,
-    options: SubscribeOptions,
-  ) {
-    this.filter = options.wants;
-    this.notify = options.notify;
-    this.readOnly = options.readOnly;
-  }
-
-  wants(name: string): boolean {
-    return this.filter === undefined || this.filter(name);
-  }
-}
-
-/** A service the server has open: its mapped file, the watcher that sees every change, its subscribers. */
+/** A service the server has open: its mapped file, the feed that reports every change, its subscribers. */
 export class ServiceHost {
   readonly serviceId: string;
-  private readonly watcher: ChangeWatcher;
+  private readonly feed: ChangeFeed;
   private readonly subscribers = new Set<Subscriber>();
   /** Why the service stopped (its file was damaged by another process); undefined while it works. */
   broken: CommyError | undefined;
@@ -97,8 +41,8 @@ export class ServiceHost {
     private readonly options: BroadcastOptions,
   ) {
     this.serviceId = `${tenant}/${service}`;
-    this.watcher = new ChangeWatcher(file, this.serviceId, (err) => this.watchFailed(err));
-    this.watcher.add((event) => this.onChange(event));
+    this.feed = (options.feed ?? localChangeFeed)(file, this.serviceId);
+    this.feed.start({ change: (c) => this.onChange(c), error: (err) => this.feedFailed(err) });
   }
 
   get subscriberCount(): number {
@@ -109,8 +53,8 @@ export class ServiceHost {
    * Adds a subscriber, still `loading`: send `snapshot(sub, requestId)`'s frames, then call `loaded(sub)`.
    * Registered before the snapshot is read, so a change racing with it is sent again, never lost.
    */
-  subscribe(sid: number, outlet: Outlet, options: SubscribeOptions): Subscriber {
-    const subscriber = new Subscriber(sid, this, outlet, options);
+  subscribe(sid: number, outlet: Outlet, spec: SubscriptionSpec, readOnly: boolean): Subscriber {
+    const subscriber = new Subscriber(sid, this, outlet, spec, readOnly);
     this.subscribers.add(subscriber);
     subscriber.knownDefs = this.file.list().length;
     return subscriber;
@@ -124,7 +68,7 @@ export class ServiceHost {
       sid: sub.sid,
       serviceId: this.serviceId,
       readOnly: sub.readOnly,
-      namesOnly: sub.notify,
+      spec: sub.spec,
       budget: this.options.maxFrameBytes / 2,
       owe: (index) => sub.dirty.add(index),
     });
@@ -141,20 +85,45 @@ export class ServiceHost {
     this.subscribers.delete(subscriber);
   }
 
-  private onChange(event: FileChangeEvent): void {
-    if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(event, this.options.onLocalWrite);
+  /**
+   * Every write to the service by this server goes here. Takes every entry's writer lock without waiting
+   * (BUSY, holding none, if a live process holds any), then writes each value in order: all or nothing. A
+   * variable named twice takes its last value, and both get that write's version. `origin`'s own writes are
+   * not echoed back to it (its acknowledgement carries the versions).
+   */
+  apply(entries: readonly DirEntry[], values: readonly Uint8Array[], origin?: Subscriber): bigint[] | typeof BUSY {
+    const file = this.file;
+    const locked: DirEntry[] = [];
+    for (const e of new Set(entries)) {
+      if (!file.tryLock(e)) {
+        for (const held of locked) file.unlock(held);
+        return BUSY;
+      }
+      locked.push(e);
+    }
+    const last = new Map<DirEntry, number>();
+    entries.forEach((e, i) => last.set(e, i));
+    const written = new Map<DirEntry, bigint>();
+    for (const [e, i] of last) written.set(e, file.writeLocked(e, values[i]!));
+    if (origin !== undefined) for (const [e, version] of written) origin.own.set(e.index, Number(version));
+    return entries.map((e) => written.get(e)!);
+  }
+
+  private onChange(change: FeedChange): void {
+    if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(change, this.options.onLocalWrite);
     if (this.subscribers.size === 0) return;
-    const indexes = event.changedVariables.map((name) => this.file.entry(name).index);
+    const changed = change.changedVariables.map((name) => this.file.entry(name));
+    const defCount = this.file.list().length;
     for (const sub of this.subscribers) {
-      for (let i = 0; i < indexes.length; i++) if (sub.wants(event.changedVariables[i]!)) sub.dirty.add(indexes[i]!);
-      if (sub.dirty.size > 0 || this.file.list().length > sub.knownDefs) this.schedule(sub);
+      for (const e of changed) if (sub.wants(e.index, e.meta.name)) sub.dirty.add(e.index);
+      if (sub.dirty.size > 0 || defCount > sub.knownDefs) this.schedule(sub);
     }
   }
 
   /** Groups the changes other processes wrote by writer pid (each entry records its last writer). */
-  private reportLocalWrites(event: FileChangeEvent, report: NonNullable<BroadcastOptions['onLocalWrite']>): void {
+  private reportLocalWrites(change: FeedChange, report: NonNullable<BroadcastOptions['onLocalWrite']>): void {
     const byPid = new Map<number, string[]>();
-    for (const name of event.changedVariables) {
+    for (const name of change.changedVariables) {
       const pid = this.file.lastWriter(this.file.entry(name));
       if (pid === process.pid) continue; // written through this server: audited where it was accepted
       const names = byPid.get(pid);
@@ -174,7 +143,7 @@ export class ServiceHost {
       } catch (err) {
         // A service file corrupted by a local writer must not take the server down with it.
         if (isCommyError(err, ErrorCode.INVALID_FILE) && this.file.damaged) this.fail(err);
-        else process.emitWarning(err instanceof Error ? err : new Error(String(err)));
+        else this.report(err);
       }
     };
     const tick = delayMs ?? this.options.tick;
@@ -189,7 +158,7 @@ export class ServiceHost {
     this.schedule(sub, wait);
   }
 
-  /** Sends the subscriber's dirty set as SyncBatches (new definitions first), unless its socket is backed up. */
+  /** Sends the subscriber's dirty set (new wanted definitions first), unless its socket is backed up. */
   private flush(sub: Subscriber): void {
     if (sub.closed || sub.loading || !sub.outlet.open || this.file.closed) return;
     if (sub.outlet.overBudget()) {
@@ -197,22 +166,20 @@ export class ServiceHost {
       return;
     }
     const entries = this.file.list();
-    if (sub.notify) {
-      this.flushNames(sub, entries);
-      return;
-    }
-    // New definitions ride with the first batch, before any update to them.
-    const defs = entries.slice(sub.knownDefs).map((e) => defOf(e, this.file.entryVersion(e)));
+    const added = entries.slice(sub.knownDefs).filter((e) => sub.wants(e.index, e.meta.name));
     sub.knownDefs = entries.length;
+    if (sub.spec.mode === 'names') this.flushNames(sub, entries);
+    else this.flushValues(sub, entries, added);
+  }
+
+  /** Updates as SyncBatches; new definitions ride with the first batch, before any update to them. */
+  private flushValues(sub: Subscriber, entries: readonly DirEntry[], added: readonly DirEntry[]): void {
+    const defs = added.map((e) => defOf(e, this.file.entryVersion(e)));
     const updates: Update[] = [];
     let held = false;
     for (const index of sub.dirty) {
       const e = entries[index];
-      if (e === undefined) {
-        sub.dirty.delete(index);
-        continue;
-      }
-      const update = this.updateOf(sub, e);
+      const update = e === undefined ? undefined : this.updateOf(sub, e);
       if (update === BUSY) held = true; // a writer is mid-write: stays dirty, sent once it is done
       else {
         sub.dirty.delete(index);
@@ -242,11 +209,10 @@ export class ServiceHost {
   }
 
   /**
-   * A notify subscriber's dirty set as VariablesUpdated names (one message per flush unless the names
-   * exceed the frame budget). New variables need no definitions: they are in the directory it maps.
+   * A 'names' subscriber's dirty set as VariablesUpdated pushes (one per flush unless the names exceed the
+   * frame budget). New variables need no definitions: they are in the directory it maps.
    */
   private flushNames(sub: Subscriber, entries: readonly DirEntry[]): void {
-    sub.knownDefs = entries.length;
     const names = [...sub.dirty].flatMap((index) => entries[index]?.meta.name ?? []);
     sub.dirty.clear();
     if (names.length === 0) return;
@@ -257,8 +223,13 @@ export class ServiceHost {
   }
 
   /** A file that another process made unusable (corrupt directory, truncated) ends the service for everyone. */
-  private watchFailed(err: unknown): void {
+  private feedFailed(err: unknown): void {
     if (isCommyError(err, ErrorCode.INVALID_FILE)) this.fail(err);
+    else this.report(err);
+  }
+
+  private report(err: unknown): void {
+    if (this.options.onError !== undefined) this.options.onError(err);
     else process.emitWarning(err instanceof Error ? err : new Error(String(err)));
   }
 
@@ -280,7 +251,7 @@ export class ServiceHost {
   close(): void {
     for (const sub of this.subscribers) sub.closed = true;
     this.subscribers.clear();
-    this.watcher.close();
+    this.feed.close();
     this.file.close();
   }
 }

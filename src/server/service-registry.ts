@@ -185,9 +185,14 @@ export class ServiceRegistry {
         // A group-writable tenant (files.mode 0660) trusts its group with its files by configuration.
         requireOwner: policy?.mode !== 0o660,
       });
-      if (policy !== undefined) applyFilePolicy(path, policy, false);
     } catch (err) {
       if (err instanceof CommyError && err.code === ErrorCode.FILE_NOT_FOUND) throw notFound(tenant, service);
+      throw err;
+    }
+    try {
+      if (policy !== undefined) applyFilePolicy(path, policy, false);
+    } catch (err) {
+      file.close(); // no mapping or descriptor left behind by a file we cannot give its group
       throw err;
     }
     try {

@@ -2,6 +2,7 @@ import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js'
 import { encodeFrame } from '../protocol/frame-codec.js';
 import { splitByCost } from '../protocol/frame-split.js';
 import type { SnapshotBody, SnapshotChunkBody, VariableDef } from '../protocol/messages.js';
+import type { SubscriptionSpec } from './subscription-spec.js';
 
 /** Bytes of MessagePack per definition beyond its name: a 6-array of small integers, generously counted. */
 const DEF_OVERHEAD = 40;
@@ -17,8 +18,8 @@ export interface SnapshotRequest {
   sid: number;
   serviceId: string;
   readOnly: boolean;
-  /** Definitions only (a notify subscription reads values from its own mapping). */
-  namesOnly: boolean;
+  /** Which variables (filter), whose values (since), and whether values at all (mode 'names': definitions only). */
+  spec: SubscriptionSpec;
   /** Each frame's definitions plus data stay under this many bytes (a single variable may exceed it). */
   budget: number;
   /** Variables whose writer was mid-write: sent as zeros here, owed to the subscriber as a later update. */
@@ -32,11 +33,13 @@ export interface SnapshotRequest {
  * twice. Values are read without waiting: one a local writer holds mid-write is owed instead (see `owe`).
  */
 export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, void, undefined> {
-  const { file } = req;
-  const entries = file.list();
+  const { file, spec } = req;
+  const entries = file.list().filter((e) => spec.filter.wants(e.index, e.meta.name));
   const version = Number(file.version);
   const defs = entries.map((e) => defOf(e, file.entryVersion(e)));
-  const dataEnd = req.namesOnly ? 0 : file.checkedDataEnd();
+  const namesOnly = spec.mode === 'names';
+  const valued = namesOnly ? [] : changedSince(file, entries, spec.since);
+  const dataEnd = namesOnly ? 0 : endOf(file, valued, spec.filter.everything && spec.since === undefined);
   const defsCost = defs.reduce((n, d) => n + d[1].length + DEF_OVERHEAD, 0);
   const head = (variables: VariableDef[], data: Uint8Array, more: boolean): Uint8Array => {
     const body: SnapshotBody = { sid: req.sid, serviceId: req.serviceId, version, variables, data, readOnly: req.readOnly };
@@ -44,11 +47,11 @@ export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, voi
     return encodeFrame('Snapshot', req.requestId, body);
   };
   if (defsCost + dataEnd <= req.budget) {
-    yield head(defs, req.namesOnly ? new Uint8Array(0) : readRun(req, entries, 0, dataEnd), false);
+    yield head(defs, readRun(req, valued, 0, dataEnd), false);
     return;
   }
   const defGroups = splitByCost(defs, (d) => d[1].length + DEF_OVERHEAD, req.budget);
-  const runs = req.namesOnly ? [] : dataRuns(entries, req.budget);
+  const runs = dataRuns(valued, req.budget);
   yield head(defGroups[0] ?? [], new Uint8Array(0), true);
   const chunks = defGroups.length - 1 + runs.length;
   let sent = 0;
@@ -57,6 +60,18 @@ export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, voi
   for (const group of defGroups.slice(1)) yield chunk({ defs: group });
   for (const run of runs) yield chunk({ offset: run.start, data: readRun(req, run.entries, run.start, run.end) });
   if (chunks === 0) yield encodeFrame('SnapshotChunk', 0, { sid: req.sid, more: false });
+}
+
+/** The entries whose values the snapshot carries: all, or those changed after `since`. */
+function changedSince(file: ServiceFile, entries: DirEntry[], since: number | undefined): DirEntry[] {
+  return since === undefined ? entries : entries.filter((e) => file.entryVersion(e) > BigInt(since));
+}
+
+/** Where the snapshot's data ends: the whole checked data region, or just past the last value it carries. */
+function endOf(file: ServiceFile, valued: readonly DirEntry[], whole: boolean): number {
+  const checked = file.checkedDataEnd();
+  if (whole) return checked;
+  return Math.min(checked, valued.reduce((end, e) => Math.max(end, e.meta.end), 0));
 }
 
 interface DataRun {

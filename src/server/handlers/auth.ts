@@ -1,0 +1,31 @@
+import { hostId } from '../../core/host-id.js';
+import { CommyError, ErrorCode } from '../../core/errors.js';
+import { encodeFrame } from '../../protocol/frame-codec.js';
+import { PROTOCOL_VERSION, type MessageOf } from '../../protocol/messages.js';
+import { Permissions } from '../permissions.js';
+import type { Reply, Session } from '../session.js';
+
+/** Authenticate: the key's grants for one tenant (a connection may authenticate to several, one at a time). */
+export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Promise<Reply> {
+  const { tenant, method, credential, protocol } = m.body;
+  if (protocol !== PROTOCOL_VERSION) {
+    throw new CommyError(ErrorCode.INVALID_MESSAGE, `protocol ${protocol} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+  }
+  let perms: Permissions;
+  try {
+    const grants = await s.ctx.authenticator.authenticate(tenant, method, credential, s.ctx.peer.source);
+    // Globs past the pattern limits (a token carrying thousands) are refused like a bad credential.
+    perms = new Permissions(grants, s.ctx.limits);
+  } catch (err) {
+    s.authFailed();
+    throw err;
+  }
+  s.grant(tenant, perms);
+  return encodeFrame('Authenticated', m.id, {
+    clientId: s.clientId,
+    hostId: hostId(),
+    protocol: PROTOCOL_VERSION,
+    keyId: perms.grants.keyId,
+    maxChangesPerReport: s.ctx.limits.maxChangesPerReport,
+  });
+}

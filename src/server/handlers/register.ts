@@ -1,0 +1,20 @@
+import { VariableMetadata } from '../../core/variable-metadata.js';
+import type { VariableTypeId } from '../../core/variable-type.js';
+import { encodeFrame } from '../../protocol/frame-codec.js';
+import type { MessageOf } from '../../protocol/messages.js';
+import type { Reply, Session } from '../session.js';
+import { defOf } from '../snapshot.js';
+
+/** RegisterVariable (admin): checked against the tenant's quotas, then published in the file's directory. */
+export async function registerVariable(s: Session, m: MessageOf<'RegisterVariable'>): Promise<Reply> {
+  const sub = s.subscription(m.body.sid, 'admin');
+  const { name, offset, size, typeId } = m.body;
+  s.assertName(name, 'variable name');
+  const file = sub.host.file;
+  const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
+  s.ctx.registry.checkRegistration(sub.host, meta);
+  const entry = await s.whenFree(() => file.tryRegister(meta), `the directory of ${sub.host.serviceId}`);
+  const { tenant, service } = sub.host;
+  s.ctx.audit.record({ event: 'VariableRegistered', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });
+  return encodeFrame('VariableRegistered', m.id, { sid: sub.sid, def: defOf(entry, file.entryVersion(entry)) });
+}

@@ -1,0 +1,53 @@
+import { CommyError, ErrorCode } from '../../core/errors.js';
+import { assertFits } from '../../core/variable-rules.js';
+import type { DirEntry, ServiceFile } from '../../local/service-file.js';
+import { encodeFrame } from '../../protocol/frame-codec.js';
+import type { MessageOf, ReportChange } from '../../protocol/messages.js';
+import type { Reply, Session } from '../session.js';
+
+/** Writes: the old API's WriteVariable and a subscription's reports, both through ServiceHost.apply(). */
+
+export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): Promise<Reply> {
+  const { tenant, service, name, value } = m.body;
+  const perms = s.check(tenant, service, 'write');
+  s.assertName(name, 'variable name');
+  const version = await s.withService(tenant, service, async (host) => {
+    const entry = host.file.entry(name);
+    assertFits(entry.meta, value.length);
+    const [written] = await s.whenFree(() => host.apply([entry], [value]), `${host.serviceId}/${name}`);
+    return Number(written);
+  });
+  s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
+  return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: `${tenant}/${service}`, changedVariables: [name], count: 1, version, versions: [version] });
+}
+
+/**
+ * All changes are checked, and all their locks taken, before any is applied: a bad one rejects the whole
+ * report, nothing half-done. The ack carries a version per change and no names, so it stays a few bytes per
+ * change whatever the names; a report holds at most maxChangesPerReport changes.
+ */
+export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChanges'>): Promise<Reply> {
+  const max = s.ctx.limits.maxChangesPerReport;
+  if (m.body.changes.length > max) {
+    throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a report holds at most ${max} changes, this one ${m.body.changes.length}`);
+  }
+  const sub = s.subscription(m.body.sid, 'write');
+  const file = sub.host.file;
+  const entries = m.body.changes.map((change) => entryOf(file, change));
+  const values = m.body.changes.map(([, bytes]) => bytes);
+  const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, sub)), `variables of ${sub.host.serviceId}`);
+  if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
+  const versions = written.map(Number);
+  const { tenant, service } = sub.host;
+  s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: entries.map((e) => e.meta.name) });
+  const version = versions.length > 0 ? versions[versions.length - 1]! : Number(file.version);
+  return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: sub.host.serviceId, count: versions.length, version, versions });
+}
+
+/** The reported variable, by directory index (looking again at the directory once for one just registered). */
+function entryOf(file: ServiceFile, [index, bytes]: ReportChange): DirEntry {
+  const entry = file.entryAt(index) ?? (file.refresh(), file.entryAt(index));
+  if (entry === undefined) throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable at index ${index}`);
+  assertFits(entry.meta, bytes.length);
+  return entry;
+}

@@ -1,0 +1,34 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AdmissionCounts } from './admission.js';
+import type { AuthStats } from './auth.js';
+
+/** What an HTTP route may read of the running server (metrics and the inspector hang here later). */
+export interface ServerState {
+  /** True from the moment close() begins: the server is no longer ready for new clients. */
+  readonly closing: boolean;
+  readonly connectionCount: number;
+  readonly admissionCounts: AdmissionCounts;
+  readonly authStats: AuthStats;
+  readonly openServices: number;
+}
+
+export type HttpRoute = (req: IncomingMessage, res: ServerResponse, state: ServerState) => void;
+
+const text = (res: ServerResponse, status: number, body: string): void => {
+  res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+};
+
+/** Plain HTTP on the WebSocket port, by path (GET only). */
+export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpRoute>([
+  // Alive: the process answers.
+  ['/healthz', (_req, res) => text(res, 200, 'ok\n')],
+  // Ready: it takes new clients (not while closing).
+  ['/readyz', (_req, res, state) => (state.closing ? text(res, 503, 'closing\n') : text(res, 200, 'ok\n'))],
+]);
+
+export function routeHttp(req: IncomingMessage, res: ServerResponse, state: ServerState): void {
+  const path = (req.url ?? '/').split('?', 1)[0]!;
+  const route = req.method === 'GET' ? HTTP_ROUTES.get(path) : undefined;
+  if (route === undefined) text(res, 404, 'not found\n');
+  else route(req, res, state);
+}

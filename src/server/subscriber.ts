@@ -1,0 +1,54 @@
+import type { ServiceHost } from './service-host.js';
+import type { SubscriptionSpec } from './subscription-spec.js';
+
+/** Where a subscriber's frames go: one WebSocket connection. */
+export interface Outlet {
+  send(frame: Uint8Array): void;
+  /**
+   * True while the connection's unsent output is over its budget: its updates then wait and conflate.
+   * Asking also starts the connection's slow-consumer clock.
+   */
+  overBudget(): boolean;
+  readonly open: boolean;
+}
+
+/** First wait before looking again at a congested socket or a variable held mid-write; doubles up to the max. */
+export const RETRY_MIN_MS = 2;
+export const RETRY_MAX_MS = 100;
+
+/**
+ * One remote client's view of one service. Backpressure by conflation: the client owes nothing but the
+ * latest value of each variable in `dirty`, so a slow client costs at most one entry per variable and
+ * always ends up with the last value. A 'names' subscriber (a local client with a read-only mapping) is
+ * owed only the names: it reads the values from its own mapping.
+ */
+export class Subscriber {
+  readonly dirty = new Set<number>();
+  /**
+   * Versions of this client's own acknowledged writes, by variable: the ack told it everything, so an update
+   * still at that version is not echoed back (half the frames for a writer).
+   */
+  readonly own = new Map<number, number>();
+  /** Directory entries looked at for definitions to send (each wanted one is sent once, in order). */
+  knownDefs = 0;
+  scheduled = false;
+  closed = false;
+  /** While its snapshot is still being sent, updates wait (they would overtake the snapshot's chunks). */
+  loading = true;
+  /** Current wait before retrying a held-back flush. */
+  retryMs = RETRY_MIN_MS;
+
+  constructor(
+    readonly sid: number,
+    readonly host: ServiceHost,
+    readonly outlet: Outlet,
+    readonly spec: SubscriptionSpec,
+    /** The key may not write this service (the snapshot says so; reports are refused). */
+    readonly readOnly: boolean,
+  ) {}
+
+  /** Whether the subscription covers the variable at directory `index`. */
+  wants(index: number, name: string): boolean {
+    return this.spec.filter.wants(index, name);
+  }
+}

@@ -1,0 +1,205 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ErrorCode } from '../src/core/errors.js';
+import { VariableType } from '../src/core/variable-type.js';
+import { decodeFrame, encodeFrame } from '../src/protocol/frame-codec.js';
+import type { Message, MessageBodies, MessageTypeName } from '../src/protocol/messages.js';
+import { createAuditLog } from '../src/server/audit.js';
+import { Authenticator } from '../src/server/auth.js';
+import { loadConfig } from '../src/server/config.js';
+import { DEFAULT_LIMITS } from '../src/server/limits.js';
+import { ServiceRegistry } from '../src/server/service-registry.js';
+import { Session, type SessionLink } from '../src/server/session.js';
+import { TEST_TENANTS } from './helpers/server.js';
+import { tempDir } from './helpers/temp.js';
+
+/**
+ * The server's handlers without a socket, as ws tests its receiver: a Session over a link that records the
+ * frames it is given, with a real registry (real files), real authentication and real permissions.
+ */
+class RecordingLink implements SessionLink {
+  readonly frames: Message[] = [];
+  open = true;
+  closedWith: number | undefined;
+  send(frame: Uint8Array): void {
+    this.frames.push(decodeFrame(frame, 64 * 1024 * 1024));
+  }
+  overBudget(): boolean {
+    return false;
+  }
+  outputRoom(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(code: number): void {
+    this.open = false;
+    this.closedWith = code;
+  }
+  /** Frames pushed (request id 0) of `type`, taken out of the record. */
+  take<K extends MessageTypeName>(type: K): Extract<Message, { type: K }>[] {
+    const out = this.frames.filter((m): m is Extract<Message, { type: K }> => m.type === type && m.id === 0);
+    for (const m of out) this.frames.splice(this.frames.indexOf(m), 1);
+    return out;
+  }
+}
+
+type Harnessed = { after(fn: () => void | Promise<void>): void };
+
+function world(t: Harnessed) {
+  const config = loadConfig({ tenants: TEST_TENANTS, audit: { enabled: false } });
+  const registry = new ServiceRegistry(tempDir(t), DEFAULT_LIMITS, { tick: 'immediate', maxFrameBytes: DEFAULT_LIMITS.maxFrameBytes });
+  const ctx = {
+    registry,
+    authenticator: new Authenticator(config.tenants),
+    audit: createAuditLog({ enabled: false }),
+    limits: DEFAULT_LIMITS,
+    onError: (err: unknown) => assert.fail(String(err)),
+  };
+  const sessions: Session[] = [];
+  t.after(() => {
+    for (const s of sessions) s.closed();
+    registry.close();
+  });
+  let nextId = 1;
+  return {
+    registry,
+    session(): { session: Session; link: RecordingLink; ask<K extends MessageTypeName>(type: K, body: MessageBodies[K]): Promise<Message> } {
+      const link = new RecordingLink();
+      const session = new Session(link, { ...ctx, peer: { source: '127.0.0.1', authenticated() {} } });
+      sessions.push(session);
+      /** Handles one request as the connection would: the reply, or the error it would be answered with. */
+      const ask = async <K extends MessageTypeName>(type: K, body: MessageBodies[K]): Promise<Message> => {
+        const id = nextId++;
+        const message = decodeFrame(encodeFrame(type, id, body));
+        try {
+          const reply = await session.handle(message, new AbortController().signal);
+          if (reply !== undefined) return decodeFrame(reply);
+          const sent = link.frames.find((m) => m.id === id);
+          assert.ok(sent !== undefined, `no reply to ${type}`);
+          link.frames.splice(link.frames.indexOf(sent), 1);
+          return sent;
+        } catch (err) {
+          return { type: 'Error', id, body: { errorCode: (err as { code: ErrorCode }).code, message: String(err) } };
+        }
+      };
+      return { session, link, ask };
+    },
+  };
+}
+
+const errorOf = (m: Message): string | undefined => (m.type === 'Error' ? m.body.errorCode : undefined);
+const u64 = (n: bigint): Uint8Array => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, n, true);
+  return b;
+};
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test('handlers: nothing but Authenticate before authentication; a bad key is AUTH_FAILED', async (t) => {
+  const { ask, session } = world(t).session();
+  assert.equal(errorOf(await ask('ReadVariable', { tenant: 'acme', service: 's', name: 'x' })), ErrorCode.AUTH_FAILED);
+  assert.equal(errorOf(await ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'wrong', protocol: 1 })), ErrorCode.AUTH_FAILED);
+  assert.equal(session.authenticated, false);
+  const ok = await ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
+  assert.equal(ok.type, 'Authenticated');
+  assert.equal(session.authenticated, true);
+  assert.equal(errorOf(await ask('Mutate', {})), ErrorCode.UNKNOWN_MESSAGE);
+  assert.equal(errorOf(await ask('SyncBatch', { sid: 1, version: 1, updates: [] })), ErrorCode.INVALID_MESSAGE);
+});
+
+test('handlers: subscribe, register, report; the ack carries versions and the value is in the file', async (t) => {
+  const w = world(t);
+  const { ask } = w.session();
+  await ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
+  const snap = await ask('Subscription', { tenant: 'acme', service: 'svc', create: true });
+  assert.equal(snap.type, 'Snapshot');
+  const sid = snap.type === 'Snapshot' ? snap.body.sid : 0;
+  const reg = await ask('RegisterVariable', { sid, name: 'x', offset: -1, size: 8, typeId: VariableType.U64 });
+  assert.equal(reg.type, 'VariableRegistered');
+  const ack = await ask('ReportVariableChanges', { sid, changes: [[0, u64(41n)]] });
+  assert.ok(ack.type === 'VariableChangesAcknowledged' && ack.body.count === 1 && ack.body.versions?.length === 1);
+  const file = w.registry.get('acme', 'svc', false).file;
+  assert.equal(file.readValue(file.entry('x')), 41n);
+  assert.equal(errorOf(await ask('ReportVariableChanges', { sid, changes: [[0, new Uint8Array(9)]] })), ErrorCode.VALUE_TOO_LARGE);
+  assert.equal(errorOf(await ask('ReportVariableChanges', { sid, changes: [[5, u64(1n)]] })), ErrorCode.VARIABLE_NOT_FOUND);
+  const read = await ask('ReadVariable', { tenant: 'acme', service: 'svc', name: 'x' });
+  assert.ok(read.type === 'VariableValue' && read.body.version === ack.body.version);
+});
+
+test('handlers: a read-only key is refused writes and registrations, and told so in its snapshot', async (t) => {
+  const w = world(t);
+  const admin = w.session();
+  await admin.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
+  await admin.ask('Subscription', { tenant: 'acme', service: 'ro', create: true });
+  const viewer = w.session();
+  await viewer.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'view', protocol: 1 });
+  const snap = await viewer.ask('Subscription', { tenant: 'acme', service: 'ro' });
+  assert.ok(snap.type === 'Snapshot' && snap.body.readOnly);
+  const sid = snap.type === 'Snapshot' ? snap.body.sid : 0;
+  assert.equal(errorOf(await viewer.ask('RegisterVariable', { sid, name: 'y', offset: -1, size: 8, typeId: VariableType.U64 })), ErrorCode.PERMISSION_DENIED);
+  assert.equal(errorOf(await viewer.ask('WriteVariable', { tenant: 'acme', service: 'ro', name: 'y', value: u64(1n) })), ErrorCode.PERMISSION_DENIED);
+  assert.equal(errorOf(await viewer.ask('Subscription', { tenant: 'acme', service: 'new', create: true })), ErrorCode.PERMISSION_DENIED);
+});
+
+test('handlers: a subscription filter applies to the snapshot, to new definitions and to updates alike', async (t) => {
+  const w = world(t);
+  const admin = w.session();
+  await admin.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
+  const asnap = await admin.ask('Subscription', { tenant: 'acme', service: 'f', create: true });
+  const asid = asnap.type === 'Snapshot' ? asnap.body.sid : 0;
+  for (const name of ['temp', 'humidity']) {
+    await admin.ask('RegisterVariable', { sid: asid, name, offset: -1, size: 8, typeId: VariableType.U64 });
+  }
+  const reader = w.session();
+  await reader.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'view', protocol: 1 });
+  const snap = await reader.ask('Subscription', { tenant: 'acme', service: 'f', variables: ['temp*'] });
+  assert.ok(snap.type === 'Snapshot');
+  assert.deepEqual(snap.body.variables.map((d) => d[1]), ['temp']);
+  // New definitions: only the wanted one is announced; updates: only wanted variables.
+  await admin.ask('RegisterVariable', { sid: asid, name: 'temp2', offset: -1, size: 8, typeId: VariableType.U64 });
+  await admin.ask('RegisterVariable', { sid: asid, name: 'hum2', offset: -1, size: 8, typeId: VariableType.U64 });
+  await admin.ask('ReportVariableChanges', { sid: asid, changes: [[1, u64(5n)], [0, u64(21n)], [3, u64(9n)]] });
+  await until('the reader gets temp', () => reader.link.frames.some((m) => m.type === 'SyncBatch' && m.body.updates.some((u) => u[0] === 0)));
+  const batches = reader.link.take('SyncBatch');
+  const defs = batches.flatMap((b) => b.body.defs ?? []).map((d) => d[1]);
+  const updated = batches.flatMap((b) => b.body.updates.map((u) => u[0]));
+  assert.deepEqual(defs, ['temp2']);
+  // temp2 comes with its first value (zeros) after its definition; humidity and hum2 never come.
+  assert.deepEqual([...new Set(updated)].sort(), [0, 2]);
+});
+
+test('handlers: a notify subscription gets names, not values', async (t) => {
+  const w = world(t);
+  const admin = w.session();
+  await admin.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
+  const asnap = await admin.ask('Subscription', { tenant: 'acme', service: 'n', create: true });
+  const asid = asnap.type === 'Snapshot' ? asnap.body.sid : 0;
+  await admin.ask('RegisterVariable', { sid: asid, name: 'x', offset: -1, size: 8, typeId: VariableType.U64 });
+  const watcher = w.session();
+  await watcher.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'view', protocol: 1 });
+  const snap = await watcher.ask('Subscription', { tenant: 'acme', service: 'n', notify: true });
+  assert.ok(snap.type === 'Snapshot' && snap.body.data.length === 0 && snap.body.variables.length === 1);
+  await admin.ask('ReportVariableChanges', { sid: asid, changes: [[0, u64(3n)]] });
+  await until('the watcher is told', () => watcher.link.frames.some((m) => m.type === 'VariablesUpdated'));
+  const [pushed] = watcher.link.take('VariablesUpdated');
+  assert.deepEqual(pushed!.body.variables, ['x']);
+  assert.deepEqual(watcher.link.take('SyncBatch'), []);
+});
+
+test('handlers: closing the session ends its subscriptions and lets the service go', async (t) => {
+  const w = world(t);
+  const { ask, session } = w.session();
+  await ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
+  await ask('Subscription', { tenant: 'acme', service: 'c', create: true });
+  const host = w.registry.get('acme', 'c', false);
+  assert.equal(host.subscriberCount, 1);
+  session.closed();
+  assert.equal(host.subscriberCount, 0);
+  assert.equal(session.subscriptions.size, 0);
+});
