@@ -1,11 +1,10 @@
-export { CommyError, ErrorCode, isCommyError } from './core/errors.js';
-export { VariableMetadata } from './core/variable-metadata.js';
-export { VariableType, type VariableTypeId, type VariableTypeName, type VariableValue } from './core/variable-type.js';
-export type { FileChangeEvent } from './core/file-change-event.js';
-export type { VariableHandle } from './core/file-accessor.js';
-export type { ByteRange } from './core/byte-diff.js';
-export { VirtualVariableFile, type OpenOptions } from './virtual-variable-file.js';
-export { Client } from './client/client.js';
-export { AuthCredentials, type AuthMethod } from './client/auth-credentials.js';
-export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions } from './client/client-options.js';
-export type { WaitOptions } from './client/change-inbox.js';
+/**
+ * `commy` on Node: the client with local mode (the server's file mapped when on its machine) and embedded
+ * files, over `ws` and the native addon. Browsers get browser.ts through the package's `browser` condition.
+ */
+import { nodePlatform } from './client/node-platform.js';
+import { registerPlatform } from './client/platform.js';
+
+registerPlatform(nodePlatform);
+
+export * from './api.js';

@@ -1,36 +1,65 @@
+import { currentPlatform } from './client/platform.js';
+import { variablesTouched, type ByteRange } from './core/byte-diff.js';
 import { CommyError, ErrorCode } from './core/errors.js';
-import { pairsFromFlat, variablesTouched, type ByteRange } from './core/byte-diff.js';
 import { EventQueue } from './core/event-queue.js';
 import { mergeChangeEvents, type FileChangeEvent } from './core/file-change-event.js';
-import type { FileAccessor, VariableHandle } from './core/file-accessor.js';
+import type { FileAccessor, ValueOfType, VariableHandle } from './core/file-accessor.js';
 import type { VariableMetadata } from './core/variable-metadata.js';
-import type { VariableValue } from './core/variable-type.js';
-import { LocalFileAccessor } from './local/local-accessor.js';
-import type { ServiceFileOptions } from './local/service-file.js';
-import { native } from './native/addon.js';
+import { typeName, type VariableTypeId, type VariableValue } from './core/variable-type.js';
 
-export type OpenOptions = ServiceFileOptions;
+/** How VirtualVariableFile.open opens (or creates) an embedded service file. */
+export interface OpenOptions {
+  /** Create the file if it does not exist (mode 0600). */
+  create?: boolean;
+  /** Directory capacity, fixed at creation. */
+  maxVariables?: number;
+  /** Maximum file size, fixed at creation: the size of the one mapping every process makes. */
+  maxFileSize?: number;
+  /** Largest variable this process may register. */
+  maxVariableSize?: number;
+  /** Map it read-only: reads work, every change throws PERMISSION_DENIED. Never creates the file. */
+  readOnly?: boolean;
+  /** Recorded in the header at creation: the tenant and service a server would serve this file as. */
+  tenant?: string;
+  service?: string;
+  /** The file's name in error messages (default: its absolute path), e.g. to keep paths out of logs. */
+  label?: string;
+}
 
 /**
  * One service's variables, the same API whether the bytes are a memory-mapped file shared with other
  * processes (mode 'local') or a buffer kept in sync with a server (mode 'remote').
  */
 export class VirtualVariableFile {
+  private readonly accessor: FileAccessor;
   private readonly queues = new Set<EventQueue<FileChangeEvent>>();
 
-  constructor(private readonly accessor: FileAccessor) {}
-
-  /** Embedded mode: map a local service file, no server (like LMDB). */
-  static async open(path: string, options: OpenOptions = {}): Promise<VirtualVariableFile> {
-    return new VirtualVariableFile(LocalFileAccessor.open(path, options));
+  /**
+   * Not for applications: a VirtualVariableFile comes from Client.getVirtualServiceFile() or
+   * VirtualVariableFile.open(). (Tools that build one themselves use `commy/internal`.)
+   */
+  constructor(source: object) {
+    if (!isFileAccessor(source)) {
+      throw new CommyError(ErrorCode.TYPE_MISMATCH, 'a VirtualVariableFile comes from client.getVirtualServiceFile() or VirtualVariableFile.open()');
+    }
+    this.accessor = source;
   }
 
-  /** Exact [start, end) runs where `current` and `shadow` differ (native SIMD diff). */
+  /** Embedded mode: map a local service file, no server (like LMDB). Node only. */
+  static async open(path: string, options: OpenOptions = {}): Promise<VirtualVariableFile> {
+    const openFile = currentPlatform().openFile;
+    if (openFile === undefined) {
+      throw new CommyError(ErrorCode.FILE_NOT_FOUND, `local service files cannot be opened on this platform (${currentPlatform().name}): use a Client`);
+    }
+    return new VirtualVariableFile(openFile(path, options));
+  }
+
+  /** Exact [start, end) runs where `current` and `shadow` differ (Node: the native SIMD diff). */
   static compareRanges(current: Uint8Array, shadow: Uint8Array): ByteRange[] {
     if (!(current instanceof Uint8Array) || !(shadow instanceof Uint8Array)) {
       throw new CommyError(ErrorCode.TYPE_MISMATCH, 'compareRanges takes two Uint8Arrays');
     }
-    return pairsFromFlat(native.diff(current, shadow));
+    return currentPlatform().diff(current, shadow);
   }
 
   get mode(): 'local' | 'remote' {
@@ -81,9 +110,19 @@ export class VirtualVariableFile {
     this.accessor.handle(name).set(value);
   }
 
-  /** The hot path: resolve the name once, then get()/set() with no lookup. */
-  handle<T extends VariableValue = VariableValue>(name: string): VariableHandle<T> {
-    return this.accessor.handle(name) as unknown as VariableHandle<T>;
+  /**
+   * The hot path: resolve the name once, then get()/set() with no lookup. With the variable's type,
+   * `handle('x', VariableType.F64)`, the value type is inferred (number here) and checked: a variable of
+   * another type is TYPE_MISMATCH. Without it, `handle<number>('x')` is the caller's word.
+   */
+  handle<Id extends VariableTypeId>(name: string, type: Id): VariableHandle<ValueOfType<Id>>;
+  handle<T extends VariableValue = VariableValue>(name: string): VariableHandle<T>;
+  handle(name: string, type?: VariableTypeId): VariableHandle {
+    const handle = this.accessor.handle(name);
+    if (type !== undefined && handle.metadata.typeId !== type) {
+      throw new CommyError(ErrorCode.TYPE_MISMATCH, `${name} is ${typeName(handle.metadata.typeId)}, not ${typeName(type)}`);
+    }
+    return handle;
   }
 
   /** True while a writer that died mid-write has left this variable's value possibly torn. */
@@ -122,10 +161,13 @@ export class VirtualVariableFile {
   changes(): AsyncIterableIterator<FileChangeEvent> {
     const accessor = this.accessor;
     let stop: () => void = () => {};
-    const queue = new EventQueue<FileChangeEvent>(mergeChangeEvents, () => {
-      stop();
-      accessor.unhold();
-      this.queues.delete(queue);
+    const queue = new EventQueue<FileChangeEvent>({
+      merge: mergeChangeEvents,
+      onEnd: () => {
+        stop();
+        accessor.unhold();
+        this.queues.delete(queue);
+      },
     });
     stop = accessor.watch((event) => queue.push(event));
     accessor.hold();
@@ -138,4 +180,13 @@ export class VirtualVariableFile {
     for (const queue of [...this.queues]) queue.end();
     await this.accessor.close();
   }
+}
+
+const ACCESSOR_METHODS = ['handle', 'register', 'variables', 'watch', 'close'] as const;
+
+/** The constructor's check that it was given what the package makes (its type is not public). */
+function isFileAccessor(source: object | null): source is FileAccessor {
+  if (typeof source !== 'object' || source === null) return false;
+  const candidate = source as Record<string, unknown>;
+  return ACCESSOR_METHODS.every((m) => typeof candidate[m] === 'function');
 }

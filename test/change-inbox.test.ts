@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChangeInbox } from '../src/client/change-inbox.js';
+import { EventQueue } from '../src/core/event-queue.js';
+import { mergeChangeEvents } from '../src/core/file-change-event.js';
 import { CommyError, type FileChangeEvent } from '../src/index.js';
 
 const ev = (serviceId: string, name: string, version: bigint, at = 0): FileChangeEvent => ({
@@ -24,17 +26,22 @@ test('poll never waits; take waits, times out with null, and a timed-out wait sw
   assert.equal((await inbox.take({ timeoutMs: 0 }))?.version, 3n);
 });
 
-test('abort rejects with the reason; close rejects waits and later calls', async () => {
+test('abort rejects with CommyError ABORTED, the reason as its cause; end rejects waits and later calls', async () => {
   const inbox = new ChangeInbox();
   const c = new AbortController();
   const waiting = inbox.take({ signal: c.signal });
-  c.abort(new Error('enough'));
-  await assert.rejects(waiting, /enough/);
+  const why = new Error('enough');
+  c.abort(why);
+  await assert.rejects(waiting, (err: unknown) => err instanceof CommyError && err.code === 'ABORTED' && err.cause === why && /enough/.test(err.message));
   inbox.push(ev('s', 'a', 1n));
   assert.equal(inbox.poll()?.version, 1n, 'the aborted wait took nothing');
+  await assert.rejects(inbox.take({ signal: c.signal }), { code: 'ABORTED' }, 'an already aborted signal');
+  assert.equal(inbox.poll(), null, 'and it took nothing either');
   await assert.rejects(inbox.take({ timeoutMs: -1 }), { code: 'TYPE_MISMATCH' });
+  await assert.rejects(inbox.take(null as never), { code: 'TYPE_MISMATCH' });
+  await assert.rejects(inbox.take({ signal: {} as never }), { code: 'TYPE_MISMATCH' });
   const pending = inbox.take();
-  inbox.close(new CommyError('NOT_CONNECTED', 'closed'));
+  inbox.end(new CommyError('NOT_CONNECTED', 'closed'));
   await assert.rejects(pending, { code: 'NOT_CONNECTED' });
   assert.throws(() => inbox.poll(), { code: 'NOT_CONNECTED' });
 });
@@ -50,4 +57,52 @@ test('bounded: past the limit, events fold into the last one of the same service
   const t = inbox.poll()!;
   assert.deepEqual([t.serviceId, t.changedVariables, t.version], ['t', ['b', 'd'], 4n]);
   assert.equal(inbox.poll(), null);
+});
+
+test('one queue behind both APIs: the iterator and take() share items and waiters, in order', async () => {
+  const q = new EventQueue<FileChangeEvent>({ merge: mergeChangeEvents });
+  const viaIterator = q.next();
+  const viaTake = q.take();
+  q.push(ev('s', 'a', 1n));
+  q.push(ev('s', 'b', 2n));
+  assert.equal((await viaIterator).value?.version, 1n, 'the first waiter gets the first item');
+  assert.equal((await viaTake)?.version, 2n);
+  q.push(ev('s', 'c', 3n));
+  for await (const e of q) {
+    assert.equal(e.version, 3n);
+    break; // ends the queue, as breaking out of vf.changes() does
+  }
+  assert.equal(q.closed, true);
+  assert.deepEqual(await q.next(), { value: undefined, done: true });
+  await assert.rejects(q.take(), { code: 'CLOSED' });
+});
+
+test('the iterator ends when the queue ends; a pending next() finishes, it does not reject', async () => {
+  let ended = 0;
+  const q = new EventQueue<FileChangeEvent>({ merge: mergeChangeEvents, onEnd: () => ended++ });
+  const pending = q.next();
+  q.end();
+  q.end();
+  assert.deepEqual(await pending, { value: undefined, done: true });
+  assert.equal(ended, 1, 'onEnd runs once');
+  q.push(ev('s', 'a', 1n));
+  assert.throws(() => q.poll(), { code: 'CLOSED' }, 'nothing is queued after the end');
+});
+
+test('bounded, one group (vf.changes()): past the limit, events fold into the newest one', () => {
+  const q = new EventQueue<FileChangeEvent>({ merge: mergeChangeEvents, limit: 2 });
+  q.push(ev('s', 'a', 1n, 0));
+  q.push(ev('s', 'b', 2n, 8));
+  q.push(ev('s', 'c', 3n, 16));
+  assert.equal(q.poll()?.version, 1n);
+  const folded = q.poll()!;
+  assert.deepEqual([folded.changedVariables, folded.byteRanges, folded.version], [['b', 'c'], [[8, 24]], 3n]);
+  assert.equal(q.poll(), null);
+});
+
+test('a timed-out take() leaves no waiter behind to swallow the next item', async () => {
+  const q = new ChangeInbox();
+  assert.equal(await q.take({ timeoutMs: 1 }), null);
+  q.push(ev('s', 'a', 1n));
+  assert.equal(q.poll()?.version, 1n);
 });

@@ -6,6 +6,7 @@ import { AuthCredentials, Client, CommyError, VariableMetadata, VariableType, ty
 import { selfSignedTls } from '../src/server/index.js';
 import { startChild } from './helpers/child.js';
 import { OPS_KEY, VIEWER_KEY, startClientServer } from './helpers/client-server.js';
+import { TEST_TENANTS } from './helpers/server.js';
 
 async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -109,6 +110,32 @@ test("mode 'local' is local or fails; a read-only key maps read-only in 'auto' a
   await assert.rejects(viewerAuto.getVirtualServiceFile('acme', 'brand-new'), { code: 'PERMISSION_DENIED' });
 });
 
+test("'auto' tells onFallback why a service went remote (here a key with hybrid: false); 'local' fails with that reason", async (t) => {
+  const far = { id: 'far', secret: 'away', read: ['*'], write: ['*'], admin: ['*'], hybrid: false };
+  const s = await startClientServer(t, { config: { tenants: { ...TEST_TENANTS, acme: { keys: [...TEST_TENANTS.acme.keys, far] } }, audit: { enabled: false } } });
+  const fallbacks: [CommyError, { tenant: string; service: string }][] = [];
+  const auto = await s.connect({ mode: 'auto', onFallback: (reason, service) => fallbacks.push([reason, service]) }, 'far:away');
+  const vf = await auto.getVirtualServiceFile('acme', 'far-off');
+  assert.equal(vf.mode, 'remote');
+  assert.equal(fallbacks.length, 1);
+  const [reason, service] = fallbacks[0]!;
+  assert.ok(reason instanceof CommyError);
+  assert.equal(reason.code, 'HYBRID_ACCESS_DENIED');
+  assert.deepEqual(service, { tenant: 'acme', service: 'far-off' });
+
+  const strict = await s.connect({ mode: 'local' }, 'far:away');
+  await assert.rejects(strict.getVirtualServiceFile('acme', 'far-off'), (e: unknown) => e instanceof CommyError && e.code === 'HYBRID_ACCESS_DENIED');
+  const mapped = await s.connect({ mode: 'auto', onFallback: () => assert.fail('a key that may map does not fall back') });
+  assert.equal((await mapped.getVirtualServiceFile('acme', 'far-off')).mode, 'local');
+
+  // A callback that throws is reported through onError; the file still opens, remotely.
+  const errors: CommyError[] = [];
+  const careless = await s.connect({ mode: 'auto', onError: (e) => errors.push(e), onFallback: () => { throw new Error('oops'); } }, 'far:away');
+  assert.equal((await careless.getVirtualServiceFile('acme', 'far-off')).mode, 'remote');
+  assert.ok(errors.some((e) => e.code === 'INTERNAL_ERROR' && /oops/.test(e.message)), 'the throw went to onError');
+  assert.throws(() => new Client(s.url, { onFallback: 'log' as never }), { code: 'TYPE_MISMATCH' });
+});
+
 test('another process: a remote child and a local parent, then a local child and a remote parent', { timeout: 120_000 }, async (t) => {
   const s = await startClientServer(t);
   for (const [parentMode, childMode] of [['auto', 'remote'], ['remote', 'auto']] as const) {
@@ -177,8 +204,9 @@ test('waitForFileChange / tryGetFileChange aggregate every service of the client
 
   const controller = new AbortController();
   const waiting = watcherRemote.waitForFileChange({ signal: controller.signal });
-  controller.abort(new Error('stop'));
-  await assert.rejects(waiting, /stop/);
+  const stop = new Error('stop');
+  controller.abort(stop);
+  await assert.rejects(waiting, (err: unknown) => err instanceof CommyError && err.code === 'ABORTED' && err.cause === stop);
   assert.equal(await watcherRemote.waitForFileChange({ timeoutMs: 10 }), null);
 });
 

@@ -145,6 +145,42 @@ test('handles: hot path, versions, update', async (t) => {
   assert.equal(h.get(), 3);
 });
 
+test('handle(name, type): the value type is inferred from the variable type and checked', async (t) => {
+  const vf = await fresh(t);
+  await vf.registerVariable(new VariableMetadata('temp', -1, 8, VariableType.F64));
+  await vf.registerVariable(new VariableMetadata('count', -1, 8, VariableType.U64));
+  await vf.registerVariable(new VariableMetadata('label', -1, 8, VariableType.String));
+  const temp = vf.handle('temp', VariableType.F64);
+  temp.set(temp.get() + 1.5); // number, inferred: no cast
+  const count = vf.handle('count', VariableType.U64);
+  assert.equal(count.update((n) => n + 2n), 2n); // bigint, inferred
+  const label: string = vf.handle('label', VariableType.String).get();
+  assert.deepEqual([vf.get('temp'), vf.get('count'), label], [1.5, 2n, '']);
+  assert.throws(() => vf.handle('count', VariableType.F64), (e: unknown) => e instanceof CommyError && e.code === 'TYPE_MISMATCH' && /count is U64, not F64/.test(e.message));
+  assert.throws(() => vf.handle('missing', VariableType.F64), { code: 'VARIABLE_NOT_FOUND' });
+  // Checked by the compiler, never run: the inferred types refuse the wrong values.
+  const typesOnly = (): void => {
+    // @ts-expect-error a U64 handle takes bigint
+    count.set(1.5);
+    // @ts-expect-error an F64 handle gives number
+    const wrong: bigint = temp.get();
+    void wrong;
+  };
+  void typesOnly;
+});
+
+test('applications do not construct a VirtualVariableFile; open() passes only the public options on', async (t) => {
+  assert.throws(() => new VirtualVariableFile({}), { code: 'TYPE_MISMATCH' });
+  assert.throws(() => new VirtualVariableFile(null as never), { code: 'TYPE_MISMATCH' });
+  const path = join(tempDir(t), 'plain.mem');
+  await (await VirtualVariableFile.open(path, { create: true })).close();
+  // `expect` is the server's check of a file's header; from open() it is not an option, so it is not applied.
+  const vf = await VirtualVariableFile.open(path, { expect: { tenant: 'other', service: 'svc' } } as never);
+  t.after(() => vf.close());
+  assert.equal(vf.mode, 'local');
+  await assert.rejects(VirtualVariableFile.open(path, 'nope' as never), { code: 'TYPE_MISMATCH' });
+});
+
 test('compareRanges and findChangedVariablesFromDiff', async (t) => {
   const vf = await fresh(t);
   await vf.registerVariable(new VariableMetadata('a', 0, 8, VariableType.U64));

@@ -7,9 +7,10 @@ export type ClientMode = 'auto' | 'local' | 'remote';
 /** 'reconnecting' comes with reconnection, in a later version. */
 export type ClientState = 'connecting' | 'open' | 'closed';
 
+/** Node only: a browser's own trust store decides. */
 export interface ClientTlsOptions {
-  /** Trusted CA certificate(s), PEM: for a server with a self-signed or private-CA certificate. */
-  ca?: string | Buffer;
+  /** Trusted CA certificate(s), PEM (a string, or its bytes): for a server with a self-signed or private-CA certificate. */
+  ca?: string | Uint8Array;
   /** Default true. false accepts any certificate: for tests only. */
   rejectUnauthorized?: boolean;
 }
@@ -24,9 +25,17 @@ export interface ClientOptions {
   maxFrameBytes?: number;
   /**
    * Failures nobody awaits: a background flush the server refused (the local value is already restored),
-   * an Error the server sent outside any request, the connection's loss. Default: process.emitWarning.
+   * an Error the server sent outside any request, the connection's loss. Default: the runtime's warning
+   * (Node: process.emitWarning; browsers: console.warn).
    */
   onError?: (err: CommyError) => void;
+  /**
+   * Mode 'auto' could not map a service's file and uses it remotely instead: `reason` says why (the server on
+   * another machine, a key with `"hybrid": false` (HYBRID_ACCESS_DENIED), a file that would not open, …).
+   * Called before getVirtualServiceFile() resolves with the remote file. Default: nothing (falling back is
+   * what 'auto' is for).
+   */
+  onFallback?: (reason: CommyError, service: { tenant: string; service: string }) => void;
 }
 
 export interface ResolvedClientOptions {
@@ -37,13 +46,15 @@ export interface ResolvedClientOptions {
   /** Snapshots carry a whole service (up to 64 MiB by default), so incoming frames may be larger than outgoing ones. */
   maxIncomingBytes: number;
   onError: (err: CommyError) => void;
+  onFallback: ((reason: CommyError, service: { tenant: string; service: string }) => void) | undefined;
 }
 
 const MODES: readonly ClientMode[] = ['auto', 'local', 'remote'];
 const MIN_INCOMING_BYTES = 128 * 1024 * 1024;
 const MAX_TIMEOUT_MS = 0x7fffffff;
 
-export function resolveClientOptions(options: ClientOptions = {}): ResolvedClientOptions {
+/** Checks the options and fills in defaults; `warn` is the platform's default for onError. */
+export function resolveClientOptions(options: ClientOptions = {}, warn: (err: CommyError) => void): ResolvedClientOptions {
   if (typeof options !== 'object' || options === null) throw invalid('options must be an object');
   const mode = options.mode ?? 'auto';
   if (!MODES.includes(mode)) throw invalid(`options.mode must be 'auto', 'local' or 'remote', not ${JSON.stringify(mode)}`);
@@ -54,13 +65,15 @@ export function resolveClientOptions(options: ClientOptions = {}): ResolvedClien
   const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1024) throw invalid('options.maxFrameBytes must be an integer of at least 1024');
   if (options.onError !== undefined && typeof options.onError !== 'function') throw invalid('options.onError must be a function');
+  if (options.onFallback !== undefined && typeof options.onFallback !== 'function') throw invalid('options.onFallback must be a function');
   return {
     mode,
     tls: options.tls,
     requestTimeoutMs,
     maxFrameBytes,
     maxIncomingBytes: Math.max(maxFrameBytes, MIN_INCOMING_BYTES),
-    onError: options.onError ?? ((err) => process.emitWarning(err)),
+    onError: options.onError ?? warn,
+    onFallback: options.onFallback,
   };
 }
 

@@ -8,8 +8,7 @@ import { credentialOf, type AuthCredentials } from './auth-credentials.js';
 import { ChangeInbox, type WaitOptions } from './change-inbox.js';
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions } from './client-options.js';
 import { Connection } from './connection.js';
-import { nodePlatform } from './node-platform.js';
-import type { ClientPlatform } from './platform.js';
+import { currentPlatform, type ClientPlatform } from './platform.js';
 import { RemoteFileAccessor, type RemoteContext } from './remote-accessor.js';
 
 /** A service file this client opened, and its feed into the client's change queue while monitoring. */
@@ -43,10 +42,13 @@ export class Client {
   private monitoring = false;
   private readonly forward = (event: FileChangeEvent): void => this.inbox.push(event);
 
-  /** `platform` is for other runtimes (the browser build); Node needs nothing. */
-  constructor(url: string, options: ClientOptions = {}, private readonly platform: ClientPlatform = nodePlatform) {
+  /** The runtime (Node, a browser) comes from the package entry that was imported (platform.ts). */
+  private readonly platform: ClientPlatform;
+
+  constructor(url: string, options: ClientOptions = {}) {
     this.url = checkUrl(url);
-    this.options = resolveClientOptions(options);
+    this.platform = currentPlatform();
+    this.options = resolveClientOptions(options, this.platform.warn);
   }
 
   /** new Client, connect, authenticate, initFileWatcher, startFileMonitoring; on failure nothing is left open. */
@@ -159,30 +161,43 @@ export class Client {
 
   private async openAccessor(conn: Connection, tenant: string, service: string): Promise<FileAccessor> {
     const mode = this.options.mode;
-    if (mode !== 'remote') {
-      const attach = this.platform.attachLocal;
-      if (attach === undefined) {
-        if (mode === 'local') throw new CommyError(ErrorCode.FILE_NOT_FOUND, 'local mode is not available on this platform');
-      } else {
-        try {
-          return await attach({
-            conn,
-            tenant,
-            service,
-            serverHostId: this.serverHostId,
-            route: (sid, onUpdated) => (onUpdated !== undefined ? this.notices.set(sid, onUpdated) : this.notices.delete(sid)),
-            onError: this.options.onError,
-          });
-        } catch (err) {
-          if (mode === 'local') throw err;
-          // 'auto': any reason not to map (another machine, another container, a file that will not open) means remote.
-        }
+    const attach = this.platform.attachLocal;
+    if (mode === 'local' && attach === undefined) {
+      throw new CommyError(ErrorCode.FILE_NOT_FOUND, `local mode is not available on this platform (${this.platform.name})`);
+    }
+    if (mode !== 'remote' && attach !== undefined) {
+      try {
+        return await attach({
+          conn,
+          tenant,
+          service,
+          serverHostId: this.serverHostId,
+          route: (sid, onUpdated) => (onUpdated !== undefined ? this.notices.set(sid, onUpdated) : this.notices.delete(sid)),
+          onError: this.options.onError,
+        });
+      } catch (err) {
+        const reason = asCommyError(err, `${tenant}/${service}: the service file could not be mapped`);
+        if (mode === 'local') throw reason;
+        // 'auto': any reason not to map (another machine, another container, a file that will not open) means remote.
+        this.fellBack(reason, tenant, service);
       }
     }
     return RemoteFileAccessor.subscribe(this.remote!, tenant, service);
   }
 
-  /** The next change to any of this client's service files; null after `timeoutMs` without one. */
+  /** Tells the application why 'auto' went remote; a throwing callback is reported, not thrown. */
+  private fellBack(reason: CommyError, tenant: string, service: string): void {
+    try {
+      this.options.onFallback?.(reason, { tenant, service });
+    } catch (err) {
+      this.options.onError(asCommyError(err, 'the onFallback callback threw'));
+    }
+  }
+
+  /**
+   * The next change to any of this client's service files; null after `timeoutMs` without one. Aborting
+   * `signal` rejects with ABORTED; a wait that ends either way consumes nothing.
+   */
   waitForFileChange(options: WaitOptions = {}): Promise<FileChangeEvent | null> {
     if (this.closing === undefined && this.stateValue !== 'closed' && !this.monitoring) {
       return Promise.reject(new CommyError(ErrorCode.NOT_CONNECTED, 'file monitoring is not running: call startFileMonitoring() first'));
@@ -221,7 +236,7 @@ export class Client {
     const files = [...this.files];
     this.files.clear();
     await Promise.allSettled(files.map((f) => f.vf.close()));
-    this.inbox.close(this.closedError());
+    this.inbox.end(this.closedError());
     this.stateValue = 'closed';
     await this.conn?.close();
   }
@@ -254,7 +269,7 @@ export class Client {
     for (const accessor of [...this.routes.values()]) accessor.detach(reason);
     this.routes.clear();
     this.notices.clear();
-    this.inbox.close(reason);
+    this.inbox.end(reason);
     if (this.closing === undefined) this.options.onError(reason);
   }
 
@@ -296,6 +311,10 @@ function checkUrl(url: string): string {
     throw new CommyError(ErrorCode.TYPE_MISMATCH, `a Commy server URL is ws:// or wss://, not ${parsed.protocol}`);
   }
   return url;
+}
+
+function asCommyError(err: unknown, what: string): CommyError {
+  return err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `${what}: ${String(err)}`, { cause: err });
 }
 
 function checkNames(tenant: string, service: string, name: string): void {

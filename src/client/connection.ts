@@ -60,7 +60,7 @@ export class Connection {
       );
     } catch (err) {
       conn.stateValue = 'closed';
-      throw err;
+      throw err instanceof CommyError ? err : new CommyError(ErrorCode.NOT_CONNECTED, `cannot connect to ${url}: ${String(err)}`, { cause: err });
     }
     conn.stateValue = 'open';
     return conn;

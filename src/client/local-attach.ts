@@ -2,18 +2,12 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import { hostId } from '../core/host-id.js';
 import { LocalFileAccessor, fileServiceId } from '../local/local-accessor.js';
 import { ServiceFile } from '../local/service-file.js';
-import type { Connection } from './connection.js';
-import { NotifiedChanges, NotifiedLocalAccessor, type NotifyContext } from './notified-accessor.js';
+import { NotifiedChanges, NotifiedLocalAccessor } from './notified-accessor.js';
+import type { LocalAttachRequest } from './platform.js';
+
+export type { LocalAttachRequest } from './platform.js';
 
 const noop = (): void => {};
-
-export interface LocalAttachRequest extends NotifyContext {
-  conn: Connection;
-  tenant: string;
-  service: string;
-  /** From Authenticated: the machine the server runs on. */
-  serverHostId: string | undefined;
-}
 
 /**
  * Maps the server's own service file when the server is on this machine: the fast path, with no network

@@ -1,6 +1,6 @@
 /**
  * One binary message channel to the server. The client core only sees this interface: Node plugs in `ws`
- * (ws-transport.ts); a browser build can plug in the global WebSocket.
+ * (ws-transport.ts), other runtimes the global WebSocket (web-socket-transport.ts).
  */
 export interface Transport {
   readonly isOpen: boolean;
@@ -19,8 +19,8 @@ export interface TransportEvents {
 export interface TransportOptions {
   /** Incoming frames past this are refused by the transport (the connection closes). */
   maxIncomingBytes: number;
-  /** wss:// only. */
-  tls?: { ca?: string | Buffer; rejectUnauthorized?: boolean };
+  /** wss:// only, and only where the runtime lets a script choose (Node). */
+  tls?: { ca?: string | Uint8Array; rejectUnauthorized?: boolean };
   /** Give up opening after this long. */
   timeoutMs: number;
 }

@@ -37,7 +37,7 @@ export const openWsTransport: TransportFactory = (url: string, events: Transport
         perMessageDeflate: false,
         maxPayload: options.maxIncomingBytes,
         handshakeTimeout: options.timeoutMs,
-        ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+        ...(options.tls?.ca !== undefined ? { ca: asPem(options.tls.ca) } : {}),
         ...(options.tls?.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.tls.rejectUnauthorized } : {}),
       });
     } catch (cause) {
@@ -61,3 +61,8 @@ export const openWsTransport: TransportFactory = (url: string, events: Transport
       else reject(new CommyError(ErrorCode.NOT_CONNECTED, `cannot connect to ${url}: closed (${code})`));
     });
   });
+
+/** `ws` types its CA as string or Buffer; the option takes any bytes (a browser-safe type). */
+function asPem(ca: string | Uint8Array): string | Buffer {
+  return typeof ca === 'string' || Buffer.isBuffer(ca) ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength);
+}

@@ -1,6 +1,6 @@
 import type { FileChangeEvent } from './file-change-event.js';
 import type { VariableMetadata } from './variable-metadata.js';
-import type { VariableValue } from './variable-type.js';
+import type { VariableType, VariableTypeId, VariableValue } from './variable-type.js';
 
 /** The hot path: one variable, resolved once; no name lookup per call. */
 export interface VariableHandle<T extends VariableValue = VariableValue> {
@@ -13,6 +13,21 @@ export interface VariableHandle<T extends VariableValue = VariableValue> {
   /** The service version of this variable's last change. */
   version(): bigint;
 }
+
+type V = typeof VariableType;
+
+/** What typed accessors give for a variable type id: 64-bit integers are bigint, other numbers number. */
+export type ValueOfType<Id extends VariableTypeId> = Id extends V['U64'] | V['I64']
+  ? bigint
+  : Id extends V['F64'] | V['U32'] | V['I32'] | V['F32'] | V['U16'] | V['I16'] | V['U8'] | V['I8']
+    ? number
+    : Id extends V['Bool']
+      ? boolean
+      : Id extends V['String']
+        ? string
+        : Id extends V['Bytes']
+          ? Uint8Array
+          : VariableValue;
 
 /**
  * What a VirtualVariableFile stands on: a memory-mapped service file (local) or a synced buffer (remote).

@@ -9,8 +9,7 @@ import { createAuditLog, type AuditLog } from './audit.js';
 import { Admission, type AdmissionCounts, type Refusal, type Ticket } from './admission.js';
 import { Authenticator, type AuthStats } from './auth.js';
 import type { ThrottlePolicy } from './auth-throttle.js';
-import { isServerConfig, loadConfig, withLimits, type ServerConfig } from './config.js';
-import type { Limits } from './limits.js';
+import { isServerConfig, loadConfig, withLimits, type LimitsInput, type ServerConfig } from './config.js';
 import { filePolicyOf } from './file-policy.js';
 import { Connection } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
@@ -28,7 +27,7 @@ export interface ServerOptions {
   /** PEM material; overrides config.tls (e.g. from selfSignedTls()). */
   tls?: TlsMaterial;
   /** Any subset, `rateLimit` too; checked like the config file's `limits` (CONFIG_INVALID naming the field). */
-  limits?: Partial<Omit<Limits, 'rateLimit'>> & { rateLimit?: Partial<Limits['rateLimit']> };
+  limits?: LimitsInput;
   tick?: 'immediate' | number;
   /** Called with unexpected internal errors (default: logged at error level). */
   onError?: (err: unknown) => void;

@@ -1,17 +1,9 @@
-import type { VariableHandle } from '../core/file-accessor.js';
-import type { ValueCodec } from '../core/value-codec.js';
-import type { VariableMetadata } from '../core/variable-metadata.js';
-import type { VariableValue } from '../core/variable-type.js';
-import type { RemoteStore } from './remote-store.js';
-
-/** A variable as a remote client knows it: the directory index is its identity on the wire. */
-export interface RemoteEntry {
-  readonly index: number;
-  readonly meta: VariableMetadata;
-  readonly codec: ValueCodec;
-  /** Service version of the last change this client knows of. */
-  version: number;
-}
+import type { VariableHandle } from '../../core/file-accessor.js';
+import type { ValueCodec } from '../../core/value-codec.js';
+import type { VariableMetadata } from '../../core/variable-metadata.js';
+import type { VariableValue } from '../../core/variable-type.js';
+import type { RemoteEntry } from './directory.js';
+import type { RemoteStore } from './store.js';
 
 /** What a handle needs from its accessor (an interface, so the two files do not import each other). */
 export interface HandleOwner {

@@ -1,0 +1,15 @@
+/**
+ * The public API, the same on every runtime: what both entries (index.ts for Node, browser.ts for the rest)
+ * export. Runtime-neutral: nothing reached from here imports Node (test/client-core.test.ts checks).
+ */
+export { CommyError, ErrorCode, isCommyError } from './core/errors.js';
+export { VariableMetadata } from './core/variable-metadata.js';
+export { VariableType, type VariableTypeId, type VariableTypeName, type VariableValue } from './core/variable-type.js';
+export type { FileChangeEvent } from './core/file-change-event.js';
+export type { ValueOfType, VariableHandle } from './core/file-accessor.js';
+export type { ByteRange } from './core/byte-diff.js';
+export type { WaitOptions } from './core/event-queue.js';
+export { VirtualVariableFile, type OpenOptions } from './virtual-variable-file.js';
+export { Client } from './client/client.js';
+export { AuthCredentials, type AuthMethod } from './client/auth-credentials.js';
+export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions } from './client/client-options.js';

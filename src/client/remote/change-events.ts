@@ -1,0 +1,39 @@
+import { CommyError, ErrorCode } from '../../core/errors.js';
+import { deliverChange, type FileChangeEvent } from '../../core/file-change-event.js';
+import type { RemoteEntry } from './directory.js';
+
+type Listener = (event: FileChangeEvent) => void;
+
+/** The change listeners of one remote service: one event per batch or acknowledgement, ranges sorted. */
+export class ChangeEvents {
+  private readonly listeners = new Set<Listener>();
+
+  constructor(
+    private readonly serviceId: string,
+    private readonly onError: (err: CommyError) => void,
+  ) {}
+
+  watch(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  emit(entries: readonly RemoteEntry[], version: number): void {
+    if (this.listeners.size === 0 || entries.length === 0) return;
+    const sorted = entries.length > 1 ? [...new Set(entries)].sort((a, b) => a.meta.offset - b.meta.offset) : entries;
+    const event: FileChangeEvent = {
+      filePath: '',
+      serviceId: this.serviceId,
+      changedVariables: sorted.map((e) => e.meta.name),
+      byteRanges: sorted.map((e): [number, number] => [e.meta.offset, e.meta.end]),
+      version: BigInt(version),
+    };
+    deliverChange(this.listeners, event, (err) =>
+      this.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `a change listener threw: ${String(err)}`, { cause: err })),
+    );
+  }
+
+  clear(): void {
+    this.listeners.clear();
+  }
+}

@@ -1,0 +1,89 @@
+import { variablesTouched, type ByteRange } from '../../core/byte-diff.js';
+import { CommyError, ErrorCode } from '../../core/errors.js';
+import { assertValidName } from '../../core/names.js';
+import { codecFor, type ValueCodec } from '../../core/value-codec.js';
+import { VariableMetadata } from '../../core/variable-metadata.js';
+import { definitionProblem } from '../../core/variable-rules.js';
+import { typeName, type VariableTypeId } from '../../core/variable-type.js';
+import type { VariableDef } from '../../protocol/messages.js';
+import type { RemoteStore } from './store.js';
+
+/** A variable as a remote client knows it: the directory index is its identity on the wire. */
+export interface RemoteEntry {
+  readonly index: number;
+  readonly meta: VariableMetadata;
+  readonly codec: ValueCodec;
+  /** Service version of the last change this client knows of. */
+  version: number;
+}
+
+/** End of the highest variable the definitions place: how much of the data region a snapshot covers. */
+export function definedEnd(defs: readonly VariableDef[]): number {
+  let end = 0;
+  for (const d of defs) end = Math.max(end, d[2] + d[3]);
+  return end;
+}
+
+/**
+ * The variables of one remote service, by directory index (the wire's identity) and by name, as the server
+ * defined them. Entries are only ever added: the server never removes a variable.
+ */
+export class RemoteDirectory {
+  private readonly entries: (RemoteEntry | undefined)[] = [];
+  private readonly byName = new Map<string, RemoteEntry>();
+  /** Sorted by offset, as variablesTouched wants them. */
+  private readonly metas: VariableMetadata[] = [];
+
+  constructor(
+    private readonly serviceId: string,
+    private readonly store: RemoteStore,
+    private readonly onError: (err: CommyError) => void,
+  ) {}
+
+  /** Adds a definition from the server; returns the new entry, or undefined if known (or unusable). */
+  add(def: VariableDef): RemoteEntry | undefined {
+    const [index, name, offset, size, typeId, version] = def;
+    if (this.entries[index] !== undefined || this.byName.has(name)) return undefined;
+    const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
+    if (definitionProblem(meta) !== undefined || offset < 0) {
+      this.onError(new CommyError(ErrorCode.INVALID_MESSAGE, `${this.serviceId}: the server defined ${name} as ${typeName(typeId)} of ${size} bytes; ignored`));
+      return undefined;
+    }
+    this.store.ensure(offset + size);
+    const entry: RemoteEntry = { index, meta, codec: codecFor(meta.typeId, size), version };
+    this.entries[index] = entry;
+    this.byName.set(name, entry);
+    this.metas.push(meta);
+    const n = this.metas.length;
+    if (n > 1 && this.metas[n - 2]!.offset > offset) this.metas.sort((a, b) => a.offset - b.offset);
+    return entry;
+  }
+
+  at(index: number): RemoteEntry | undefined {
+    return this.entries[index];
+  }
+
+  named(name: string): RemoteEntry | undefined {
+    return this.byName.get(name);
+  }
+
+  /** The variable called `name`: INVALID_NAME or VARIABLE_NOT_FOUND otherwise. */
+  find(name: string): RemoteEntry {
+    assertValidName(name, 'variable name');
+    const entry = this.byName.get(name);
+    if (entry === undefined) throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable ${JSON.stringify(name)} in ${this.serviceId}`);
+    return entry;
+  }
+
+  /** Every definition, in directory order. */
+  list(): VariableMetadata[] {
+    const out: VariableMetadata[] = [];
+    for (const e of this.entries) if (e !== undefined) out.push(e.meta);
+    return out;
+  }
+
+  /** The variables overlapping any of the (sorted) ranges of a diff. */
+  touched(ranges: readonly ByteRange[]): RemoteEntry[] {
+    return variablesTouched(this.metas, ranges).map((name) => this.byName.get(name)!);
+  }
+}

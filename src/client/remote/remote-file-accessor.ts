@@ -1,0 +1,247 @@
+import { CommyError, ErrorCode } from '../../core/errors.js';
+import type { FileAccessor, VariableHandle } from '../../core/file-accessor.js';
+import type { FileChangeEvent } from '../../core/file-change-event.js';
+import { assertValidName } from '../../core/names.js';
+import { VariableMetadata } from '../../core/variable-metadata.js';
+import { assertFits, sameLayout } from '../../core/variable-rules.js';
+import type { VariableValue } from '../../core/variable-type.js';
+import type { SnapshotBody, SnapshotChunkBody, SyncBatchBody } from '../../protocol/messages.js';
+import { ChangeEvents } from './change-events.js';
+import type { RemoteContext } from './context.js';
+import { definedEnd, RemoteDirectory, type RemoteEntry } from './directory.js';
+import { RemoteVariableHandle, type HandleOwner } from './handle.js';
+import { Inbound } from './inbound.js';
+import type { SendGroup } from './outbound-group.js';
+import { Outbox } from './outbox.js';
+import { Reconciler } from './reconciler.js';
+import { RemoteStore } from './store.js';
+import { WritePath } from './write-path.js';
+
+const noop = (): void => {};
+
+/**
+ * Remote mode: the service as two in-memory buffers kept in sync with the server over one subscription.
+ * Composes the directory (variables), the reconciler (what the buffers show), the outbox (reports to the
+ * server) and the inbound side (snapshot chunks, batches); this class is the subscription's lifetime and
+ * the FileAccessor surface.
+ */
+export class RemoteFileAccessor implements FileAccessor, HandleOwner {
+  readonly mode = 'remote' as const;
+  readonly filePath: string | undefined = undefined;
+  readonly serviceId: string;
+  readonly sid: number;
+  /** The key may not write this service: typed writes fail at once with PERMISSION_DENIED. */
+  readonly readOnly: boolean;
+  readonly store: RemoteStore;
+  private readonly directory: RemoteDirectory;
+  private readonly reconciler: Reconciler<RemoteEntry>;
+  private readonly events: ChangeEvents;
+  private readonly inbound: Inbound;
+  private readonly outbox: Outbox;
+  private readonly handles = new Map<string, RemoteVariableHandle>();
+  private closedFlag = false;
+  private closedReason: CommyError | undefined;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly ctx: RemoteContext,
+    snapshot: SnapshotBody,
+  ) {
+    this.serviceId = snapshot.serviceId;
+    this.sid = snapshot.sid;
+    this.readOnly = snapshot.readOnly === true;
+    this.store = new RemoteStore(snapshot.data, definedEnd(snapshot.variables));
+    this.directory = new RemoteDirectory(this.serviceId, this.store, ctx.onError);
+    for (const d of snapshot.variables) this.directory.add(d);
+    this.reconciler = new Reconciler(this.store);
+    this.events = new ChangeEvents(this.serviceId, ctx.onError);
+    this.inbound = new Inbound(snapshot.version, this.directory, this.store, this.reconciler, this.events);
+    const send: SendGroup = (group, answer) =>
+      ctx.conn.call('ReportVariableChanges', { sid: this.sid, changes: group.changes.map((c) => [c.index, c.bytes]) }, 'VariableChangesAcknowledged', answer);
+    const path = new WritePath(this.store, this.directory, this.reconciler, this.inbound, this.events, ctx);
+    this.outbox = new Outbox(send, path, ctx);
+  }
+
+  /** Subscribes to a service (creating it if the key may) and starts from the server's snapshot. */
+  static subscribe(ctx: RemoteContext, tenant: string, service: string): Promise<RemoteFileAccessor> {
+    return new Promise((resolve, reject) => {
+      ctx.conn.call('Subscription', { tenant, service, create: true }, 'Snapshot', {
+        // Runs before the next frame is decoded, so no SyncBatch for this sid can arrive unrouted.
+        reply: (snapshot) => {
+          try {
+            const accessor = new RemoteFileAccessor(ctx, snapshot);
+            ctx.route(snapshot.sid, accessor);
+            if (snapshot.more === true) accessor.inbound.awaitChunks({ resolve: () => resolve(accessor), reject });
+            else resolve(accessor);
+          } catch (err) {
+            ctx.conn.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: noop, fail: noop });
+            reject(err);
+          }
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  assertOpen(): void {
+    if (this.closedFlag) {
+      // The reason's code when the server ended it (INVALID_FILE for a damaged file), NOT_CONNECTED otherwise.
+      const code = this.closedReason?.code ?? ErrorCode.NOT_CONNECTED;
+      throw new CommyError(code, `service ${this.serviceId} is closed${this.closedReason ? `: ${this.closedReason.message}` : ''}`);
+    }
+  }
+
+  version(): bigint {
+    this.assertOpen();
+    return BigInt(this.inbound.version);
+  }
+
+  // ---- variables ----------------------------------------------------------------------------------
+
+  private lookup(name: string): RemoteEntry {
+    this.assertOpen();
+    return this.directory.find(name);
+  }
+
+  /** A known variable with the same layout is a no-op here (no round trip, no admin right needed). */
+  async register(meta: VariableMetadata): Promise<VariableMetadata> {
+    this.assertOpen();
+    if (!(meta instanceof VariableMetadata)) throw new CommyError(ErrorCode.TYPE_MISMATCH, 'registerVariable takes a VariableMetadata');
+    assertValidName(meta.name, 'variable name');
+    const known = this.directory.named(meta.name);
+    if (known !== undefined) return sameLayout(known.meta, meta);
+    const { name, offset, size, typeId } = meta;
+    const reply = await this.ctx.conn.request('RegisterVariable', { sid: this.sid, name, offset, size, typeId }, 'VariableRegistered');
+    const added = this.closedFlag ? undefined : this.directory.add(reply.def);
+    if (added !== undefined) this.events.emit([added], Math.max(this.inbound.version, added.version));
+    const entry = this.directory.at(reply.def[0]) ?? this.directory.named(name);
+    return entry?.meta ?? new VariableMetadata(name, reply.def[2], reply.def[3], meta.typeId);
+  }
+
+  variables(): VariableMetadata[] {
+    this.assertOpen();
+    return this.directory.list();
+  }
+
+  handle(name: string): VariableHandle {
+    let h = this.handles.get(name);
+    if (h === undefined || this.closedFlag) {
+      h = new RemoteVariableHandle(this, this.lookup(name));
+      this.handles.set(name, h);
+    }
+    return h;
+  }
+
+  isTorn(name: string): boolean {
+    this.lookup(name);
+    return false; // remote values arrive whole
+  }
+
+  // ---- local writes -------------------------------------------------------------------------------
+
+  /** The typed write: checked, stored in `current` (get() sees it at once), sent at the end of the turn. */
+  setValue(entry: RemoteEntry, value: VariableValue): void {
+    if (this.closedFlag) this.assertOpen();
+    if (this.readOnly) throw this.readOnlyError();
+    const checked = entry.codec.check(value);
+    entry.codec.store(this.store.view, entry.meta.offset, checked);
+    this.reconciler.wrote(entry.index);
+    this.outbox.schedule();
+  }
+
+  async writeBytes(name: string, bytes: Uint8Array): Promise<void> {
+    const entry = this.lookup(name);
+    if (!(bytes instanceof Uint8Array)) throw new CommyError(ErrorCode.TYPE_MISMATCH, 'writeVariable takes a Uint8Array');
+    assertFits(entry.meta, bytes.length);
+    if (this.readOnly) throw this.readOnlyError();
+    RemoteStore.put(this.store.current, entry.meta.offset, entry.meta.size, bytes);
+    this.reconciler.wrote(entry.index);
+    await this.outbox.deliver(entry.index);
+  }
+
+  async readBytes(name: string): Promise<Uint8Array> {
+    const e = this.lookup(name);
+    return this.store.current.slice(e.meta.offset, e.meta.end);
+  }
+
+  bytes(): Uint8Array {
+    this.assertOpen();
+    return this.store.current.subarray(0, this.store.dataEnd);
+  }
+
+  shadowBytes(): Uint8Array {
+    this.assertOpen();
+    return this.store.shadow.subarray(0, this.store.dataEnd);
+  }
+
+  /** Takes `current` as the baseline: raw changes not yet flushed are then never sent. */
+  syncShadow(): void {
+    this.assertOpen();
+    this.store.shadow.set(this.store.current.subarray(0, this.store.dataEnd));
+  }
+
+  /** Sends every pending change (typed or raw) and resolves once all reports in flight are acknowledged. */
+  async flush(): Promise<void> {
+    this.assertOpen();
+    await this.outbox.flushAll();
+  }
+
+  private readOnlyError(): CommyError {
+    return new CommyError(ErrorCode.PERMISSION_DENIED, `this client's key may not write ${this.serviceId}`);
+  }
+
+  // ---- server pushes and change events -------------------------------------------------------------
+
+  onChunk(chunk: SnapshotChunkBody): void {
+    this.inbound.chunk(chunk);
+  }
+
+  onBatch(batch: SyncBatchBody): void {
+    this.inbound.batch(batch);
+  }
+
+  watch(listener: (event: FileChangeEvent) => void): () => void {
+    this.assertOpen();
+    return this.events.watch(listener);
+  }
+
+  // The client's WebSocket already keeps the process alive until client.close().
+  hold(): void {}
+  unhold(): void {}
+
+  // ---- lifetime -----------------------------------------------------------------------------------
+
+  /** Sends what is pending, waits for its acknowledgement, then leaves the service (Unsubscribe). */
+  close(): Promise<void> {
+    this.closing ??= this.leave();
+    return this.closing;
+  }
+
+  private async leave(): Promise<void> {
+    if (this.closedFlag) return;
+    const waits = this.outbox.drain();
+    this.detach(undefined);
+    for (const r of await Promise.allSettled(waits)) {
+      if (r.status === 'rejected') this.ctx.onError(r.reason as CommyError);
+    }
+    if (this.ctx.conn.isOpen) {
+      await this.ctx.conn.request('Unsubscribe', { sid: this.sid }, 'Unsubscribed').catch(noop);
+    }
+  }
+
+  /** Stops using this subscription: later calls throw NOT_CONNECTED (with `reason`, when the connection died). */
+  detach(reason: CommyError | undefined): void {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    this.closedReason = reason;
+    this.inbound.stop(reason ?? new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} closed while its snapshot was arriving`));
+    this.outbox.stop();
+    this.events.clear();
+    this.handles.clear();
+    this.ctx.route(this.sid, undefined);
+  }
+}

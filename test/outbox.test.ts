@@ -1,0 +1,161 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { GroupAck, GroupAnswer, OutboundChange, OutboundGroup } from '../src/client/remote/outbound-group.js';
+import { Outbox, type OutboxPeer, type ReportLimits } from '../src/client/remote/outbox.js';
+import { CommyError, ErrorCode } from '../src/core/errors.js';
+
+// The outbox against a fake send and a scripted peer: no connection, every answer chosen by the test.
+
+const change = (index: number, size = 8): OutboundChange => ({ index, bytes: new Uint8Array(size).fill(index + 1) });
+const indices = (g: OutboundGroup): number[] => g.changes.map((c) => c.index);
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const ack = (version: number): GroupAck => ({ version });
+
+/** Hands out `next` at each flush, logs what the outbox tells it, and keeps a deferred group's changes for the next flush. */
+class ScriptedPeer implements OutboxPeer {
+  next: OutboundChange[] = [];
+  readonly log: string[] = [];
+  readonly errors: CommyError[] = [];
+
+  collect(): OutboundChange[] {
+    const out = this.next;
+    this.next = [];
+    return out;
+  }
+  flushed(): void {}
+  sending(group: OutboundGroup): void {
+    this.log.push(`send ${indices(group)}`);
+  }
+  acknowledged(group: OutboundGroup, a: GroupAck): void {
+    this.log.push(`ack ${indices(group)} @${a.version}`);
+  }
+  refused(group: OutboundGroup, retry: boolean): void {
+    this.log.push(`refused ${indices(group)}${retry ? ' (retry)' : ''}`);
+    if (retry) this.next = [...group.changes, ...this.next];
+  }
+  onError(err: CommyError): void {
+    this.errors.push(err);
+  }
+}
+
+interface Rig {
+  outbox: Outbox;
+  peer: ScriptedPeer;
+  /** Groups sent and not yet answered, oldest first. */
+  wire: { group: OutboundGroup; answer: GroupAnswer }[];
+}
+
+function rig(limits: ReportLimits = { maxFrameBytes: 1 << 20, maxChangesPerReport: 4096 }, failAtOnce?: CommyError): Rig {
+  const peer = new ScriptedPeer();
+  const wire: Rig['wire'] = [];
+  const outbox = new Outbox(
+    (group, answer) => (failAtOnce !== undefined ? answer.fail(failAtOnce) : wire.push({ group, answer })),
+    peer,
+    limits,
+  );
+  return { outbox, peer, wire };
+}
+
+test('outbox: writes in one turn go as one report; writes while it is in flight wait for its ack and go as one', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  outbox.schedule();
+  outbox.schedule();
+  await turn();
+  assert.deepEqual(wire.map((w) => indices(w.group)), [[0]]);
+  for (let i = 0; i < 3; i++) {
+    peer.next = [change(0), change(1)]; // the peer's latest view: conflated, not queued
+    outbox.schedule();
+    await turn();
+  }
+  assert.equal(wire.length, 1, 'nothing more while the first report is unanswered');
+  const flushed = outbox.flushAll();
+  wire.shift()!.answer.reply(ack(2));
+  assert.deepEqual(wire.map((w) => indices(w.group)), [[0, 1]], 'the waiting flush went out on the ack, at once');
+  wire.shift()!.answer.reply(ack(4));
+  await flushed;
+  assert.deepEqual(peer.log, ['send 0', 'ack 0 @2', 'send 0,1', 'ack 0,1 @4']);
+});
+
+test('outbox: a large flush is split, in order, within the frame budget and the server\'s change cap', async () => {
+  const { outbox, peer, wire } = rig({ maxFrameBytes: 1000, maxChangesPerReport: 3 });
+  peer.next = Array.from({ length: 10 }, (_, i) => change(i, 200));
+  const flushed = outbox.flushAll();
+  const groups = wire.map((w) => indices(w.group));
+  assert.deepEqual(groups.flat(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  for (const g of wire) {
+    assert.ok(g.group.changes.length <= 3);
+    assert.ok(g.group.changes.reduce((n, c) => n + c.bytes.length + 12, 64) <= 1000, 'each group fits a frame');
+  }
+  assert.equal(wire[0]!.group.opId, undefined, 'no operation ids yet');
+  for (const w of wire.splice(0)) w.answer.reply(ack(2));
+  await flushed;
+});
+
+test('outbox: RATE_LIMITED rejects the awaiting flush, pauses, then sends the values again; no onError', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  const flushed = outbox.flushAll();
+  wire.shift()!.answer.fail(new CommyError(ErrorCode.RATE_LIMITED, 'slow down'));
+  await assert.rejects(flushed, { code: 'RATE_LIMITED' });
+  peer.next.push(change(1));
+  outbox.schedule();
+  await turn();
+  assert.equal(wire.length, 0, 'nothing during the pause');
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  assert.deepEqual(wire.map((w) => indices(w.group)), [[0, 1]], 'after the pause: the refused value and the later one, together');
+  wire.shift()!.answer.reply(ack(3));
+  await turn();
+  assert.deepEqual(peer.log, ['send 0', 'refused 0 (retry)', 'send 0,1', 'ack 0,1 @3']);
+  assert.deepEqual(peer.errors, []);
+});
+
+test('outbox: a send that fails at once rejects the flush awaiting it, and is not reported twice', async () => {
+  const { outbox, peer } = rig(undefined, new CommyError(ErrorCode.MESSAGE_TOO_LARGE, 'too big'));
+  peer.next = [change(0)];
+  await assert.rejects(outbox.flushAll(), { code: 'MESSAGE_TOO_LARGE' });
+  await turn();
+  assert.deepEqual(peer.log, ['send 0', 'refused 0']);
+  assert.deepEqual(peer.errors, []);
+});
+
+test('outbox: a background report that fails goes to onError', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  outbox.schedule();
+  await turn();
+  wire.shift()!.answer.fail(new CommyError(ErrorCode.PERMISSION_DENIED, 'no'));
+  await turn();
+  assert.deepEqual(peer.log, ['send 0', 'refused 0']);
+  assert.deepEqual(peer.errors.map((e) => e.code), ['PERMISSION_DENIED']);
+});
+
+test('outbox: deliver() awaits the report that carries the variable, even one already in flight', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  outbox.schedule();
+  await turn();
+  let done = false;
+  const delivered = outbox.deliver(0).then(() => (done = true)); // same bytes as in flight: nothing new to send
+  wire.shift()!.answer.reply(ack(2));
+  await delivered;
+  assert.equal(done, true);
+  assert.equal(wire.length, 0);
+  await outbox.deliver(5); // nothing pending for it: resolves at once
+});
+
+test('outbox: stop() sends nothing more and releases the flushes waiting for a wave', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  outbox.schedule();
+  await turn();
+  peer.next = [change(1)];
+  const waiting = outbox.deliver(1);
+  outbox.stop();
+  await waiting; // released with nothing sent
+  outbox.schedule();
+  await turn();
+  assert.equal(outbox.drain().length, 1, 'a stopped outbox sends nothing; the report already in flight is still answered');
+  assert.equal(wire.length, 1);
+  assert.deepEqual(peer.log, ['send 0']);
+});
