@@ -51,6 +51,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   native: ['core'],
   local: ['core', 'native'],
   server: ['core', 'protocol', 'native', 'local'],
+  // Only through the Node platform (node-platform.ts, local-attach.ts); client-core.test.ts keeps the core Node-free.
+  client: ['core', 'protocol', 'native', 'local'],
 };
 
 test('no import runs back up the layers', () => {

@@ -4,7 +4,7 @@ import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
 import { OWN_PID, slotHolderGone, takeLock, type LockWord } from './process-lock.js';
 import type { ServiceFile } from './service-file.js';
 
-/** Safety net only: a wake is never needed to be missed for this to matter (see docs/file-format.md). */
+/** A safety net only: no wake is ever lost (docs/file-format.md, Change notification), so nothing waits on this. */
 const WATCH_TIMEOUT_MS = 1000;
 
 type Listener = (event: FileChangeEvent) => void;
@@ -35,6 +35,7 @@ export class ChangeWatcher {
   private keepAlive = 0;
   private rescanQueued = false;
   private slot = -1;
+  private detach: (() => void) | undefined;
 
   /**
    * `onError`: what to do when the file turns out to be unusable while watching (a corrupt directory, a
@@ -72,8 +73,8 @@ export class ChangeWatcher {
     this.watcher?.close();
     this.watcher = undefined;
     this.listeners.clear();
-    this.file.localChange = undefined;
-    this.file.ownWatchBit = 0;
+    this.detach?.();
+    this.detach = undefined;
     if (this.slot >= 0) this.releaseSlot(this.slot);
     this.slot = -1;
   }
@@ -86,8 +87,8 @@ export class ChangeWatcher {
     const waitersWord = this.slot >= 0 ? H.PARKED : H.WAITERS;
     this.watcher = native.watch(this.file.buffer, H.VERSION, waitersWord, WATCH_TIMEOUT_MS, () => this.safeScan(), bit);
     if (this.keepAlive > 0) this.watcher.ref();
-    this.file.localChange = () => this.safeScan();
-    if (this.slot >= 0) this.file.ownWatchBit = bit | 0;
+    // Without a slot this watcher hears every wake, its own process's included: no bit to leave out.
+    this.detach = this.file.attachWatcher({ bit: this.slot >= 0 ? bit : 0, onLocalChange: () => this.safeScan() });
   }
 
   /**

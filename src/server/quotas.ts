@@ -98,8 +98,8 @@ export class TenantQuotas {
 }
 
 /**
- * Bytes registering the new variable `meta` would add to the file: the growth ServiceFile.ensureCapacity
- * would make (the data region doubles, page-aligned, up to the file's maximum size).
+ * Bytes registering the new variable `meta` would add to the file: the growth registration makes
+ * (src/local/registration.ts, by file-format.ts grownCapacity: the data region doubles, page-aligned, up to the maximum size).
  */
 export function registrationGrowth(file: ServiceFile, meta: VariableMetadata): number {
   const offset = meta.offset === -1 ? alignUp(file.dataEnd, DATA_ALIGN) : meta.offset;

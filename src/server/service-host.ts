@@ -205,7 +205,8 @@ export class ServiceHost {
       sub.own.delete(e.index);
       if (Number(this.file.entryVersion(e)) === mine) return undefined; // nobody wrote it since the client's own write
     }
-    return this.file.tryRead(e, () => [e.index, Number(this.file.entryVersion(e)), this.file.u8.slice(e.at, e.at + e.meta.size)] as Update);
+    const copy = this.file.tryReadCopy(e);
+    return copy === BUSY ? BUSY : [e.index, Number(copy.version), copy.bytes];
   }
 
   /**

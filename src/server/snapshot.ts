@@ -104,14 +104,8 @@ function readRun(req: SnapshotRequest, entries: readonly DirEntry[], start: numb
   for (const e of entries) {
     const { offset, end: varEnd } = e.meta;
     if (offset < start || varEnd > end) continue;
-    const copied = file.tryRead(e, () => {
-      out.set(file.u8.subarray(e.at, e.at + e.meta.size), offset - start);
-      return true;
-    });
-    if (copied === BUSY) {
-      out.fill(0, offset - start, varEnd - start);
-      req.owe(e.index);
-    }
+    // A busy one is left as zeros and owed as a later update.
+    if (file.tryReadCopy(e, out, offset - start) === BUSY) req.owe(e.index);
   }
   return out;
 }

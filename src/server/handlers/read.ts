@@ -7,12 +7,9 @@ export async function readVariable(s: Session, m: MessageOf<'ReadVariable'>): Pr
   const { tenant, service, name } = m.body;
   s.check(tenant, service, 'read');
   s.assertName(name, 'variable name');
-  const [value, version] = await s.withService(tenant, service, ({ file }) => {
+  const { bytes, version } = await s.withService(tenant, service, ({ file }) => {
     const entry = file.entry(name);
-    return s.whenFree(
-      () => file.tryRead(entry, () => [file.u8.slice(entry.at, entry.at + entry.meta.size), file.entryVersion(entry)] as const),
-      `${tenant}/${service}/${name}`,
-    );
+    return s.whenFree(() => file.tryReadCopy(entry), `${tenant}/${service}/${name}`);
   });
-  return encodeFrame('VariableValue', m.id, { name, value, version: Number(version) });
+  return encodeFrame('VariableValue', m.id, { name, value: bytes, version: Number(version) });
 }
