@@ -9,7 +9,7 @@ export type { FileChangeEvent } from './core/file-change-event.js';
 export type { ValueOfType, VariableHandle } from './core/file-accessor.js';
 export type { ByteRange } from './core/byte-diff.js';
 export type { WaitOptions } from './core/event-queue.js';
-export { VirtualVariableFile, type OpenOptions } from './virtual-variable-file.js';
+export { VirtualVariableFile, type OpenOptions } from './client/virtual-variable-file.js';
 export { Client } from './client/client.js';
 export { AuthCredentials, type AuthMethod } from './client/auth-credentials.js';
 export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions } from './client/client-options.js';

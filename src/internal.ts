@@ -3,7 +3,7 @@
  * these change whenever the implementation does. Importing it registers the Node platform, as `commy` does.
  */
 import type { FileAccessor } from './core/file-accessor.js';
-import { VirtualVariableFile } from './virtual-variable-file.js';
+import { VirtualVariableFile } from './client/virtual-variable-file.js';
 
 export * from './index.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { CommyError, ErrorCode } from '../src/core/errors.js';
 import { encodeFrame } from '../src/protocol/frame-codec.js';
 import { MessageType, type Message } from '../src/protocol/messages.js';
@@ -22,6 +22,9 @@ class LaneHandler implements MessageHandler {
   private openGate!: () => void;
   readonly gate = new Promise<void>((resolve) => (this.openGate = resolve));
   closedCalls = 0;
+  cancels = 0;
+  /** Padding in each cancel's reply (to fill a client's socket that does not read). */
+  cancelReplyBytes = 0;
 
   laneOf(type: number): Lane {
     if (type === MessageType.Query) return 'cancellable';
@@ -35,8 +38,9 @@ class LaneHandler implements MessageHandler {
       return encodeFrame('VariableValue', m.id, { name: m.body.name, value: new Uint8Array(0), version: 0 });
     }
     if (m.type === 'QueryCancel') {
+      this.cancels++;
       const cancelled = this.conn.cancel(Number((m.body as { id: number }).id));
-      return encodeFrame('QueryResponse', m.id, { cancelled });
+      return encodeFrame('QueryResponse', m.id, this.cancelReplyBytes > 0 ? { cancelled, pad: new Uint8Array(this.cancelReplyBytes) } : { cancelled });
     }
     if (m.type === 'Query') {
       await new Promise<void>((_resolve, reject) =>
@@ -58,12 +62,14 @@ class LaneHandler implements MessageHandler {
   }
 }
 
-async function laneServer(t: { after(fn: () => void | Promise<void>): void }): Promise<{ handler: LaneHandler; client: RawClient }> {
+async function laneServer(t: { after(fn: () => void | Promise<void>): void }, limits = DEFAULT_LIMITS): Promise<{ handler: LaneHandler; client: RawClient; server: () => WebSocket }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise((resolve) => wss.once('listening', resolve));
   const handler = new LaneHandler();
+  let socket: WebSocket | undefined;
   wss.on('connection', (ws) => {
-    handler.conn = new Connection(ws, { limits: DEFAULT_LIMITS, redact: '/nowhere', onError: (err) => assert.fail(String(err)) });
+    socket = ws;
+    handler.conn = new Connection(ws, { limits, redact: '/nowhere', onError: (err) => assert.fail(String(err)) });
     handler.conn.attach(handler);
   });
   const client = await RawClient.connect(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
@@ -71,7 +77,7 @@ async function laneServer(t: { after(fn: () => void | Promise<void>): void }): P
     client.close();
     wss.close(() => resolve());
   }));
-  return { handler, client };
+  return { handler, client, server: () => socket! };
 }
 
 const read = { tenant: 'a', service: 's', name: 'x' };
@@ -117,4 +123,31 @@ test('cancellable requests are bounded per connection, and closing the socket ab
   assert.equal(handler.closedCalls, 1);
   assert.equal(handler.aborted.length, MAX_RUNNING_REQUESTS);
   assert.ok(handler.aborted.every((r) => r instanceof CommyError && r.code === ErrorCode.CLOSED));
+});
+
+test('a flood of immediate requests from a client that does not read stays within the output budget, and none is lost', async (t) => {
+  const budget = 256 * 1024;
+  const { handler, client, server } = await laneServer(t, { ...DEFAULT_LIMITS, maxBufferedBytes: budget });
+  handler.cancelReplyBytes = 16 * 1024;
+  const count = 2000; // 32 MB of replies: far past what the loopback socket buffers hold
+  client.ws.pause();
+  const replies = Array.from({ length: count }, () => client.request('QueryCancel', { id: 0 }));
+  let maxBuffered = 0;
+  let last = -1;
+  let stableSince = Date.now();
+  const deadline = Date.now() + 60_000;
+  // Until the server stops taking frames (it paused the socket) for a while.
+  while (Date.now() - stableSince < 1000 && Date.now() < deadline) {
+    maxBuffered = Math.max(maxBuffered, server().bufferedAmount);
+    if (handler.cancels !== last) {
+      last = handler.cancels;
+      stableSince = Date.now();
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.ok(handler.cancels < count, `the server kept reading: ${handler.cancels} of ${count} handled`);
+  assert.ok(maxBuffered <= budget + 4 * handler.cancelReplyBytes, `output grew to ${maxBuffered} bytes past a ${budget}-byte budget`);
+  client.ws.resume();
+  const answered = await Promise.all(replies);
+  assert.equal(answered.filter((m) => m.type === 'QueryResponse').length, count);
 });

@@ -93,6 +93,25 @@ const u64 = (n: bigint): Uint8Array => {
   return b;
 };
 
+type World = ReturnType<typeof world>;
+
+/** A session signed in with `credential` (of tenant acme). */
+async function signedIn(w: World, credential: string): Promise<ReturnType<World['session']>> {
+  const session = w.session();
+  const ok = await session.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential, protocol: 1 });
+  assert.equal(ok.type, 'Authenticated');
+  return session;
+}
+
+/** An admin session subscribed to a new service `name` holding u64 variables `vars`; its ask and sid. */
+async function adminOf(w: World, name: string, vars: readonly string[]): Promise<ReturnType<World['session']> & { sid: number }> {
+  const admin = await signedIn(w, 's3cret');
+  const snap = await admin.ask('Subscription', { tenant: 'acme', service: name, create: true });
+  assert.ok(snap.type === 'Snapshot');
+  for (const v of vars) await admin.ask('RegisterVariable', { sid: snap.body.sid, name: v, offset: -1, size: 8, typeId: VariableType.U64 });
+  return { ...admin, sid: snap.body.sid };
+}
+
 async function until(what: string, cond: () => boolean): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (!cond()) {
@@ -134,11 +153,8 @@ test('handlers: subscribe, register, report; the ack carries versions and the va
 
 test('handlers: a read-only key is refused writes and registrations, and told so in its snapshot', async (t) => {
   const w = world(t);
-  const admin = w.session();
-  await admin.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
-  await admin.ask('Subscription', { tenant: 'acme', service: 'ro', create: true });
-  const viewer = w.session();
-  await viewer.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'view', protocol: 1 });
+  await adminOf(w, 'ro', []);
+  const viewer = await signedIn(w, 'view');
   const snap = await viewer.ask('Subscription', { tenant: 'acme', service: 'ro' });
   assert.ok(snap.type === 'Snapshot' && snap.body.readOnly);
   const sid = snap.type === 'Snapshot' ? snap.body.sid : 0;
@@ -149,22 +165,17 @@ test('handlers: a read-only key is refused writes and registrations, and told so
 
 test('handlers: a subscription filter applies to the snapshot, to new definitions and to updates alike', async (t) => {
   const w = world(t);
-  const admin = w.session();
-  await admin.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
-  const asnap = await admin.ask('Subscription', { tenant: 'acme', service: 'f', create: true });
-  const asid = asnap.type === 'Snapshot' ? asnap.body.sid : 0;
-  for (const name of ['temp', 'humidity']) {
-    await admin.ask('RegisterVariable', { sid: asid, name, offset: -1, size: 8, typeId: VariableType.U64 });
-  }
-  const reader = w.session();
-  await reader.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'view', protocol: 1 });
+  const admin = await adminOf(w, 'f', ['temp', 'humidity']);
+  const reader = await signedIn(w, 'view');
   const snap = await reader.ask('Subscription', { tenant: 'acme', service: 'f', variables: ['temp*'] });
   assert.ok(snap.type === 'Snapshot');
   assert.deepEqual(snap.body.variables.map((d) => d[1]), ['temp']);
-  // New definitions: only the wanted one is announced; updates: only wanted variables.
-  await admin.ask('RegisterVariable', { sid: asid, name: 'temp2', offset: -1, size: 8, typeId: VariableType.U64 });
-  await admin.ask('RegisterVariable', { sid: asid, name: 'hum2', offset: -1, size: 8, typeId: VariableType.U64 });
-  await admin.ask('ReportVariableChanges', { sid: asid, changes: [[1, u64(5n)], [0, u64(21n)], [3, u64(9n)]] });
+  // New definitions: only the wanted one is announced; updates: only wanted variables. temp is written last, so
+  // anything the filter let through wrongly would come before it or with it.
+  await admin.ask('RegisterVariable', { sid: admin.sid, name: 'temp2', offset: -1, size: 8, typeId: VariableType.U64 });
+  await admin.ask('RegisterVariable', { sid: admin.sid, name: 'hum2', offset: -1, size: 8, typeId: VariableType.U64 });
+  await admin.ask('ReportVariableChanges', { sid: admin.sid, changes: [[1, u64(5n)], [3, u64(9n)]] });
+  await admin.ask('ReportVariableChanges', { sid: admin.sid, changes: [[0, u64(21n)]] });
   await until('the reader gets temp', () => reader.link.frames.some((m) => m.type === 'SyncBatch' && m.body.updates.some((u) => u[0] === 0)));
   const batches = reader.link.take('SyncBatch');
   const defs = batches.flatMap((b) => b.body.defs ?? []).map((d) => d[1]);
@@ -176,16 +187,11 @@ test('handlers: a subscription filter applies to the snapshot, to new definition
 
 test('handlers: a notify subscription gets names, not values', async (t) => {
   const w = world(t);
-  const admin = w.session();
-  await admin.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
-  const asnap = await admin.ask('Subscription', { tenant: 'acme', service: 'n', create: true });
-  const asid = asnap.type === 'Snapshot' ? asnap.body.sid : 0;
-  await admin.ask('RegisterVariable', { sid: asid, name: 'x', offset: -1, size: 8, typeId: VariableType.U64 });
-  const watcher = w.session();
-  await watcher.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'view', protocol: 1 });
+  const admin = await adminOf(w, 'n', ['x']);
+  const watcher = await signedIn(w, 'view');
   const snap = await watcher.ask('Subscription', { tenant: 'acme', service: 'n', notify: true });
   assert.ok(snap.type === 'Snapshot' && snap.body.data.length === 0 && snap.body.variables.length === 1);
-  await admin.ask('ReportVariableChanges', { sid: asid, changes: [[0, u64(3n)]] });
+  await admin.ask('ReportVariableChanges', { sid: admin.sid, changes: [[0, u64(3n)]] });
   await until('the watcher is told', () => watcher.link.frames.some((m) => m.type === 'VariablesUpdated'));
   const [pushed] = watcher.link.take('VariablesUpdated');
   assert.deepEqual(pushed!.body.variables, ['x']);

@@ -3,7 +3,7 @@ import type { FileAccessor } from '../core/file-accessor.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { assertValidName } from '../core/names.js';
 import { MAX_CHANGES_PER_REPORT, PROTOCOL_VERSION, type Message, type UnsubscribedBody, type VariablesUpdatedBody } from '../protocol/messages.js';
-import { VirtualVariableFile } from '../virtual-variable-file.js';
+import { VirtualVariableFile } from './virtual-variable-file.js';
 import { credentialOf, type AuthCredentials } from './auth-credentials.js';
 import { ChangeInbox, type WaitOptions } from './change-inbox.js';
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions } from './client-options.js';

@@ -1,6 +1,6 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { decodeFrame, encodeFrame, requestIdOf } from '../protocol/frame-codec.js';
-import type { Message, MessageBodies, MessageTypeName } from '../protocol/messages.js';
+import type { Message, MessageBodies, MessageTypeName, SnapshotBody, SubscriptionBody } from '../protocol/messages.js';
 import type { Transport, TransportFactory, TransportOptions } from './transport.js';
 
 export type ConnectionState = 'connecting' | 'open' | 'closed';
@@ -104,6 +104,27 @@ export class Connection {
   /** `call` as a promise. */
   request<K extends MessageTypeName, R extends MessageTypeName>(type: K, body: MessageBodies[K], expect: R): Promise<MessageBodies[R]> {
     return new Promise((resolve, reject) => this.call(type, body, expect, { reply: resolve, fail: reject }));
+  }
+
+  /**
+   * Subscribes, and runs `start` on the Snapshot before the next frame is decoded (so no push for its sid can
+   * arrive unrouted). If `start` throws, the subscription is ended at the server and the promise rejects:
+   * never a half subscription. `start` settles the promise itself (a chunked snapshot resolves later).
+   */
+  subscribe<T>(body: SubscriptionBody, start: (snapshot: SnapshotBody, settle: { resolve(value: T): void; reject(err: unknown): void }) => void): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.call('Subscription', body, 'Snapshot', {
+        reply: (snapshot) => {
+          try {
+            start(snapshot, { resolve, reject });
+          } catch (err) {
+            this.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: () => {}, fail: () => {} });
+            reject(err);
+          }
+        },
+        fail: reject,
+      });
+    });
   }
 
   /** Closes the socket; every request still waiting rejects with NOT_CONNECTED. */

@@ -7,7 +7,6 @@ import type { LocalAttachRequest } from './platform.js';
 
 export type { LocalAttachRequest } from './platform.js';
 
-const noop = (): void => {};
 
 /**
  * Maps the server's own service file when the server is on this machine: the fast path, with no network
@@ -39,21 +38,11 @@ export async function attachLocal(request: LocalAttachRequest): Promise<LocalFil
 /** A read-only mapping cannot run a watcher: the server sends the changed names instead (Subscription notify). */
 function subscribeNotices(ctx: LocalAttachRequest, file: ServiceFile): Promise<LocalFileAccessor> {
   const { conn, tenant, service } = ctx;
-  return new Promise((resolve, reject) => {
-    conn.call('Subscription', { tenant, service, notify: true }, 'Snapshot', {
-      // Runs before the next frame is decoded, so no notice for this sid can arrive unrouted.
-      reply: (snapshot) => {
-        try {
-          const notices = new NotifiedChanges(ctx, file, fileServiceId(file), snapshot.sid);
-          const accessor = new NotifiedLocalAccessor(file, notices, conn);
-          ctx.route(snapshot.sid, notices.onUpdated);
-          resolve(accessor);
-        } catch (err) {
-          conn.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: noop, fail: noop });
-          reject(err);
-        }
-      },
-      fail: reject,
-    });
+  // Runs before the next frame is decoded, so no notice for this sid can arrive unrouted.
+  return conn.subscribe({ tenant, service, notify: true }, (snapshot, { resolve }) => {
+    const notices = new NotifiedChanges(ctx, file, fileServiceId(file), snapshot.sid);
+    const accessor = new NotifiedLocalAccessor(file, notices, conn);
+    ctx.route(snapshot.sid, notices.onUpdated);
+    resolve(accessor);
   });
 }

@@ -3,7 +3,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import { LocalFileAccessor } from '../local/local-accessor.js';
 import type { ServiceFileOptions } from '../local/service-file.js';
 import { native } from '../native/addon.js';
-import type { OpenOptions } from '../virtual-variable-file.js';
+import type { OpenOptions } from './virtual-variable-file.js';
 import { attachLocal } from './local-attach.js';
 import type { ClientPlatform } from './platform.js';
 import { openWsTransport } from './ws-transport.js';

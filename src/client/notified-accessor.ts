@@ -1,5 +1,5 @@
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
-import { deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
+import { changeEventOf, deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { LocalFileAccessor, type ChangeSource } from '../local/local-accessor.js';
 import type { DirEntry, ServiceFile } from '../local/service-file.js';
@@ -69,14 +69,7 @@ export class NotifiedChanges implements ChangeSource {
         if (entry !== undefined) entries.push(entry);
       }
       if (entries.length === 0) return;
-      entries.sort((a, b) => a.meta.offset - b.meta.offset);
-      event = {
-        filePath: this.file.path,
-        serviceId: this.serviceId,
-        changedVariables: entries.map((e) => e.meta.name),
-        byteRanges: entries.map((e): [number, number] => [e.meta.offset, e.meta.end]),
-        version: BigInt(body.version),
-      };
+      event = changeEventOf(this.file.path, this.serviceId, entries.map((e) => e.meta), BigInt(body.version));
     } catch (err) {
       this.ctx.onError(asCommyError(err, `${this.serviceId}: a change notice could not be read`));
       return;

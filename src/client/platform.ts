@@ -2,7 +2,7 @@ import type { ByteRange } from '../core/byte-diff.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import type { FileAccessor } from '../core/file-accessor.js';
 import type { VariablesUpdatedBody } from '../protocol/messages.js';
-import type { OpenOptions } from '../virtual-variable-file.js';
+import type { OpenOptions } from './virtual-variable-file.js';
 import type { Connection } from './connection.js';
 import type { TransportFactory } from './transport.js';
 

@@ -1,3 +1,5 @@
+import type { VariableMetadata } from './variable-metadata.js';
+
 /** What changed in a service, as seen by one client. */
 export interface FileChangeEvent {
   /** The service file (local mode) or the server's path for it (remote mode; may be empty). */
@@ -8,6 +10,21 @@ export interface FileChangeEvent {
   byteRanges: [number, number][];
   /** The service version after the change. */
   version: bigint;
+}
+
+/**
+ * The one way an event is made, in both modes: `variables` (each counted once, in any order) become the
+ * changed names and their byte ranges, both in offset order.
+ */
+export function changeEventOf(filePath: string, serviceId: string, variables: readonly VariableMetadata[], version: bigint): FileChangeEvent {
+  const unique = variables.length > 1 ? [...new Set(variables)].sort((a, b) => a.offset - b.offset) : variables;
+  return {
+    filePath,
+    serviceId,
+    changedVariables: unique.map((m) => m.name),
+    byteRanges: unique.map((m): [number, number] => [m.offset, m.end]),
+    version,
+  };
 }
 
 /** Folds `next` into `into` (used when a slow consumer lets events pile up: nothing is lost, only merged). */

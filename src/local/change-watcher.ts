@@ -1,4 +1,5 @@
-import { deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
+import { changeEventOf, deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
+import type { VariableMetadata } from '../core/variable-metadata.js';
 import { native, type NativeWatcher } from '../native/addon.js';
 import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
 import { OWN_PID, slotHolderGone, takeLock, type LockWord } from './process-lock.js';
@@ -154,8 +155,7 @@ export class ChangeWatcher {
     const file = this.file;
     if (file.closed || this.watcher === undefined) return undefined;
     const entries = file.list();
-    const changed: string[] = [];
-    const ranges: [number, number][] = [];
+    const changed: VariableMetadata[] = [];
     let inFlight = false;
     let top = 0n;
     for (let i = 0; i < entries.length; i++) {
@@ -166,8 +166,7 @@ export class ChangeWatcher {
       if (v > top) top = v;
       if (v === this.seen[i]) continue;
       this.seen[i] = v;
-      changed.push(e.meta.name);
-      ranges.push([e.meta.offset, e.meta.end]);
+      changed.push(e.meta);
     }
     if (inFlight && !this.rescanQueued) {
       this.rescanQueued = true;
@@ -177,8 +176,7 @@ export class ChangeWatcher {
       });
     }
     if (changed.length === 0) return undefined;
-    ranges.sort((a, b) => a[0] - b[0]);
-    return { filePath: file.path, serviceId: this.serviceId, changedVariables: changed, byteRanges: ranges, version: top };
+    return changeEventOf(file.path, this.serviceId, changed, top);
   }
 }
 

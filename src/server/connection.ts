@@ -33,7 +33,7 @@ const ROOM_MAX_WAIT_MS = 100;
 const SLOW_CONSUMER_GRACE_MS = 1000;
 /** What a queued frame costs beyond its bytes (the decoded message, closures), counted against the budget. */
 const QUEUED_OVERHEAD = 256;
-/** Cancellable requests (queries) running at once on one connection; past it, RATE_LIMITED. */
+/** Cancellable requests (queries) running at once on one connection (past it, RATE_LIMITED); also immediate ones handled ahead of the queue. */
 export const MAX_RUNNING_REQUESTS = 16;
 
 /**
@@ -56,6 +56,8 @@ export class Connection implements Outlet {
   /** No request needs more MessagePack elements than a full report: decoding work per frame is bounded. */
   private readonly maxElements: number;
   private handler: MessageHandler | undefined;
+  /** Immediate frames being handled now (ahead of the queue). */
+  private immediate = 0;
   /** Cancellable requests running now, by request id. */
   private readonly running = new Map<number, AbortController>();
   private ended = false;
@@ -147,8 +149,11 @@ export class Connection implements Outlet {
     const allowed = this.rate.take();
     this.limitInput(data.length);
     const lane = this.laneOf(data, isBinary);
-    if (lane === 'immediate') {
-      void this.handle(data, isBinary, allowed, lane);
+    // Ahead of the queue, a few at a time and only while the client reads: past that an immediate frame waits
+    // in line like the rest (with the socket paused), so a flood of cancels cannot grow the output unbounded.
+    if (lane === 'immediate' && this.immediate < MAX_RUNNING_REQUESTS && !this.overBudget()) {
+      this.immediate++;
+      void this.handle(data, isBinary, allowed, lane).finally(() => this.immediate--);
       return;
     }
     // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
@@ -157,7 +162,8 @@ export class Connection implements Outlet {
       this.inputPaused = true;
       this.pause();
     }
-    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed, lane)).finally(() => this.dequeued(data.length));
+    const queuedLane = lane === 'immediate' ? 'ordered' : lane; // an immediate frame that had to wait is ordered now
+    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed, queuedLane)).finally(() => this.dequeued(data.length));
   }
 
   /** A frame's lane from its type byte; anything unreadable is ordered (and answered with an error in order). */

@@ -1,5 +1,5 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
-import { deliverChange, type FileChangeEvent } from '../../core/file-change-event.js';
+import { changeEventOf, deliverChange, type FileChangeEvent } from '../../core/file-change-event.js';
 import type { RemoteEntry } from './directory.js';
 
 type Listener = (event: FileChangeEvent) => void;
@@ -20,14 +20,7 @@ export class ChangeEvents {
 
   emit(entries: readonly RemoteEntry[], version: number): void {
     if (this.listeners.size === 0 || entries.length === 0) return;
-    const sorted = entries.length > 1 ? [...new Set(entries)].sort((a, b) => a.meta.offset - b.meta.offset) : entries;
-    const event: FileChangeEvent = {
-      filePath: '',
-      serviceId: this.serviceId,
-      changedVariables: sorted.map((e) => e.meta.name),
-      byteRanges: sorted.map((e): [number, number] => [e.meta.offset, e.meta.end]),
-      version: BigInt(version),
-    };
+    const event = changeEventOf('', this.serviceId, entries.map((e) => e.meta), BigInt(version));
     deliverChange(this.listeners, event, (err) =>
       this.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `a change listener threw: ${String(err)}`, { cause: err })),
     );

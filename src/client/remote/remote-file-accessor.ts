@@ -64,22 +64,12 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
 
   /** Subscribes to a service (creating it if the key may) and starts from the server's snapshot. */
   static subscribe(ctx: RemoteContext, tenant: string, service: string): Promise<RemoteFileAccessor> {
-    return new Promise((resolve, reject) => {
-      ctx.conn.call('Subscription', { tenant, service, create: true }, 'Snapshot', {
-        // Runs before the next frame is decoded, so no SyncBatch for this sid can arrive unrouted.
-        reply: (snapshot) => {
-          try {
-            const accessor = new RemoteFileAccessor(ctx, snapshot);
-            ctx.route(snapshot.sid, accessor);
-            if (snapshot.more === true) accessor.inbound.awaitChunks({ resolve: () => resolve(accessor), reject });
-            else resolve(accessor);
-          } catch (err) {
-            ctx.conn.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: noop, fail: noop });
-            reject(err);
-          }
-        },
-        fail: reject,
-      });
+    // Runs before the next frame is decoded, so no SyncBatch for this sid can arrive unrouted.
+    return ctx.conn.subscribe({ tenant, service, create: true }, (snapshot, { resolve, reject }) => {
+      const accessor = new RemoteFileAccessor(ctx, snapshot);
+      ctx.route(snapshot.sid, accessor);
+      if (snapshot.more === true) accessor.inbound.awaitChunks({ resolve: () => resolve(accessor), reject });
+      else resolve(accessor);
     });
   }
 

@@ -1,11 +1,11 @@
-import { currentPlatform } from './client/platform.js';
-import { variablesTouched, type ByteRange } from './core/byte-diff.js';
-import { CommyError, ErrorCode } from './core/errors.js';
-import { EventQueue } from './core/event-queue.js';
-import { mergeChangeEvents, type FileChangeEvent } from './core/file-change-event.js';
-import type { FileAccessor, ValueOfType, VariableHandle } from './core/file-accessor.js';
-import type { VariableMetadata } from './core/variable-metadata.js';
-import { typeName, type VariableTypeId, type VariableValue } from './core/variable-type.js';
+import { currentPlatform } from './platform.js';
+import { variablesTouched, type ByteRange } from '../core/byte-diff.js';
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { EventQueue } from '../core/event-queue.js';
+import { mergeChangeEvents, type FileChangeEvent } from '../core/file-change-event.js';
+import type { FileAccessor, ValueOfType, VariableHandle } from '../core/file-accessor.js';
+import type { VariableMetadata } from '../core/variable-metadata.js';
+import { typeName, type VariableTypeId, type VariableValue } from '../core/variable-type.js';
 
 /** How VirtualVariableFile.open opens (or creates) an embedded service file. */
 export interface OpenOptions {
