@@ -8,6 +8,7 @@ import { createAuditLog } from '../src/server/audit.js';
 import { Authenticator } from '../src/server/auth.js';
 import { loadConfig } from '../src/server/config.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
+import { OpLedger } from '../src/server/op-ledger.js';
 import { ServiceRegistry } from '../src/server/service-registry.js';
 import { Session, type SessionLink } from '../src/server/session.js';
 import { TEST_TENANTS } from './helpers/server.js';
@@ -49,6 +50,7 @@ function world(t: Harnessed) {
   const registry = new ServiceRegistry(tempDir(t), DEFAULT_LIMITS, { tick: 'immediate', maxFrameBytes: DEFAULT_LIMITS.maxFrameBytes });
   const ctx = {
     registry,
+    ledger: OpLedger.of(DEFAULT_LIMITS),
     authenticator: new Authenticator(config.tenants),
     audit: createAuditLog({ enabled: false }),
     limits: DEFAULT_LIMITS,
@@ -128,7 +130,7 @@ test('handlers: nothing but Authenticate before authentication; a bad key is AUT
   const ok = await ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
   assert.equal(ok.type, 'Authenticated');
   assert.equal(session.authenticated, true);
-  assert.equal(errorOf(await ask('Mutate', {})), ErrorCode.UNKNOWN_MESSAGE);
+  assert.equal(errorOf(await ask('Query', {})), ErrorCode.UNKNOWN_MESSAGE);
   assert.equal(errorOf(await ask('SyncBatch', { sid: 1, version: 1, updates: [] })), ErrorCode.INVALID_MESSAGE);
 });
 
@@ -208,4 +210,60 @@ test('handlers: closing the session ends its subscriptions and lets the service 
   session.closed();
   assert.equal(host.subscriberCount, 0);
   assert.equal(session.subscriptions.size, 0);
+});
+
+test('handlers: Mutate commits with a version, and with expectedVersion is compare-and-set (CONFLICT changes nothing)', async (t) => {
+  const w = world(t);
+  const admin = await adminOf(w, 'cas', ['n']);
+  const first = await admin.ask('Mutate', { sid: admin.sid, index: 0, value: u64(1n) });
+  assert.ok(first.type === 'MutationResponse' && first.body.index === 0);
+  const v1 = first.type === 'MutationResponse' ? first.body.version : 0;
+  const ok = await admin.ask('Mutate', { sid: admin.sid, index: 0, value: u64(2n), expectedVersion: v1 });
+  assert.ok(ok.type === 'MutationResponse' && ok.body.version > v1);
+  const stale = await admin.ask('Mutate', { sid: admin.sid, index: 0, value: u64(3n), expectedVersion: v1 });
+  assert.equal(errorOf(stale), ErrorCode.CONFLICT);
+  const file = w.registry.get('acme', 'cas', false).file;
+  assert.equal(file.readValue(file.entry('n')), 2n);
+  assert.equal(errorOf(await admin.ask('Mutate', { sid: admin.sid, index: 0, value: new Uint8Array(9) })), ErrorCode.VALUE_TOO_LARGE);
+  const viewer = await signedIn(w, 'view');
+  const vsnap = await viewer.ask('Subscription', { tenant: 'acme', service: 'cas' });
+  assert.ok(vsnap.type === 'Snapshot');
+  assert.equal(errorOf(await viewer.ask('Mutate', { sid: vsnap.body.sid, index: 0, value: u64(9n) })), ErrorCode.PERMISSION_DENIED);
+});
+
+test('handlers: a write retried with the same opId is applied once, across connections of the same clientKey', async (t) => {
+  const w = world(t);
+  const clientKey = 'k'.repeat(16);
+  const first = w.session();
+  await first.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1, clientKey });
+  const snap = await first.ask('Subscription', { tenant: 'acme', service: 'ops', create: true });
+  assert.ok(snap.type === 'Snapshot');
+  await first.ask('RegisterVariable', { sid: snap.body.sid, name: 'n', offset: -1, size: 8, typeId: VariableType.U64 });
+  const ack = await first.ask('ReportVariableChanges', { sid: snap.body.sid, changes: [[0, u64(5n)]], opId: 7 });
+  assert.equal(ack.type, 'VariableChangesAcknowledged');
+  const file = w.registry.get('acme', 'ops', false).file;
+  const version = file.entryVersion(file.entry('n'));
+  // The same op on the same connection: the first answer, nothing applied again.
+  const again = await first.ask('ReportVariableChanges', { sid: snap.body.sid, changes: [[0, u64(6n)]], opId: 7 });
+  assert.deepEqual(again.body, ack.body);
+  // After a reconnect (a new connection, same key and clientKey): still the first answer.
+  first.session.closed();
+  const second = w.session();
+  await second.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1, clientKey });
+  const snap2 = await second.ask('Subscription', { tenant: 'acme', service: 'ops' });
+  assert.ok(snap2.type === 'Snapshot');
+  assert.deepEqual((await second.ask('ReportVariableChanges', { sid: snap2.body.sid, changes: [[0, u64(6n)]], opId: 7 })).body, ack.body);
+  assert.equal(file.readValue(file.entry('n')), 5n);
+  assert.equal(file.entryVersion(file.entry('n')), version);
+  // Another client's op 7 is its own.
+  const other = await signedIn(w, 's3cret');
+  const snap3 = await other.ask('Subscription', { tenant: 'acme', service: 'ops' });
+  assert.ok(snap3.type === 'Snapshot');
+  await other.ask('Mutate', { sid: snap3.body.sid, index: 0, value: u64(8n), opId: 7 });
+  assert.equal(file.readValue(file.entry('n')), 8n);
+  // A failed op is not remembered: its retry runs (and may succeed).
+  const v = Number(file.entryVersion(file.entry('n')));
+  assert.equal(errorOf(await second.ask('Mutate', { sid: snap2.body.sid, index: 0, value: u64(9n), opId: 8, expectedVersion: v - 1 })), ErrorCode.CONFLICT);
+  const retried = await second.ask('Mutate', { sid: snap2.body.sid, index: 0, value: u64(9n), opId: 8, expectedVersion: v });
+  assert.equal(retried.type, 'MutationResponse');
 });

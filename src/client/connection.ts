@@ -9,6 +9,8 @@ export type ConnectionState = 'connecting' | 'open' | 'closed';
 export interface ReplyHandlers<R> {
   reply(body: R): void;
   fail(err: CommyError): void;
+  /** A reply that comes after the request timed out (it did happen at the server): undo it, say. */
+  late?(body: R): void;
 }
 
 export interface ConnectionOptions {
@@ -30,8 +32,12 @@ interface Pending {
   expect: MessageTypeName;
   reply(body: unknown): void;
   fail(err: CommyError): void;
+  late?(body: unknown): void;
   timer: ReturnType<typeof setTimeout>;
 }
+
+/** Timed-out requests whose late reply is still wanted (bounded: the oldest is given up). */
+const MAX_AWAITED_LATE = 1024;
 
 const MAX_REQUEST_ID = 0x7fffffff;
 
@@ -41,6 +47,8 @@ const MAX_REQUEST_ID = 0x7fffffff;
  */
 export class Connection {
   private readonly pending = new Map<number, Pending>();
+  /** Requests that timed out but want their late reply (ReplyHandlers.late), by id, oldest first. */
+  private readonly lateReplies = new Map<number, { expect: MessageTypeName; late: (body: unknown) => void }>();
   private nextId = 1;
   private transport: Transport | undefined;
   private stateValue: ConnectionState = 'connecting';
@@ -97,7 +105,7 @@ export class Connection {
       return;
     }
     const timer = setTimeout(() => this.expire(id, type), this.options.requestTimeoutMs);
-    this.pending.set(id, { expect, reply: handlers.reply as (body: unknown) => void, fail: handlers.fail, timer });
+    this.pending.set(id, { expect, reply: handlers.reply as (body: unknown) => void, fail: handlers.fail, late: handlers.late as ((body: unknown) => void) | undefined, timer });
     transport.send(frame);
   }
 
@@ -123,6 +131,8 @@ export class Connection {
           }
         },
         fail: reject,
+        // Timed out here but done at the server: end it there, or it would hold the service and send updates.
+        late: (snapshot) => this.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: () => {}, fail: () => {} }),
       });
     });
   }
@@ -139,7 +149,7 @@ export class Connection {
     for (;;) {
       const id = this.nextId;
       this.nextId = id >= MAX_REQUEST_ID ? 1 : id + 1;
-      if (!this.pending.has(id)) return id;
+      if (!this.pending.has(id) && !this.lateReplies.has(id)) return id;
     }
   }
 
@@ -155,12 +165,25 @@ export class Connection {
     const p = this.pending.get(id);
     if (p === undefined) return;
     this.pending.delete(id);
-    // A late reply finds no pending request and is dropped.
+    // A late reply finds no pending request and is dropped, unless the request wants to hear of it.
+    if (p.late !== undefined) this.awaitLate(id, p.expect, p.late);
     try {
       p.fail(new CommyError(ErrorCode.TIMEOUT, `${type} got no reply within ${this.options.requestTimeoutMs} ms`));
     } catch (err) {
       this.handlerFailed(err);
     }
+  }
+
+  private awaitLate(id: number, expect: MessageTypeName, late: (body: unknown) => void): void {
+    this.lateReplies.set(id, { expect, late });
+    if (this.lateReplies.size > MAX_AWAITED_LATE) this.lateReplies.delete(this.lateReplies.keys().next().value as number);
+  }
+
+  private lateReply(msg: Message): void {
+    const waiting = this.lateReplies.get(msg.id);
+    if (waiting === undefined) return;
+    this.lateReplies.delete(msg.id);
+    if (msg.type === waiting.expect) waiting.late(msg.body);
   }
 
   private receive(data: Uint8Array): void {
@@ -188,7 +211,10 @@ export class Connection {
       return;
     }
     const p = this.take(msg.id);
-    if (p === undefined) return;
+    if (p === undefined) {
+      this.lateReply(msg);
+      return;
+    }
     if (msg.type === 'Error') p.fail(serverError(msg.body));
     else if (msg.type !== p.expect) p.fail(new CommyError(ErrorCode.INVALID_MESSAGE, `expected ${p.expect}, got ${msg.type}`));
     else p.reply(msg.body);

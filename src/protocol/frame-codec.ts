@@ -39,6 +39,13 @@ function bin(v: unknown, what: string): Uint8Array {
   if (!(v instanceof Uint8Array)) throw bad(`${what} must be binary`);
   return v;
 }
+const CLIENT_KEY = /^[A-Za-z0-9_-]{16,64}$/;
+
+/** An operation id, when present: a positive safe integer. */
+function optOpId(o: Obj): void {
+  if (o.opId !== undefined) num(o, 'opId', 1);
+}
+
 function optBool(o: Obj, k: string): void {
   if (o[k] !== undefined && typeof o[k] !== 'boolean') throw bad(`field ${k} must be a boolean`);
 }
@@ -66,6 +73,9 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     if (b.method !== 'apiKey' && b.method !== 'jwt') throw bad('method must be apiKey or jwt');
     str(b, 'credential', 16384);
     num(b, 'protocol', 0, 1 << 16);
+    if (b.clientKey !== undefined && (typeof b.clientKey !== 'string' || !CLIENT_KEY.test(b.clientKey))) {
+      throw bad('clientKey must be 16-64 characters of [A-Za-z0-9_-]');
+    }
   },
   GetServiceFilePath(b) {
     serviceRef(b);
@@ -93,15 +103,23 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     serviceRef(b);
     str(b, 'name', 256);
     bin(b.value, 'value');
+    optOpId(b);
   },
   ReportVariableChanges(b) {
     num(b, 'sid', 1, MAX_ID);
+    optOpId(b);
     for (const c of arr(b, 'changes', 1 << 20)) {
       if (!Array.isArray(c) || c.length !== 2 || typeof c[0] !== 'number' || !Number.isInteger(c[0]) || c[0] < 0) throw bad('a change is [index, bytes]');
       bin(c[1], 'a changed value');
     }
   },
-  Mutate: () => {},
+  Mutate(b) {
+    num(b, 'sid', 1, MAX_ID);
+    num(b, 'index', 0, MAX_ID);
+    bin(b.value, 'value');
+    optOpId(b);
+    if (b.expectedVersion !== undefined) num(b, 'expectedVersion');
+  },
   Query: () => {},
   QueryCancel: () => {},
   Authenticated(b) {
@@ -174,7 +192,11 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     strArray(b, 'variables', 1 << 22);
     if (b.sid !== undefined) num(b, 'sid', 1, MAX_ID);
   },
-  MutationResponse: () => {},
+  MutationResponse(b) {
+    num(b, 'sid', 1, MAX_ID);
+    num(b, 'index', 0, MAX_ID);
+    num(b, 'version');
+  },
   QueryResponse: () => {},
   Error(b) {
     str(b, 'errorCode', 64);

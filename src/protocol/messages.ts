@@ -46,6 +46,11 @@ export interface AuthenticateBody {
   method: 'apiKey' | 'jwt';
   credential: string;
   protocol: number;
+  /**
+   * The client's identity for operation ids (random, 16–64 characters of [A-Za-z0-9_-]), the same across its
+   * reconnects: a write retried with the same `opId` under the same key and clientKey is applied once.
+   */
+  clientKey?: string;
 }
 export interface AuthenticatedBody {
   clientId: string;
@@ -145,15 +150,33 @@ export interface VariableValueBody {
   value: Uint8Array;
   version: number;
 }
-export interface WriteVariableBody extends ServiceRef {
+/** An operation id: a positive integer, unique per client identity (AuthenticateBody.clientKey). */
+export interface OperationRef {
+  opId?: number;
+}
+export interface WriteVariableBody extends ServiceRef, OperationRef {
   name: string;
   value: Uint8Array;
 }
 /** One variable's new bytes in a report: its directory index and at most its size in bytes. */
 export type ReportChange = [index: number, bytes: Uint8Array];
-export interface ReportVariableChangesBody {
+export interface ReportVariableChangesBody extends OperationRef {
   sid: number;
   changes: ReportChange[];
+}
+/** One variable's new value through its subscription, compare-and-set when `expectedVersion` is given. */
+export interface MutateBody extends OperationRef {
+  sid: number;
+  index: number;
+  value: Uint8Array;
+  /** The variable's version the writer last saw: CONFLICT unless it is still exactly that. */
+  expectedVersion?: number;
+}
+export interface MutationResponseBody {
+  sid: number;
+  index: number;
+  /** The version the mutation committed. */
+  version: number;
 }
 export interface VariableChangesAcknowledgedBody {
   serviceId: string;
@@ -188,7 +211,7 @@ export interface MessageBodies {
   ReadVariable: ReadVariableBody;
   WriteVariable: WriteVariableBody;
   ReportVariableChanges: ReportVariableChangesBody;
-  Mutate: Record<string, unknown>;
+  Mutate: MutateBody;
   Query: Record<string, unknown>;
   QueryCancel: Record<string, unknown>;
   Authenticated: AuthenticatedBody;
@@ -201,7 +224,7 @@ export interface MessageBodies {
   VariableValue: VariableValueBody;
   VariableChangesAcknowledged: VariableChangesAcknowledgedBody;
   VariablesUpdated: VariablesUpdatedBody;
-  MutationResponse: Record<string, unknown>;
+  MutationResponse: MutationResponseBody;
   QueryResponse: Record<string, unknown>;
   Error: ErrorBody;
 }

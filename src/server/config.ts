@@ -110,6 +110,9 @@ const limitsSchema = z.strictObject({
   maxOpenServices: positiveInt.optional(),
   serviceIdleMs: z.number().int().nonnegative().optional(),
   maxConcurrentAuth: positiveInt.optional(),
+  opIdTtlMs: positiveInt.optional(),
+  maxOpIdsPerClient: positiveInt.optional(),
+  maxOpIdWeight: positiveInt.optional(),
 } satisfies Record<keyof Limits, z.ZodType>);
 const auditSchema = z.strictObject({
   /** Unset: <dataDir>/audit.log; "-" means stdout (server.ts). */

@@ -149,9 +149,10 @@ export class Connection implements Outlet {
     const allowed = this.rate.take();
     this.limitInput(data.length);
     const lane = this.laneOf(data, isBinary);
-    // Ahead of the queue, a few at a time and only while the client reads: past that an immediate frame waits
-    // in line like the rest (with the socket paused), so a flood of cancels cannot grow the output unbounded.
-    if (lane === 'immediate' && this.immediate < MAX_RUNNING_REQUESTS && !this.overBudget()) {
+    // Ahead of the queue, once authenticated (not ahead of a pipelined Authenticate), a few at a time and only
+    // while the client reads: past that an immediate frame waits in line like the rest (with the socket paused),
+    // so a flood of cancels cannot grow the output unbounded.
+    if (lane === 'immediate' && this.handler!.authenticated && this.immediate < MAX_RUNNING_REQUESTS && !this.overBudget()) {
       this.immediate++;
       void this.handle(data, isBinary, allowed, lane).finally(() => this.immediate--);
       return;
@@ -277,6 +278,9 @@ function peekRequestId(data: Buffer): number {
   if (b <= 0x7f) return b;
   if (b === 0xcc && data.length > at + 1) return data[at + 1]!;
   if (b === 0xcd && data.length > at + 2) return data.readUInt16BE(at + 1);
-  if (b === 0xce && data.length > at + 4) return data.readUInt32BE(at + 1) & 0x7fffffff;
+  if (b === 0xce && data.length > at + 4) {
+    const id = data.readUInt32BE(at + 1);
+    return id <= 0x7fffffff ? id : 0; // not a valid id: answering it as another one could settle the wrong request
+  }
   return 0;
 }

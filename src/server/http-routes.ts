@@ -18,7 +18,7 @@ const text = (res: ServerResponse, status: number, body: string): void => {
   res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
 };
 
-/** Plain HTTP on the WebSocket port, by path (GET only). */
+/** Plain HTTP on the WebSocket port, by path (GET and HEAD). */
 export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpRoute>([
   // Alive: the process answers.
   ['/healthz', (_req, res) => text(res, 200, 'ok\n')],
@@ -28,7 +28,7 @@ export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpR
 
 export function routeHttp(req: IncomingMessage, res: ServerResponse, state: ServerState): void {
   const path = (req.url ?? '/').split('?', 1)[0]!;
-  const route = req.method === 'GET' ? HTTP_ROUTES.get(path) : undefined;
+  const route = req.method === 'GET' || req.method === 'HEAD' ? HTTP_ROUTES.get(path) : undefined; // HEAD: the same, without the body
   if (route === undefined) text(res, 404, 'not found\n');
   else route(req, res, state);
 }

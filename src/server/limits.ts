@@ -55,6 +55,12 @@ export interface Limits {
   serviceIdleMs: number;
   /** Credential verifications (scrypt) running at once; more wait their turn. */
   maxConcurrentAuth: number;
+  /** How long the server remembers an applied write's operation id (a retry within it is not applied twice). */
+  opIdTtlMs: number;
+  /** Operation ids remembered per client identity (key + clientKey). */
+  maxOpIdsPerClient: number;
+  /** Versions remembered with operation ids over all clients (an acknowledgement of n changes weighs n + 1). */
+  maxOpIdWeight: number;
 }
 
 const MiB = 1024 * 1024;
@@ -83,6 +89,9 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxOpenServices: 1_000,
   serviceIdleMs: 10_000,
   maxConcurrentAuth: 4,
+  opIdTtlMs: 10 * 60_000,
+  maxOpIdsPerClient: 10_000,
+  maxOpIdWeight: 1_000_000,
 });
 
 /**

@@ -14,6 +14,7 @@ import { filePolicyOf } from './file-policy.js';
 import { Connection } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
 import { createServerLogger, type Logger } from './logger.js';
+import { OpLedger } from './op-ledger.js';
 import { ServiceRegistry } from './service-registry.js';
 import { Session, type SessionContext } from './session.js';
 import { loadTls, type TlsMaterial } from './tls.js';
@@ -39,6 +40,8 @@ export interface ServerOptions {
 
 /** An evicted connection gets its close frame; if it does not answer it, it is cut off after this. */
 const EVICT_GRACE_MS = 1000;
+/** At close(), a client that has not answered its close frame after this is cut off. */
+const CLOSE_GRACE_MS = 1000;
 
 /** Frames past this multiple of the frame limit are cut off by the WebSocket layer (close 1009), unread. */
 const HARD_FRAME_FACTOR = 4;
@@ -49,7 +52,8 @@ const HARD_FRAME_FACTOR = 4;
  */
 export class Server implements ServerState {
   readonly config: ServerConfig;
-  private readonly sessions = new Set<Session>();
+  /** Open connections: their sockets (for close()) and sessions. */
+  private readonly sockets = new Map<WebSocket, Session>();
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
   /** Tickets of the connections open now, by socketKey. */
@@ -107,11 +111,12 @@ export class Server implements ServerState {
       maxConcurrentAuth: config.limits.maxConcurrentAuth,
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
+    const ledger = OpLedger.of(config.limits);
     const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator);
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, server));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => server.admit(socket));
-    http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, { registry, authenticator, audit, limits: config.limits, onError }));
+    http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, { registry, authenticator, audit, ledger, limits: config.limits, onError }));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(config.port, config.host, () => {
@@ -124,6 +129,13 @@ export class Server implements ServerState {
 
   get closing(): boolean {
     return this.closingPromise !== undefined;
+  }
+
+  /** Subscriptions held by all connections. */
+  get subscriptionCount(): number {
+    let n = 0;
+    for (const session of this.sockets.values()) n += session.subscriptions.size;
+    return n;
   }
 
   get openServices(): number {
@@ -142,7 +154,7 @@ export class Server implements ServerState {
   }
 
   get connectionCount(): number {
-    return this.sessions.size;
+    return this.sockets.size;
   }
 
   /** Connections held (from the upgrade until the socket closes), how many are unauthenticated, from how many sources. */
@@ -197,9 +209,9 @@ export class Server implements ServerState {
       const session = new Session(conn, { ...ctx, peer: ticket });
       conn.attach(session);
       ticket.onEvict = () => evict(ws);
-      this.sessions.add(session);
+      this.sockets.set(ws, session);
       ws.on('close', () => {
-        this.sessions.delete(session);
+        this.sockets.delete(ws);
         ticket.release();
       });
     });
@@ -208,7 +220,7 @@ export class Server implements ServerState {
   /** Closes every connection (1001), stops listening, closes every service file. Idempotent. */
   close(): Promise<void> {
     this.closingPromise ??= (async () => {
-      for (const s of this.sessions) s.close(CloseCode.GOING_AWAY, 'server closing');
+      await this.closeSockets();
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       this.http.closeAllConnections?.();
       await new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -216,6 +228,18 @@ export class Server implements ServerState {
       await this.audit.close();
     })();
     return this.closingPromise;
+  }
+
+  /** Every connection gets its close frame (1001); one that has not answered within the grace is cut off. */
+  private async closeSockets(): Promise<void> {
+    const open = [...this.sockets.keys()];
+    const closed = open.map((ws) => new Promise<void>((resolve) => (ws.readyState === ws.CLOSED ? resolve() : ws.once('close', () => resolve()))));
+    for (const ws of open) ws.close(CloseCode.GOING_AWAY, 'server closing');
+    const grace = setTimeout(() => {
+      for (const ws of open) ws.terminate();
+    }, CLOSE_GRACE_MS);
+    await Promise.all(closed);
+    clearTimeout(grace);
   }
 }
 

@@ -11,6 +11,13 @@ import type { SubscriptionSpec } from './subscription-spec.js';
 
 export { Subscriber, type Outlet } from './subscriber.js';
 
+export interface ApplyOptions {
+  /** The subscriber that wrote: its own write is not echoed back to it. */
+  origin?: Subscriber;
+  /** Per entry, the version it must still have (compare-and-set); undefined: any. */
+  expected?: readonly (number | undefined)[];
+}
+
 export interface BroadcastOptions {
   /** 'immediate': send at the end of the event-loop turn; a number: at most one batch per that many ms. */
   tick: 'immediate' | number;
@@ -89,9 +96,11 @@ export class ServiceHost {
    * Every write to the service by this server goes here. Takes every entry's writer lock without waiting
    * (BUSY, holding none, if a live process holds any), then writes each value in order: all or nothing. A
    * variable named twice takes its last value, and both get that write's version. `origin`'s own writes are
-   * not echoed back to it (its acknowledgement carries the versions).
+   * not echoed back to it (its acknowledgement carries the versions). With `expected` (compare-and-set), each
+   * entry must still be at its expected version, checked under the locks: CONFLICT and nothing written if not.
    */
-  apply(entries: readonly DirEntry[], values: readonly Uint8Array[], origin?: Subscriber): bigint[] | typeof BUSY {
+  apply(entries: readonly DirEntry[], values: readonly Uint8Array[], options: ApplyOptions = {}): bigint[] | typeof BUSY {
+    const { origin, expected } = options;
     const file = this.file;
     const locked: DirEntry[] = [];
     for (const e of new Set(entries)) {
@@ -101,12 +110,31 @@ export class ServiceHost {
       }
       locked.push(e);
     }
+    const conflict = expected === undefined ? undefined : this.conflict(entries, expected);
+    if (conflict !== undefined) {
+      for (const held of locked) file.unlock(held);
+      throw conflict;
+    }
     const last = new Map<DirEntry, number>();
     entries.forEach((e, i) => last.set(e, i));
     const written = new Map<DirEntry, bigint>();
     for (const [e, i] of last) written.set(e, file.writeLocked(e, values[i]!));
     if (origin !== undefined) for (const [e, version] of written) origin.own.set(e.index, Number(version));
     return entries.map((e) => written.get(e)!);
+  }
+
+  /** Compare-and-set, under the entries' locks: CONFLICT unless each entry is still at its expected version. */
+  private conflict(entries: readonly DirEntry[], expected: readonly (number | undefined)[]): CommyError | undefined {
+    for (let i = 0; i < entries.length; i++) {
+      const want = expected[i];
+      if (want === undefined) continue;
+      const e = entries[i]!;
+      const have = this.file.entryVersion(e);
+      if (have !== BigInt(want)) {
+        return new CommyError(ErrorCode.CONFLICT, `${this.serviceId}/${e.meta.name} is at version ${have}, not ${want}`);
+      }
+    }
+    return undefined;
   }
 
   private onChange(change: FeedChange): void {

@@ -10,6 +10,7 @@ import type { Authenticator } from './auth.js';
 import { untilNotBusy } from './busy-retry.js';
 import { NOT_YET, ROUTES, type Handler, type Lane } from './handlers/index.js';
 import type { Limits } from './limits.js';
+import type { OpLedger } from './op-ledger.js';
 import type { Permissions, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
 import type { ServiceRegistry } from './service-registry.js';
@@ -17,6 +18,8 @@ import type { SubscriptionSpec } from './subscription-spec.js';
 
 export interface SessionContext {
   registry: ServiceRegistry;
+  /** Applied writes by client identity and operation id (shared by every connection of the server). */
+  ledger: OpLedger;
   authenticator: Authenticator;
   audit: AuditLog;
   limits: Limits;
@@ -48,6 +51,8 @@ export type Reply = Uint8Array | undefined;
 export class Session {
   readonly clientId = `c${nextClient++}-${randomBytes(4).toString('hex')}`;
   private readonly grants = new Map<string, Permissions>();
+  /** Per tenant, whose operation ids these are: the key and the client's clientKey (or this connection alone). */
+  private readonly identities = new Map<string, string>();
   readonly subscriptions = new Map<number, Subscriber>();
   /** Services this connection was handed the file of (GetServiceFilePath): held open until it closes. */
   private readonly leases = new Set<ServiceHost>();
@@ -83,9 +88,13 @@ export class Session {
 
   // ---- authentication ---------------------------------------------------------------------------
 
-  /** A successful authentication for `tenant`: the connection leaves the unauthenticated pool. */
-  grant(tenant: string, perms: Permissions): void {
+  /**
+   * A successful authentication for `tenant`: the connection leaves the unauthenticated pool. With a
+   * `clientKey`, the client's operation ids outlive this connection (its retries after a reconnect match).
+   */
+  grant(tenant: string, perms: Permissions, clientKey?: string): void {
     this.grants.set(tenant, perms);
+    this.identities.set(tenant, `${tenant}/${perms.grants.keyId}/${clientKey ?? `connection:${this.clientId}`}`);
     this.ctx.peer.authenticated();
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
@@ -186,6 +195,16 @@ export class Session {
     } finally {
       this.ctx.registry.release(host);
     }
+  }
+
+  /**
+   * Runs the write `op` once per operation id of this client (see op-ledger.ts): a retry gets the first
+   * answer. `weigh`: what its answer costs to remember.
+   */
+  once<T>(tenant: string, opId: number | undefined, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
+    const identity = this.identities.get(tenant);
+    if (identity === undefined) return op(); // not authenticated for it: op's own checks refuse it
+    return this.ctx.ledger.once(identity, opId, op, weigh);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */

@@ -53,11 +53,12 @@ export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, voi
   const defGroups = splitByCost(defs, (d) => d[1].length + DEF_OVERHEAD, req.budget);
   const runs = dataRuns(valued, req.budget);
   yield head(defGroups[0] ?? [], new Uint8Array(0), true);
-  const chunks = defGroups.length - 1 + runs.length;
+  const moreDefs = defGroups.slice(1);
+  const chunks = moreDefs.length + runs.length;
   let sent = 0;
   const chunk = (body: Omit<SnapshotChunkBody, 'sid' | 'more'>): Uint8Array =>
     encodeFrame('SnapshotChunk', 0, { sid: req.sid, ...body, more: ++sent < chunks });
-  for (const group of defGroups.slice(1)) yield chunk({ defs: group });
+  for (const group of moreDefs) yield chunk({ defs: group });
   for (const run of runs) yield chunk({ offset: run.start, data: readRun(req, run.entries, run.start, run.end) });
   if (chunks === 0) yield encodeFrame('SnapshotChunk', 0, { sid: req.sid, more: false });
 }

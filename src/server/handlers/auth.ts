@@ -20,7 +20,7 @@ export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Pr
     s.authFailed();
     throw err;
   }
-  s.grant(tenant, perms);
+  s.grant(tenant, perms, m.body.clientKey);
   return encodeFrame('Authenticated', m.id, {
     clientId: s.clientId,
     hostId: hostId(),

@@ -5,7 +5,7 @@ import { getServiceFilePath } from './file-path.js';
 import { readVariable } from './read.js';
 import { registerVariable } from './register.js';
 import { subscribe, unsubscribe } from './subscribe.js';
-import { reportChanges, writeVariable } from './write.js';
+import { mutate, reportChanges, writeVariable } from './write.js';
 
 /**
  * How a request is scheduled on its connection:
@@ -34,7 +34,8 @@ export const ROUTES: { readonly [K in MessageTypeName]?: Route<K> } = {
   ReadVariable: { handle: readVariable, lane: 'ordered' },
   WriteVariable: { handle: writeVariable, lane: 'ordered' },
   ReportVariableChanges: { handle: reportChanges, lane: 'ordered' },
+  Mutate: { handle: mutate, lane: 'ordered' },
 };
 
 /** Requests of the sync engine that this server does not answer yet, with the lane they will take. */
-export const NOT_YET: { readonly [K in MessageTypeName]?: Lane } = { Mutate: 'ordered', Query: 'cancellable', QueryCancel: 'immediate' };
+export const NOT_YET: { readonly [K in MessageTypeName]?: Lane } = { Query: 'cancellable', QueryCancel: 'immediate' };

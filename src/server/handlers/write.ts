@@ -2,23 +2,29 @@ import { CommyError, ErrorCode } from '../../core/errors.js';
 import { assertFits } from '../../core/variable-rules.js';
 import type { DirEntry, ServiceFile } from '../../local/service-file.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
-import type { MessageOf, ReportChange } from '../../protocol/messages.js';
+import type { MessageOf, ReportChange, VariableChangesAcknowledgedBody } from '../../protocol/messages.js';
 import type { Reply, Session } from '../session.js';
 
-/** Writes: the old API's WriteVariable and a subscription's reports, both through ServiceHost.apply(). */
+/**
+ * Writes: the old API's WriteVariable, a subscription's reports and mutations, all through ServiceHost.apply()
+ * and, with an operation id, applied once however often they are retried (Session.once).
+ */
 
 export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): Promise<Reply> {
-  const { tenant, service, name, value } = m.body;
+  const { tenant, service, name, value, opId } = m.body;
   const perms = s.check(tenant, service, 'write');
   s.assertName(name, 'variable name');
-  const version = await s.withService(tenant, service, async (host) => {
-    const entry = host.file.entry(name);
-    assertFits(entry.meta, value.length);
-    const [written] = await s.whenFree(() => host.apply([entry], [value]), `${host.serviceId}/${name}`);
-    return Number(written);
-  });
-  s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
-  return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: `${tenant}/${service}`, changedVariables: [name], count: 1, version, versions: [version] });
+  const ack = await s.once(tenant, opId, () =>
+    s.withService(tenant, service, async (host): Promise<VariableChangesAcknowledgedBody> => {
+      const entry = host.file.entry(name);
+      assertFits(entry.meta, value.length);
+      const [written] = await s.whenFree(() => host.apply([entry], [value]), `${host.serviceId}/${name}`);
+      const version = Number(written);
+      s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
+      return { serviceId: host.serviceId, changedVariables: [name], count: 1, version, versions: [version] };
+    }),
+  );
+  return encodeFrame('VariableChangesAcknowledged', m.id, ack);
 }
 
 /**
@@ -32,16 +38,44 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
     throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a report holds at most ${max} changes, this one ${m.body.changes.length}`);
   }
   const sub = s.subscription(m.body.sid, 'write');
-  const file = sub.host.file;
-  const entries = m.body.changes.map((change) => entryOf(file, change));
-  const values = m.body.changes.map(([, bytes]) => bytes);
-  const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, sub)), `variables of ${sub.host.serviceId}`);
-  if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
-  const versions = written.map(Number);
   const { tenant, service } = sub.host;
-  s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: entries.map((e) => e.meta.name) });
-  const version = versions.length > 0 ? versions[versions.length - 1]! : Number(file.version);
-  return encodeFrame('VariableChangesAcknowledged', m.id, { serviceId: sub.host.serviceId, count: versions.length, version, versions });
+  const ack = await s.once(
+    tenant,
+    m.body.opId,
+    async (): Promise<VariableChangesAcknowledgedBody> => {
+      const file = sub.host.file;
+      const entries = m.body.changes.map((change) => entryOf(file, change));
+      const values = m.body.changes.map(([, bytes]) => bytes);
+      const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub })), `variables of ${sub.host.serviceId}`);
+      if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
+      const versions = written.map(Number);
+      s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: entries.map((e) => e.meta.name) });
+      const version = versions.length > 0 ? versions[versions.length - 1]! : Number(file.version);
+      return { serviceId: sub.host.serviceId, count: versions.length, version, versions };
+    },
+    (ack) => 1 + (ack.versions?.length ?? 0),
+  );
+  return encodeFrame('VariableChangesAcknowledged', m.id, ack);
+}
+
+/**
+ * Mutate: one variable's new value through its subscription, acknowledged with the version it committed;
+ * with `expectedVersion`, compare-and-set (CONFLICT, nothing written, when the variable has moved on).
+ * Linearizable per variable: the server's lock on the variable orders every write to it.
+ */
+export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply> {
+  const { sid, index, value, opId, expectedVersion } = m.body;
+  const sub = s.subscription(sid, 'write');
+  const body = await s.once(sub.host.tenant, opId, async () => {
+    const entry = entryOf(sub.host.file, [index, value]);
+    const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion] }));
+    const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
+    if (written === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sid} ended before the mutation was applied`);
+    const { tenant, service } = sub.host;
+    s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [entry.meta.name] });
+    return { sid, index, version: Number(written) };
+  });
+  return encodeFrame('MutationResponse', m.id, body);
 }
 
 /** The reported variable, by directory index (looking again at the directory once for one just registered). */

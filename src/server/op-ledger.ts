@@ -1,0 +1,116 @@
+import type { Limits } from './limits.js';
+
+/**
+ * Idempotent writes: the server remembers what each write it applied answered, by client identity and
+ * operation id, so a retry (a client that never got its acknowledgement, reconnected and sent the same
+ * write again) gets the original answer instead of a second application.
+ *
+ * Only successes are remembered: every write is all or nothing, so a failed one changed nothing and running
+ * its retry is safe. A retry that arrives while the first is still running waits for it. Bounded: at most
+ * `maxPerClient` operations per identity and `maxWeight` remembered versions in all, each for `ttlMs`; an
+ * operation forgotten since (older, or pushed out) is applied again if retried (docs/protocol.md).
+ */
+export interface OpLedgerLimits {
+  /** How long an applied operation is remembered. */
+  readonly ttlMs: number;
+  /** Operations remembered per client identity. */
+  readonly maxPerClient: number;
+  /** Versions remembered over all identities (an ack of n changes weighs n). */
+  readonly maxWeight: number;
+}
+
+interface Entry {
+  readonly identity: string;
+  readonly result: Promise<unknown>;
+  readonly at: number;
+  weight: number;
+}
+
+export class OpLedger {
+  /** The ledger the server's limits describe (opIdTtlMs, maxOpIdsPerClient, maxOpIdWeight). */
+  static of(limits: Limits): OpLedger {
+    return new OpLedger({ ttlMs: limits.opIdTtlMs, maxPerClient: limits.maxOpIdsPerClient, maxWeight: limits.maxOpIdWeight });
+  }
+
+  /** By `identity \0 opId`, oldest first (a Map keeps insertion order). */
+  private readonly entries = new Map<string, Entry>();
+  /** Each identity's keys, oldest first (a Set keeps insertion order). */
+  private readonly perClient = new Map<string, Set<string>>();
+  private weight = 0;
+
+  constructor(
+    private readonly limits: OpLedgerLimits,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Operations remembered now (for tests and metrics). */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * Runs `op` once per (identity, opId); without an opId, just runs it. `weigh` tells what its result costs
+   * to keep (1 + the versions it holds).
+   */
+  once<T>(identity: string, opId: number | undefined, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
+    if (opId === undefined) return op();
+    this.expire();
+    const key = `${identity}\u0000${opId}`;
+    const known = this.entries.get(key);
+    if (known !== undefined) return known.result as Promise<T>;
+    const result = op();
+    const entry: Entry = { identity, result, at: this.now(), weight: 1 };
+    this.add(key, entry);
+    result.then(
+      (value) => this.weigh(key, entry, weigh(value)),
+      () => this.remove(key, entry), // nothing was applied: a retry runs again
+    );
+    return result;
+  }
+
+  private add(key: string, entry: Entry): void {
+    this.entries.set(key, entry);
+    this.weight += entry.weight;
+    let keys = this.perClient.get(entry.identity);
+    if (keys === undefined) this.perClient.set(entry.identity, (keys = new Set()));
+    keys.add(key);
+    if (keys.size > this.limits.maxPerClient) {
+      const oldest = keys.values().next().value as string;
+      this.remove(oldest, this.entries.get(oldest)!);
+    }
+    this.trim();
+  }
+
+  private weigh(key: string, entry: Entry, weight: number): void {
+    if (this.entries.get(key) !== entry) return;
+    this.weight += weight - entry.weight;
+    entry.weight = weight;
+    this.trim();
+  }
+
+  private remove(key: string, entry: Entry): void {
+    if (this.entries.get(key) !== entry) return;
+    this.entries.delete(key);
+    this.weight -= entry.weight;
+    const keys = this.perClient.get(entry.identity);
+    keys?.delete(key);
+    if (keys?.size === 0) this.perClient.delete(entry.identity);
+  }
+
+  /** Forgets what is older than the time limit (the oldest entries come first). */
+  private expire(): void {
+    const oldest = this.now() - this.limits.ttlMs;
+    for (const [key, entry] of this.entries) {
+      if (entry.at > oldest) break;
+      this.remove(key, entry);
+    }
+  }
+
+  /** Forgets the oldest entries while over the total weight. */
+  private trim(): void {
+    for (const [key, entry] of this.entries) {
+      if (this.weight <= this.limits.maxWeight) break;
+      this.remove(key, entry);
+    }
+  }
+}

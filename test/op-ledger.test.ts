@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { OpLedger } from '../src/server/op-ledger.js';
+
+/** The ledger's bounds: by time, per client, by weight; and what it never remembers. */
+
+function counted(): { runs: number; op: () => Promise<number> } {
+  const c = {
+    runs: 0,
+    op: async () => ++c.runs,
+  };
+  return c;
+}
+
+test('an operation id is run once; a retry gets the first answer, a retry during the first waits for it', async () => {
+  const ledger = new OpLedger({ ttlMs: 60_000, maxPerClient: 10, maxWeight: 100 });
+  const c = counted();
+  const [a, b] = await Promise.all([ledger.once('alice', 1, c.op, () => 1), ledger.once('alice', 1, c.op, () => 1)]);
+  assert.equal(c.runs, 1);
+  assert.equal(a, b);
+  assert.equal(await ledger.once('alice', 1, c.op, () => 1), 1);
+  assert.equal(await ledger.once('bob', 1, c.op, () => 1), 2, 'ids are per client');
+  assert.equal(await ledger.once('alice', undefined, c.op, () => 1), 3, 'no id: always run');
+  assert.equal(await ledger.once('alice', undefined, c.op, () => 1), 4);
+});
+
+test('a failed operation is forgotten: its retry runs', async () => {
+  const ledger = new OpLedger({ ttlMs: 60_000, maxPerClient: 10, maxWeight: 100 });
+  await assert.rejects(ledger.once('alice', 1, () => Promise.reject(new Error('busy')), () => 1), /busy/);
+  assert.equal(await ledger.once('alice', 1, async () => 'done', () => 1), 'done');
+  assert.equal(ledger.size, 1);
+});
+
+test('bounded: entries expire, a client keeps at most its count, and the total weight is capped', async () => {
+  let now = 0;
+  const ledger = new OpLedger({ ttlMs: 1000, maxPerClient: 3, maxWeight: 10 }, () => now);
+  const c = counted();
+  await ledger.once('alice', 1, c.op, () => 1);
+  now = 1001;
+  await ledger.once('alice', 2, c.op, () => 1); // expires op 1
+  assert.equal(await ledger.once('alice', 1, c.op, () => 1), 3, 'forgotten after its time: run again');
+  for (let id = 10; id < 20; id++) await ledger.once('carol', id, c.op, () => 1);
+  assert.ok(ledger.size <= 3 + 2, `carol keeps at most 3, alice 2: ${ledger.size}`);
+  await ledger.once('dave', 1, c.op, () => 9); // weight 9 pushes the oldest out
+  const runsBefore = c.runs;
+  await ledger.once('dave', 1, c.op, () => 9);
+  assert.equal(c.runs, runsBefore, 'the newest stays');
+  assert.ok(ledger.size <= 2);
+});
