@@ -267,3 +267,34 @@ test('handlers: a write retried with the same opId is applied once, across conne
   const retried = await second.ask('Mutate', { sid: snap2.body.sid, index: 0, value: u64(9n), opId: 8, expectedVersion: v });
   assert.equal(retried.type, 'MutationResponse');
 });
+
+test('handlers: a resume gets only what changed since its point, or a full snapshot that says why', async (t) => {
+  const w = world(t);
+  const admin = await adminOf(w, 'res', ['a', 'b']);
+  await admin.ask('ReportVariableChanges', { sid: admin.sid, changes: [[0, u64(1n)], [1, u64(2n)]] });
+  const reader = await signedIn(w, 'view');
+  const first = await reader.ask('Subscription', { tenant: 'acme', service: 'res' });
+  assert.ok(first.type === 'Snapshot' && first.body.fileId !== undefined && first.body.resumed === undefined);
+  const point = { version: first.body.version, fileId: first.body.fileId };
+  await admin.ask('ReportVariableChanges', { sid: admin.sid, changes: [[1, u64(20n)]] });
+  // Batches say how far they vouch: up to the last write here.
+  await until('the reader gets b', () => reader.link.frames.some((m) => m.type === 'SyncBatch'));
+  const [batch] = reader.link.take('SyncBatch');
+  const file = w.registry.get('acme', 'res', false).file;
+  assert.equal(batch!.body.version, Number(file.entryVersion(file.entry('b'))));
+
+  const resumed = await reader.ask('Subscription', { tenant: 'acme', service: 'res', since: point });
+  assert.ok(resumed.type === 'Snapshot' && resumed.body.resumed === true && resumed.body.reset === undefined);
+  const defs = new Map(resumed.body.variables.map((d) => [d[1], d]));
+  assert.ok(defs.get('a')![5] <= point.version && defs.get('b')![5] > point.version, 'every definition, with its version');
+  const view = new DataView(resumed.body.data.buffer, resumed.body.data.byteOffset, resumed.body.data.byteLength);
+  assert.equal(view.getBigUint64(defs.get('b')![2], true), 20n, 'the changed value is there');
+  assert.ok(resumed.body.data.length <= defs.get('b')![2] + 8);
+
+  const replaced = await reader.ask('Subscription', { tenant: 'acme', service: 'res', since: { ...point, fileId: 'not-this-file' } });
+  assert.ok(replaced.type === 'Snapshot' && replaced.body.resumed === undefined && /replaced/.test(replaced.body.reset ?? ''));
+  const ahead = await reader.ask('Subscription', { tenant: 'acme', service: 'res', since: { ...point, version: point.version + 1000 } });
+  assert.ok(ahead.type === 'Snapshot' && /before the resume point/.test(ahead.body.reset ?? ''));
+  const full = new DataView(ahead.body.data.buffer, ahead.body.data.byteOffset, ahead.body.data.byteLength);
+  assert.equal(full.getBigUint64(defs.get('a')![2], true), 1n, 'a reset carries every value');
+});

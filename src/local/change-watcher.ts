@@ -33,6 +33,7 @@ export class ChangeWatcher {
   private watcher: NativeWatcher | undefined;
   private readonly listeners = new Set<Listener>();
   private seen: bigint[] = [];
+  private settled = 0n;
   private keepAlive = 0;
   private rescanQueued = false;
   private slot = -1;
@@ -150,19 +151,32 @@ export class ChangeWatcher {
     if (watcher !== undefined) setImmediate(() => watcher.close());
   }
 
+  /**
+   * Every change at or below this version has been reported (a low watermark: a resume point). A write takes
+   * its version before it stores it, so a scan cannot vouch for the service version it sees: only for the one
+   * it read before looking at the entries, and only below the old version of any entry still mid-write.
+   */
+  get settledVersion(): bigint {
+    return this.settled;
+  }
+
   /** Compares every entry's version with the last one seen: one event for the differences, if any. */
   private scan(): FileChangeEvent | undefined {
     const file = this.file;
     if (file.closed || this.watcher === undefined) return undefined;
+    let settled = file.version; // read before the entries: any write at or below it has begun by now
     const entries = file.list();
     const changed: VariableMetadata[] = [];
     let inFlight = false;
     let top = 0n;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      // A write in progress has bumped the service version but may not have stored its own yet: look again soon.
-      if ((Atomics.load(file.i32, e.seqIdx) & 1) !== 0) inFlight = true;
       const v = file.entryVersion(e);
+      // A write in progress has bumped the service version but may not have stored its own yet: look again soon.
+      if ((Atomics.load(file.i32, e.seqIdx) & 1) !== 0) {
+        inFlight = true;
+        if (v < settled) settled = v;
+      }
       if (v > top) top = v;
       if (v === this.seen[i]) continue;
       this.seen[i] = v;
@@ -175,6 +189,7 @@ export class ChangeWatcher {
         this.safeScan();
       });
     }
+    if (settled > this.settled) this.settled = settled;
     if (changed.length === 0) return undefined;
     return changeEventOf(file.path, this.serviceId, changed, top);
   }

@@ -102,6 +102,13 @@ export class LocalFileAccessor implements FileAccessor {
   private readonly watcher: ChangeSource;
   private readonly handles = new Map<string, LocalVariableHandle>();
   private shadow: Uint8Array | undefined;
+  /**
+   * The service version when the shadow was taken. Entry versions come from the service's one counter, so an
+   * entry above it was versioned after the shadow: one number stands for every variable's version.
+   */
+  private shadowVersion = 0n;
+  /** Versions the last flush() gave raw writes, by entry index: a later raw write there is not behind an API write. */
+  private published = new Map<number, bigint>();
   /** Read-only: the last copy bytes() handed out, and that copy as handed out (how flush() finds raw writes). */
   private lent: { copy: Uint8Array; pristine: Uint8Array } | undefined;
 
@@ -181,12 +188,14 @@ export class LocalFileAccessor implements FileAccessor {
     return bytes;
   }
 
-  /** A private copy of the data region as of the last syncShadow(); raw writes into bytes() show up against it. */
+  /** A private copy of the data region as of the last flush() or syncShadow(); raw writes into bytes() show up against it. */
   shadowBytes(): Uint8Array {
     this.file.assertOpen();
     const capacity = this.file.checkedDataCapacity();
     if (this.shadow === undefined) {
+      const version = this.file.version; // read before the copy: a write the copy may miss is above it
       this.shadow = this.file.dataBytes().slice();
+      this.shadowVersion = version;
     } else if (this.shadow.length > capacity) {
       throw new CommyError(ErrorCode.INVALID_FILE, `${this.file.label}: data capacity ${capacity} shrank below ${this.shadow.length}`);
     } else if (this.shadow.length < capacity) {
@@ -200,21 +209,58 @@ export class LocalFileAccessor implements FileAccessor {
   }
 
   syncShadow(): void {
-    const current = this.file.dataBytes();
     const shadow = this.shadowBytes();
-    shadow.set(current.subarray(0, shadow.length));
+    const version = this.file.version;
+    shadow.set(this.file.dataBytes().subarray(0, shadow.length));
     this.file.assertIntact();
+    this.shadowVersion = version;
+    this.published.clear(); // at or below the new shadow version
   }
 
-  /** Local: finds raw writes into bytes() by diffing against the shadow and publishes them as changes. */
+  /**
+   * Local: publishes the raw writes into bytes() that nothing has versioned. A version names one write, so a
+   * range that differs from the shadow is published only if its variable's version has not moved since the
+   * shadow was taken (unversioned): a change versioned meanwhile (a set() here or in another process, a remote
+   * write the server applied, another process's flush of the same raw write) is not versioned again. A variable
+   * changed both ways keeps the API write's version (docs/client.md): that write's value is what it names.
+   */
   async flush(): Promise<void> {
     if (this.file.readOnly) return this.flushReadOnly();
     const shadow = this.shadowBytes();
+    const since = this.shadowVersion;
+    // Read before the diff: every write at or below it has its bytes in what the diff compares.
+    const version = this.file.version;
     const current = this.file.dataBytes().subarray(0, shadow.length);
     const ranges = pairsFromFlat(native.diff(current, shadow));
     this.file.assertIntact(); // the diff read the mapping
-    for (const name of variablesTouched(this.variables(), ranges)) this.file.touch(this.file.entry(name));
-    this.syncShadow();
+    const published = new Map<number, bigint>();
+    const names = ranges.length > 0 ? variablesTouched(this.variables(), ranges) : [];
+    for (const name of names) {
+      const entry = this.file.entry(name);
+      const version = this.file.touch(entry, () => this.unversioned(entry, since));
+      if (version !== undefined) published.set(entry.index, version);
+    }
+    // Only what differed: the rest equals the shadow already, and a raw write that lands there after the diff
+    // stays pending for the next flush instead of being taken into the shadow unpublished.
+    for (const [start, end] of ranges) shadow.set(current.subarray(start, end), start);
+    this.file.assertIntact();
+    this.shadowVersion = version;
+    this.published = published;
+  }
+
+  /**
+   * Is the entry's change since the shadow a raw one that no write has versioned? Yes if its version is not
+   * above the shadow's, or is the one the last flush() gave it; or if it was never written (seq 0: registered
+   * since the shadow, and registration versions the variable without writing a value). A write under way (odd
+   * seq) versions the change itself. Asked by touch() under the entry's writer lock, so no API write lands
+   * between the answer and the publication.
+   */
+  private unversioned(entry: DirEntry, since: bigint): boolean {
+    const seq = Atomics.load(this.file.i32, entry.seqIdx); // before the version: a write finishing in between has moved it
+    if (seq === 0) return true;
+    if ((seq & 1) !== 0) return false;
+    const version = this.file.entryVersion(entry);
+    return version <= since || version === this.published.get(entry.index);
   }
 
   /**

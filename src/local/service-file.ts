@@ -162,9 +162,9 @@ export class ServiceFile extends FileMapping {
     return this.writer.writeLocked(entry, bytes);
   }
 
-  /** Publishes a change someone made to the entry's bytes without the API (a raw write into bytes()). */
-  touch(entry: DirEntry): bigint {
-    return this.writer.touch(entry);
+  /** Publishes a raw change to the entry's bytes (a write into bytes()); `stillRaw` is asked under the lock (see ValueWriter.touch). */
+  touch(entry: DirEntry, stillRaw?: () => boolean): bigint | undefined {
+    return this.writer.touch(entry, stillRaw);
   }
 
   // ---- reads (value-read.ts) ----------------------------------------------------------------------------

@@ -121,10 +121,19 @@ export class ValueWriter {
     return this.finishWrite(entry, seq);
   }
 
-  /** Publishes a change someone made to the entry's bytes without the API (a raw write into bytes()). */
-  touch(entry: DirEntry): bigint {
+  /**
+   * Publishes a change someone made to the entry's bytes without the API (a raw write into bytes()). With
+   * `stillRaw`, asked under the writer lock (no API write can land meanwhile): undefined, nothing published,
+   * when it says the change has been versioned already.
+   */
+  touch(entry: DirEntry, stillRaw?: () => boolean): bigint | undefined {
     this.file.assertOpen();
-    return this.finishWrite(entry, this.beginWrite(entry));
+    this.locks.acquire(entry);
+    if (stillRaw !== undefined && !stillRaw()) {
+      this.locks.release(entry);
+      return undefined;
+    }
+    return this.finishWrite(entry, this.beginWrite(entry, true));
   }
 
   /** Between beginWrite and finishWrite: the bytes (checked to fit), the rest of the variable zeroed. */

@@ -86,6 +86,11 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     optBool(b, 'create');
     if (b.variables !== undefined) strArray(b, 'variables', 1000);
     optBool(b, 'notify');
+    if (b.since !== undefined) {
+      if (typeof b.since !== 'object' || b.since === null || Array.isArray(b.since)) throw bad('since must be {version, fileId}');
+      num(b.since as Obj, 'version');
+      str(b.since as Obj, 'fileId', 64);
+    }
   },
   Unsubscribe: (b) => void num(b, 'sid', 1, MAX_ID),
   RegisterVariable(b) {
@@ -144,6 +149,9 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     bin(b.data, 'data');
     optBool(b, 'readOnly');
     optBool(b, 'more');
+    if (b.fileId !== undefined) str(b, 'fileId', 64);
+    optBool(b, 'resumed');
+    if (b.reset !== undefined) str(b, 'reset', 1024);
   },
   SnapshotChunk(b) {
     num(b, 'sid', 1, MAX_ID);
@@ -153,6 +161,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
       bin(b.data, 'data');
     }
     if (typeof b.more !== 'boolean') throw bad('field more must be a boolean');
+    if (b.version !== undefined) num(b, 'version');
   },
   SyncBatch(b) {
     num(b, 'sid', 1, MAX_ID);

@@ -77,8 +77,15 @@ export interface ServiceFilePathBody {
   /** The key may not write: map the file read-only. */
   readOnly: boolean;
 }
+/** Where a client resumes a service: the file it knew and the version up to which it has every change. */
+export interface ResumePoint {
+  version: number;
+  fileId: string;
+}
 export interface SubscriptionBody extends ServiceRef {
   create?: boolean;
+  /** Resume: send only what changed after this point (SnapshotBody.resumed), or say why not (reset). */
+  since?: ResumePoint;
   /** Variable name patterns (`*` wildcard); absent = all. */
   variables?: string[];
   /**
@@ -91,7 +98,14 @@ export interface SubscriptionBody extends ServiceRef {
 export interface SnapshotBody {
   sid: number;
   serviceId: string;
+  /** Every change at or below this version is in the snapshot (or owed as an update): a resume point. */
   version: number;
+  /** The service file's incarnation: a resume names it (SubscriptionBody.since). */
+  fileId?: string;
+  /** A resume: `data` carries only variables whose def version is above `since.version`; keep the others. */
+  resumed?: boolean;
+  /** A resume was asked but could not be served: this is a full snapshot, and why (e.g. the file was replaced). */
+  reset?: string;
   variables: VariableDef[];
   /** The data region up to the end of the highest variable (its first part when `more`). */
   data: Uint8Array;
@@ -110,6 +124,8 @@ export interface SnapshotChunkBody {
   data?: Uint8Array;
   /** false on the last chunk. */
   more: boolean;
+  /** On the last chunk, when lower than the Snapshot's: the resume point (a value read meanwhile was mid-write). */
+  version?: number;
 }
 export type Update = [index: number, version: number, bytes: Uint8Array];
 export interface SyncBatchBody {

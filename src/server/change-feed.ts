@@ -6,6 +6,11 @@ export interface FeedChange {
   readonly changedVariables: readonly string[];
   /** The service version after these changes. */
   readonly version: bigint;
+  /**
+   * Every change at or below this version has now been reported, in this change or an earlier one (a low
+   * watermark, at most `version`): what a subscriber that has received them all may resume from.
+   */
+  readonly settled: bigint;
 }
 
 export interface FeedSink {
@@ -18,7 +23,8 @@ export interface FeedSink {
  * Where a service host learns that its service changed, whoever changed it. Today: the local futex watcher
  * on the mapped file (local-change-feed.ts), which sees this server's writes and every local process's. A
  * cluster backplane (Redis) is a second implementation. Every implementation passes the contract suite in
- * test/helpers/change-feed-contract.ts: every change reported, in version order, none after close().
+ * test/helpers/change-feed-contract.ts: every change reported, in version order, none after close(), and a
+ * settled version that never runs ahead of what was reported.
  */
 export interface ChangeFeed {
   /** Starts reporting to `sink`; called once. */

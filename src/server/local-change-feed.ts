@@ -13,8 +13,9 @@ export class LocalChangeFeed implements ChangeFeed {
 
   start(sink: FeedSink): void {
     if (this.watcher !== undefined) return;
-    this.watcher = new ChangeWatcher(this.file, this.serviceId, (err) => sink.error(err));
-    this.watcher.add((event) => sink.change(event));
+    const watcher = new ChangeWatcher(this.file, this.serviceId, (err) => sink.error(err));
+    watcher.add((event) => sink.change({ changedVariables: event.changedVariables, version: event.version, settled: watcher.settledVersion }));
+    this.watcher = watcher;
   }
 
   close(): void {

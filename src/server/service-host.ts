@@ -40,6 +40,8 @@ export class ServiceHost {
   private readonly subscribers = new Set<Subscriber>();
   /** Why the service stopped (its file was damaged by another process); undefined while it works. */
   broken: CommyError | undefined;
+  /** Every change at or below this version has been reported by the feed (see FeedChange.settled). */
+  private settled = 0n;
 
   constructor(
     readonly tenant: string,
@@ -68,8 +70,9 @@ export class ServiceHost {
   }
 
   /** The subscriber's snapshot as frames (see snapshotFrames), each within half the frame limit. */
-  snapshot(sub: Subscriber, requestId: number): Generator<Uint8Array, void, undefined> {
+  snapshot(sub: Subscriber, requestId: number, reset?: string): Generator<Uint8Array, void, undefined> {
     return snapshotFrames({
+      ...(reset !== undefined ? { reset } : {}),
       file: this.file,
       requestId,
       sid: sub.sid,
@@ -138,6 +141,7 @@ export class ServiceHost {
   }
 
   private onChange(change: FeedChange): void {
+    if (change.settled > this.settled) this.settled = change.settled;
     if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(change, this.options.onLocalWrite);
     if (this.subscribers.size === 0) return;
     const changed = change.changedVariables.map((name) => this.file.entry(name));
@@ -217,7 +221,9 @@ export class ServiceHost {
     if (held) this.retry(sub);
     else sub.retryMs = RETRY_MIN_MS;
     if (updates.length === 0 && defs.length === 0) return;
-    const version = Number(this.file.version);
+    // A resume point: every change reported so far is in this batch or was sent before (or is held mid-write,
+    // and will get a version above this one).
+    const version = Number(this.settled);
     const batches = splitByCost(updates, (u) => u[2].length + 16, this.options.maxFrameBytes / 2);
     batches.forEach((batch, i) => {
       const body: SyncBatchBody = { sid: sub.sid, version, updates: batch };

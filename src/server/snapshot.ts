@@ -24,6 +24,8 @@ export interface SnapshotRequest {
   budget: number;
   /** Variables whose writer was mid-write: sent as zeros here, owed to the subscriber as a later update. */
   owe(index: number): void;
+  /** A resume was asked and cannot be served: why (the snapshot is full and says so). */
+  reset?: string;
 }
 
 /**
@@ -34,20 +36,31 @@ export interface SnapshotRequest {
  */
 export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, void, undefined> {
   const { file, spec } = req;
+  // The resume point: read before any value, then lowered below any value found mid-write (whose write may
+  // have taken its version already): every change at or below it is in the snapshot or owed.
+  const version = file.version;
+  let settled = version;
+  const owe = (e: DirEntry): void => {
+    req.owe(e.index);
+    const old = file.entryVersion(e);
+    if (old < settled) settled = old;
+  };
   const entries = file.list().filter((e) => spec.filter.wants(e.index, e.meta.name));
-  const version = Number(file.version);
   const defs = entries.map((e) => defOf(e, file.entryVersion(e)));
   const namesOnly = spec.mode === 'names';
   const valued = namesOnly ? [] : changedSince(file, entries, spec.since);
   const dataEnd = namesOnly ? 0 : endOf(file, valued, spec.filter.everything && spec.since === undefined);
   const defsCost = defs.reduce((n, d) => n + d[1].length + DEF_OVERHEAD, 0);
   const head = (variables: VariableDef[], data: Uint8Array, more: boolean): Uint8Array => {
-    const body: SnapshotBody = { sid: req.sid, serviceId: req.serviceId, version, variables, data, readOnly: req.readOnly };
+    const body: SnapshotBody = { sid: req.sid, serviceId: req.serviceId, version: Number(settled), variables, data, readOnly: req.readOnly, fileId: file.info.fileId };
     if (more) body.more = true;
+    if (spec.since !== undefined) body.resumed = true;
+    if (req.reset !== undefined) body.reset = req.reset;
     return encodeFrame('Snapshot', req.requestId, body);
   };
   if (defsCost + dataEnd <= req.budget) {
-    yield head(defs, readRun(req, valued, 0, dataEnd), false);
+    const data = readRun(file, owe, valued, 0, dataEnd);
+    yield head(defs, data, false);
     return;
   }
   const defGroups = splitByCost(defs, (d) => d[1].length + DEF_OVERHEAD, req.budget);
@@ -56,10 +69,14 @@ export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, voi
   const moreDefs = defGroups.slice(1);
   const chunks = moreDefs.length + runs.length;
   let sent = 0;
-  const chunk = (body: Omit<SnapshotChunkBody, 'sid' | 'more'>): Uint8Array =>
-    encodeFrame('SnapshotChunk', 0, { sid: req.sid, ...body, more: ++sent < chunks });
+  const chunk = (body: Omit<SnapshotChunkBody, 'sid' | 'more'>): Uint8Array => {
+    const last = ++sent >= chunks;
+    // The last chunk says so when a value read on the way lowered the resume point below the Snapshot's.
+    const lowered = last && settled < version ? { version: Number(settled) } : {};
+    return encodeFrame('SnapshotChunk', 0, { sid: req.sid, ...body, more: !last, ...lowered });
+  };
   for (const group of moreDefs) yield chunk({ defs: group });
-  for (const run of runs) yield chunk({ offset: run.start, data: readRun(req, run.entries, run.start, run.end) });
+  for (const run of runs) yield chunk({ offset: run.start, data: readRun(file, owe, run.entries, run.start, run.end) });
   if (chunks === 0) yield encodeFrame('SnapshotChunk', 0, { sid: req.sid, more: false });
 }
 
@@ -99,14 +116,13 @@ function dataRuns(entries: readonly DirEntry[], budget: number): DataRun[] {
 }
 
 /** [start, end) of the data region with every variable in it read consistently (zeros for a busy one). */
-function readRun(req: SnapshotRequest, entries: readonly DirEntry[], start: number, end: number): Uint8Array {
-  const { file } = req;
+function readRun(file: ServiceFile, owe: (e: DirEntry) => void, entries: readonly DirEntry[], start: number, end: number): Uint8Array {
   const out = new Uint8Array(end - start);
   for (const e of entries) {
     const { offset, end: varEnd } = e.meta;
     if (offset < start || varEnd > end) continue;
     // A busy one is left as zeros and owed as a later update.
-    if (file.tryReadCopy(e, out, offset - start) === BUSY) req.owe(e.index);
+    if (file.tryReadCopy(e, out, offset - start) === BUSY) owe(e);
   }
   return out;
 }

@@ -1,5 +1,5 @@
 import { compileGlobs, type GlobLimits, type GlobMatcher } from '../core/glob.js';
-import type { SubscriptionBody } from '../protocol/messages.js';
+import type { ResumePoint, SubscriptionBody } from '../protocol/messages.js';
 
 /**
  * What a subscriber asked for, decided once and applied alike to its snapshot, to new definitions and to
@@ -8,8 +8,7 @@ import type { SubscriptionBody } from '../protocol/messages.js';
 export interface SubscriptionSpec {
   readonly filter: VariableFilter;
   /**
-   * Only variables changed after this service version (resume, in the sync engine); undefined: everything.
-   * Not on the wire yet: the Subscription message gains it with resume.
+   * Only the values of variables changed after this service version (a resume); undefined: everything.
    */
   readonly since?: number;
   /** 'values': Snapshot data and SyncBatches; 'names': definitions only, then VariablesUpdated pushes (notify). */
@@ -48,7 +47,23 @@ export class VariableFilter {
   }
 }
 
-/** The spec a Subscription message asks for. */
-export function specOf(body: SubscriptionBody, limits: GlobLimits): SubscriptionSpec {
-  return { filter: VariableFilter.of(body.variables, limits), mode: body.notify === true ? 'names' : 'values' };
+/** What a subscription asked to resume from gets: the changes since a version, or a full snapshot and why. */
+export type Resume = { readonly since: number } | { readonly reset: string };
+
+/**
+ * Whether a resume point can be served by this file: the same incarnation (fileId), and a version it has
+ * reached (a file restored from an older copy has not). Versions only grow within one file, so everything
+ * the client lacks has a version above its point.
+ */
+export function resumeFrom(asked: ResumePoint, fileId: string, version: bigint): Resume {
+  if (asked.fileId !== fileId) return { reset: 'the service file was replaced since' };
+  if (BigInt(asked.version) > version) return { reset: `the service is at version ${version}, before the resume point ${asked.version}` };
+  return { since: asked.version };
+}
+
+/** The spec a Subscription message asks for (`since`: from resumeFrom, when it could be served). */
+export function specOf(body: SubscriptionBody, limits: GlobLimits, since?: number): SubscriptionSpec {
+  const mode = body.notify === true ? 'names' : 'values';
+  const filter = VariableFilter.of(body.variables, limits);
+  return since === undefined ? { filter, mode } : { filter, mode, since };
 }
