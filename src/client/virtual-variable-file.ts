@@ -4,6 +4,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import { EventQueue } from '../core/event-queue.js';
 import { mergeChangeEvents, type FileChangeEvent } from '../core/file-change-event.js';
 import type { FileAccessor, ValueOfType, VariableHandle } from '../core/file-accessor.js';
+import type { MutateOptions } from '../core/mutate-options.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { typeName, type VariableTypeId, type VariableValue } from '../core/variable-type.js';
 
@@ -95,6 +96,18 @@ export class VirtualVariableFile {
   /** Resolves when the value is applied and visible to every other client of the service. */
   writeVariable(name: string, bytes: Uint8Array): Promise<void> {
     return this.accessor.writeBytes(name, bytes);
+  }
+
+  /**
+   * Writes one variable and resolves with the version it committed. With `expectedVersion` (the version last
+   * seen, `vf.handle(name).version()`), compare-and-set: CONFLICT, nothing written, when the variable has moved
+   * on. Linearizable per variable (the server, or locally the variable's writer lock, orders every write to
+   * it). Remote: sent at once with an operation id (`opId`, or one the client picks), applied once even when
+   * resent after a reconnect.
+   */
+  async mutate(name: string, value: VariableValue, options: MutateOptions = {}): Promise<{ version: bigint }> {
+    if (this.accessor.mutate === undefined) throw new CommyError(ErrorCode.UNKNOWN_MESSAGE, `mutate is not available for ${this.accessor.mode} files yet`);
+    return { version: await this.accessor.mutate(name, value, options) };
   }
 
   /** A copy of the variable's current bytes (consistent: never torn). */

@@ -1,4 +1,5 @@
 import type { FileChangeEvent } from './file-change-event.js';
+import type { MutateOptions } from './mutate-options.js';
 import type { VariableMetadata } from './variable-metadata.js';
 import type { VariableType, VariableTypeId, VariableValue } from './variable-type.js';
 
@@ -43,6 +44,8 @@ export interface FileAccessor {
   variables(): VariableMetadata[];
   handle(name: string): VariableHandle;
   writeBytes(name: string, bytes: Uint8Array): Promise<void>;
+  /** One variable, acknowledged with the version it committed; compare-and-set with expectedVersion. */
+  mutate?(name: string, value: VariableValue, options: MutateOptions): Promise<bigint>;
   readBytes(name: string): Promise<Uint8Array>;
   isTorn(name: string): boolean;
   bytes(): Uint8Array;

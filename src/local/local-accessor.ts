@@ -3,6 +3,7 @@ import { assertValidName } from '../core/names.js';
 import { damageCount, native } from '../native/addon.js';
 import { pairsFromFlat, variablesTouched } from '../core/byte-diff.js';
 import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
+import { checkMutateOptions, type MutateOptions } from '../core/mutate-options.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import type { VariableValue } from '../core/variable-type.js';
@@ -163,6 +164,14 @@ export class LocalFileAccessor implements FileAccessor {
   async writeBytes(name: string, bytes: Uint8Array): Promise<void> {
     if (!(bytes instanceof Uint8Array)) throw new CommyError(ErrorCode.TYPE_MISMATCH, 'writeVariable takes a Uint8Array');
     this.file.writeBytes(this.lookup(name), bytes);
+  }
+
+  /** Local: written at once; with an expected version, compare-and-set under the variable's writer lock. */
+  async mutate(name: string, value: VariableValue, options: MutateOptions): Promise<bigint> {
+    const { expected } = checkMutateOptions(options); // an opId needs no memory here: nothing is ever resent
+    const entry = this.lookup(name);
+    const checked = entry.codec.check(value);
+    return expected === undefined ? this.file.write(entry, checked) : this.file.writeIfAt(entry, checked, expected);
   }
 
   async readBytes(name: string): Promise<Uint8Array> {

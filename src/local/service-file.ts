@@ -157,6 +157,11 @@ export class ServiceFile extends FileMapping {
     return this.writer.writeBytes(entry, bytes);
   }
 
+  /** Compare-and-set (see ValueWriter.writeIfAt): CONFLICT unless the entry is still at `expected`. */
+  writeIfAt(entry: DirEntry, checked: unknown, expected: bigint): bigint {
+    return this.writer.writeIfAt(entry, checked, expected);
+  }
+
   /** Holding the lock (tryLock or lock): writes raw bytes, publishes a new version, releases the lock (also on VALUE_TOO_LARGE). */
   writeLocked(entry: DirEntry, bytes: Uint8Array): bigint {
     return this.writer.writeLocked(entry, bytes);

@@ -1,3 +1,4 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertFits } from '../core/variable-rules.js';
 import { FLAG_TORN } from './file-format.js';
 import type { DirEntry } from './directory.js';
@@ -64,6 +65,23 @@ export class ValueWriter {
   write(entry: DirEntry, checked: unknown): bigint {
     this.file.assertOpen();
     const seq = this.beginWrite(entry);
+    entry.codec.store(this.view, entry.at, checked);
+    return this.finishWrite(entry, seq);
+  }
+
+  /**
+   * Compare-and-set: writes a checked value only if the entry's version is still `expected` (compared under its
+   * writer lock, so no write lands in between); CONFLICT and nothing written otherwise.
+   */
+  writeIfAt(entry: DirEntry, checked: unknown, expected: bigint): bigint {
+    this.file.assertOpen();
+    this.locks.acquire(entry);
+    const have = Atomics.load(this.b64, entry.versionIdx);
+    if (have !== expected) {
+      this.locks.release(entry);
+      throw new CommyError(ErrorCode.CONFLICT, `${entry.meta.name} is at version ${have}, not ${expected}`);
+    }
+    const seq = this.beginWrite(entry, true);
     entry.codec.store(this.view, entry.at, checked);
     return this.finishWrite(entry, seq);
   }
