@@ -13,4 +13,4 @@ export type { WaitOptions } from './core/event-queue.js';
 export { VirtualVariableFile, type OpenOptions } from './client/virtual-variable-file.js';
 export { Client } from './client/client.js';
 export { AuthCredentials, type AuthMethod } from './client/auth-credentials.js';
-export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions } from './client/client-options.js';
+export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions, ReconnectOptions } from './client/client-options.js';

@@ -245,10 +245,10 @@ test('one connection, several tenants', async (t) => {
   assert.equal((await client.readVariable('beta', 'same-name', 'v'))[0], 2);
 });
 
-test('connection loss: pending requests reject NOT_CONNECTED, state is closed, remote files stop', async (t) => {
+test('connection loss with reconnect: false: pending requests reject NOT_CONNECTED, state is closed, remote files stop', async (t) => {
   const s = await startClientServer(t);
   const errors: CommyError[] = [];
-  const client = await s.connect({ onError: (e) => errors.push(e) });
+  const client = await s.connect({ onError: (e) => errors.push(e), reconnect: false });
   const vf = await client.getVirtualServiceFile('acme', 'lost');
   await register(vf, 'x');
   while (client.tryGetFileChange() !== null); // the registration's event

@@ -40,7 +40,8 @@ class LaneHandler implements MessageHandler {
     if (m.type === 'QueryCancel') {
       this.cancels++;
       const cancelled = this.conn.cancel(Number((m.body as { id: number }).id));
-      return encodeFrame('QueryResponse', m.id, this.cancelReplyBytes > 0 ? { cancelled, pad: new Uint8Array(this.cancelReplyBytes) } : { cancelled });
+      // The answer (any reply type will do for the lanes): whether a running request was found.
+      return encodeFrame('VariableValue', m.id, { name: cancelled ? 'cancelled' : 'none', value: new Uint8Array(this.cancelReplyBytes), version: 0 });
     }
     if (m.type === 'Query') {
       await new Promise<void>((_resolve, reject) =>
@@ -87,33 +88,35 @@ test('an immediate cancel overtakes an ordered request that waits', async (t) =>
   const order: string[] = [];
   const slow = client.request('ReadVariable', read).then((m) => order.push(m.type));
   const cancel = await client.request('QueryCancel', { id: 99 });
-  order.push(cancel.type);
-  assert.deepEqual(cancel.body, { cancelled: false });
+  order.push(`${cancel.type}:cancel`);
+  assert.equal(cancel.type === 'VariableValue' && cancel.body.name, 'none');
   handler.release();
   await slow;
-  assert.deepEqual(order, ['QueryResponse', 'VariableValue']);
+  assert.deepEqual(order, ['VariableValue:cancel', 'VariableValue']);
 });
 
 test('a cancellable request runs beside the ordered lane and ends with ABORTED when cancelled', async (t) => {
   const { handler, client } = await laneServer(t);
   handler.release();
-  const query = client.request('Query', {});
+  const query = client.request('Query', { tenant: 'a' });
   // The ordered request after it is answered while the query still runs.
   assert.equal((await client.request('ReadVariable', read)).type, 'VariableValue');
   const queryId = 1;
-  assert.deepEqual((await client.request('QueryCancel', { id: queryId })).body, { cancelled: true });
+  const found = await client.request('QueryCancel', { id: queryId });
+  assert.equal(found.type === 'VariableValue' && found.body.name, 'cancelled');
   const answer = await query;
   assert.equal(errorCode(answer), ErrorCode.ABORTED);
   assert.ok(handler.aborted[0] instanceof CommyError && handler.aborted[0].code === ErrorCode.ABORTED);
   // Finished: a second cancel finds nothing.
-  assert.deepEqual((await client.request('QueryCancel', { id: queryId })).body, { cancelled: false });
+  const gone = await client.request('QueryCancel', { id: queryId });
+  assert.equal(gone.type === 'VariableValue' && gone.body.name, 'none');
 });
 
 test('cancellable requests are bounded per connection, and closing the socket aborts the running ones', async (t) => {
   const { handler, client } = await laneServer(t);
   handler.release();
-  const running = Array.from({ length: MAX_RUNNING_REQUESTS }, () => client.request('Query', {}).catch(() => undefined));
-  const over = await client.request('Query', {});
+  const running = Array.from({ length: MAX_RUNNING_REQUESTS }, () => client.request('Query', { tenant: 'a' }).catch(() => undefined));
+  const over = await client.request('Query', { tenant: 'a' });
   assert.equal(errorCode(over), ErrorCode.RATE_LIMITED);
   assert.equal((await client.request('ReadVariable', read)).type, 'VariableValue'); // the ordered lane still moves
   client.close();
@@ -131,7 +134,7 @@ test('a flood of immediate requests from a client that does not read stays withi
   handler.cancelReplyBytes = 16 * 1024;
   const count = 2000; // 32 MB of replies: far past what the loopback socket buffers hold
   client.ws.pause();
-  const replies = Array.from({ length: count }, () => client.request('QueryCancel', { id: 0 }));
+  const replies = Array.from({ length: count }, () => client.request('QueryCancel', { id: 1 }));
   let maxBuffered = 0;
   let last = -1;
   let stableSince = Date.now();
@@ -149,5 +152,5 @@ test('a flood of immediate requests from a client that does not read stays withi
   assert.ok(maxBuffered <= budget + 4 * handler.cancelReplyBytes, `output grew to ${maxBuffered} bytes past a ${budget}-byte budget`);
   client.ws.resume();
   const answered = await Promise.all(replies);
-  assert.equal(answered.filter((m) => m.type === 'QueryResponse').length, count);
+  assert.equal(answered.filter((m) => m.type === 'VariableValue').length, count);
 });

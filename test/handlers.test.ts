@@ -31,6 +31,10 @@ class RecordingLink implements SessionLink {
   outputRoom(): Promise<void> {
     return Promise.resolve();
   }
+  readonly cancelled: number[] = [];
+  cancel(id: number): void {
+    this.cancelled.push(id);
+  }
   close(code: number): void {
     this.open = false;
     this.closedWith = code;
@@ -130,7 +134,7 @@ test('handlers: nothing but Authenticate before authentication; a bad key is AUT
   const ok = await ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1 });
   assert.equal(ok.type, 'Authenticated');
   assert.equal(session.authenticated, true);
-  assert.equal(errorOf(await ask('Query', {})), ErrorCode.UNKNOWN_MESSAGE);
+  assert.equal(errorOf(await ask('Query', { tenant: 'beta' })), ErrorCode.PERMISSION_DENIED);
   assert.equal(errorOf(await ask('SyncBatch', { sid: 1, version: 1, updates: [] })), ErrorCode.INVALID_MESSAGE);
 });
 

@@ -87,7 +87,9 @@ test('outbox: a large flush is split, in order, within the frame budget and the 
     assert.ok(g.group.changes.length <= 3);
     assert.ok(g.group.changes.reduce((n, c) => n + c.bytes.length + 12, 64) <= 1000, 'each group fits a frame');
   }
-  assert.equal(wire[0]!.group.opId, undefined, 'no operation ids yet');
+  const opIds = wire.map((w) => w.group.opId!);
+  assert.deepEqual(opIds, [...opIds].sort((a, b) => a - b), 'operation ids rise');
+  assert.equal(new Set(opIds).size, opIds.length, 'one per group');
   for (const w of wire.splice(0)) w.answer.reply(ack(2));
   await flushed;
 });
@@ -158,4 +160,95 @@ test('outbox: stop() sends nothing more and releases the flushes waiting for a w
   assert.equal(outbox.drain().length, 1, 'a stopped outbox sends nothing; the report already in flight is still answered');
   assert.equal(wire.length, 1);
   assert.deepEqual(peer.log, ['send 0']);
+});
+
+// ---- outcome unknown: TIMEOUT and a lost connection are not refusals ----
+
+test('outbox: TIMEOUT rejects the awaiting flush but keeps the report; its late ack settles it, then later writes go', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  const flushed = outbox.flushAll();
+  const first = wire.shift()!;
+  first.answer.fail(new CommyError(ErrorCode.TIMEOUT, 'slow'));
+  await assert.rejects(flushed, { code: 'TIMEOUT' });
+  assert.deepEqual(peer.log, ['send 0'], 'not refused: nothing is undone');
+  peer.next = [change(1)];
+  outbox.schedule();
+  await turn();
+  assert.equal(wire.length, 0, 'the next wave waits for the report whose outcome is unknown');
+  const again = outbox.flushAll(); // waits for the real answer this time
+  first.answer.reply(ack(5)); // late
+  assert.deepEqual(indices(wire[0]!.group), [1]);
+  wire.shift()!.answer.reply(ack(6));
+  await again;
+  assert.deepEqual(peer.log, ['send 0', 'ack 0 @5', 'send 1', 'ack 1 @6']);
+});
+
+test('outbox: a late refusal after TIMEOUT is a refusal', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  outbox.schedule();
+  await turn();
+  const first = wire.shift()!;
+  first.answer.fail(new CommyError(ErrorCode.TIMEOUT, 'slow'));
+  await turn();
+  assert.deepEqual(peer.errors.map((e) => e.code), ['TIMEOUT'], 'a background TIMEOUT is reported');
+  first.answer.fail(new CommyError(ErrorCode.PERMISSION_DENIED, 'no'));
+  await turn();
+  assert.deepEqual(peer.log, ['send 0', 'refused 0']);
+});
+
+test('outbox: reports lost with the connection are parked and resent with the same operation ids; offline writes follow', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0), change(1)];
+  const flushed = outbox.flushAll();
+  const lost = wire.shift()!;
+  const opId = lost.group.opId;
+  lost.answer.fail(new CommyError(ErrorCode.NOT_CONNECTED, 'gone'));
+  outbox.pause();
+  peer.next = [change(2)];
+  outbox.schedule();
+  const offline = outbox.flushAll();
+  await turn();
+  assert.equal(wire.length, 0, 'nothing goes out while paused');
+  lost.answer.reply(ack(9)); // an answer to the lost send is not this report's answer any more
+  assert.deepEqual(peer.log, ['send 0,1']);
+  outbox.resume();
+  assert.equal(wire.length, 1);
+  assert.equal(wire[0]!.group.opId, opId, 'the same operation id');
+  assert.deepEqual(indices(wire[0]!.group), [0, 1]);
+  wire.shift()!.answer.reply(ack(3));
+  await flushed;
+  assert.deepEqual(indices(wire[0]!.group), [2], 'then what was written offline');
+  assert.notEqual(wire[0]!.group.opId, opId);
+  wire.shift()!.answer.reply(ack(4));
+  await offline;
+  assert.deepEqual(peer.log, ['send 0,1', 'ack 0,1 @3', 'send 2', 'ack 2 @4']);
+  assert.deepEqual(peer.errors, []);
+});
+
+test('outbox: a report timed out and then lost with the connection is resent after resume', async () => {
+  const { outbox, wire } = rig();
+  const peer = (outbox as unknown as { peer: ScriptedPeer }).peer;
+  peer.next = [change(0)];
+  outbox.schedule();
+  await turn();
+  const first = wire.shift()!;
+  first.answer.fail(new CommyError(ErrorCode.TIMEOUT, 'slow'));
+  outbox.pause();
+  outbox.resume();
+  assert.equal(wire[0]!.group.opId, first.group.opId);
+  first.answer.reply(ack(1)); // the old send's late answer: ignored
+  wire.shift()!.answer.reply(ack(2));
+  assert.deepEqual(peer.log, ['send 0', 'ack 0 @2']);
+});
+
+test('outbox: stop() fails the parked reports (a client that does not reconnect)', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  const flushed = outbox.flushAll();
+  wire.shift()!.answer.fail(new CommyError(ErrorCode.NOT_CONNECTED, 'gone'));
+  await turn();
+  outbox.stop(new CommyError(ErrorCode.NOT_CONNECTED, 'lost for good'));
+  await assert.rejects(flushed, { code: 'NOT_CONNECTED', message: 'lost for good' });
 });

@@ -276,9 +276,19 @@ async function scripted(t: After, variables: VariableDef[], data: Uint8Array, op
   });
   t.after(() => conn.close()); // drops the requests the script never answers (and their timers)
   let accessor: RemoteFileAccessor | undefined;
+  let opIds = 0;
   const push = <K extends MessageTypeName>(type: K, id: number, body: MessageBodies[K]): void => events!.frame(encodeFrame(type, id, body));
   const subscribing = RemoteFileAccessor.subscribe(
-    { conn, maxFrameBytes: options.maxFrameBytes ?? 1 << 20, maxChangesPerReport: 4096, diff: (a, b) => diffRangesJs(a, b), onError: (e) => errors.push(e), route: noop },
+    {
+      conn,
+      maxFrameBytes: options.maxFrameBytes ?? 1 << 20,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      maxChangesPerReport: 4096,
+      diff: (a, b) => diffRangesJs(a, b),
+      onError: (e) => errors.push(e),
+      route: noop,
+      nextOpId: () => ++opIds,
+    },
     'acme',
     'svc',
   );
@@ -407,14 +417,28 @@ test('sync rules: a flush larger than a frame goes as several reports; a too-lar
   assert.equal(big.sent.length, 1);
 });
 
-test('sync rules: TIMEOUT and connection loss reject pending flushes; the file then reports NOT_CONNECTED', async (t) => {
+// Changed with reconnection: a TIMEOUT used to undo the write; its outcome is unknown, so it now stays pending
+// and its late acknowledgement settles it.
+test('sync rules: TIMEOUT is not a refusal: the value stays, the late ack settles it; a lost connection (no reconnect) rejects and ends the file', async (t) => {
   const s = await scripted(t, [X], new Uint8Array(8), { requestTimeoutMs: 50 });
   s.vf.set('x', 1n);
-  await assert.rejects(s.vf.flush(), { code: 'TIMEOUT' });
-  assert.equal(s.vf.get('x'), 0n);
-  await s.vf.writeVariable('x', u64(0)); // the confirmed value: nothing to send
-  const pending = s.vf.writeVariable('x', u64(2));
-  s.lose();
+  const flushed = s.vf.flush();
+  const r1 = (await s.next()) as MessageOf<'ReportVariableChanges'>;
+  assert.equal(typeof r1.body.opId, 'number', 'every report carries an operation id');
+  await assert.rejects(flushed, { code: 'TIMEOUT' });
+  assert.equal(s.vf.get('x'), 1n, 'not undone');
+  assert.notDeepEqual(s.vf.bytes(), s.vf.shadowBytes(), 'still pending');
+  s.vf.set('x', 2n);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(s.sent.length, 0, 'later writes wait behind the report whose outcome is unknown');
+  s.push('VariableChangesAcknowledged', r1.id, { serviceId: 'acme/svc', count: 1, version: 2, versions: [2] }); // late
+  const r2 = (await s.next()) as MessageOf<'ReportVariableChanges'>;
+  assert.deepEqual([...r2.body.changes[0]![1]], [...u64(2)]);
+  assert.ok(r2.body.opId! > r1.body.opId!, 'a new write, a new operation id');
+  const pending = s.vf.writeVariable('x', u64(3));
+  s.push('VariableChangesAcknowledged', r2.id, { serviceId: 'acme/svc', count: 1, version: 3, versions: [3] });
+  await new Promise((resolve) => setImmediate(resolve));
+  s.lose(); // the scripted client does what a Client with reconnect: false does: it ends the file
   await assert.rejects(pending, { code: 'NOT_CONNECTED' });
   assert.throws(() => s.vf.get('x'), { code: 'NOT_CONNECTED' });
 });

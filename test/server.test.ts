@@ -202,7 +202,7 @@ test('unknown, malformed, text and oversize frames get an error; the connection 
   assert.equal(errorCode(await c.sendRaw(packr.pack([2, 12, { tenant: 5 }]), 12)), 'INVALID_MESSAGE');
   assert.equal(errorCode(await c.sendRaw(encodeFrame('WriteVariable', 13, { tenant: 'acme', service: 's', name: 'x', value: new Uint8Array(5000) }), 13)), 'MESSAGE_TOO_LARGE');
   assert.equal(errorCode(await c.sendRaw(encodeFrame('SyncBatch', 14, { sid: 1, version: 1, updates: [] }), 14)), 'INVALID_MESSAGE');
-  assert.equal(errorCode(await c.sendRaw(encodeFrame('Query', 15, {}), 15)), 'UNKNOWN_MESSAGE');
+  assert.equal(errorCode(await c.sendRaw(packr.pack([10, 15, {}]), 15)), 'INVALID_MESSAGE'); // a Query names its tenant
   c.ws.send('text frame');
   const textErr = await c.push((m) => m.type === 'Error');
   assert.equal(errorCode(textErr), 'INVALID_MESSAGE');

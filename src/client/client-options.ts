@@ -4,8 +4,24 @@ import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-codec.js';
 /** 'auto': map the server's file when on the same machine, else WebSocket; 'local': map or fail; 'remote': always WebSocket. */
 export type ClientMode = 'auto' | 'local' | 'remote';
 
-/** 'reconnecting' comes with reconnection, in a later version. */
-export type ClientState = 'connecting' | 'open' | 'closed';
+/** 'connecting' until the first connection opens; 'reconnecting' while a lost one is being re-established. */
+export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** How a lost connection is re-established: exponential backoff with full jitter, behind a circuit breaker. */
+export interface ReconnectOptions {
+  /** The first delay's cap (each attempt waits a random time up to its cap). Default 100. */
+  initialDelayMs?: number;
+  /** The cap never grows past this. Default 10,000. */
+  maxDelayMs?: number;
+  /** After `failures` consecutive failed attempts, wait `resetMs`, then try once (half-open). Default 10 and 30,000. */
+  breaker?: { failures?: number; resetMs?: number };
+}
+
+export interface ResolvedReconnect {
+  initialDelayMs: number;
+  maxDelayMs: number;
+  breaker: { failures: number; resetMs: number };
+}
 
 /** Node only: a browser's own trust store decides. */
 export interface ClientTlsOptions {
@@ -36,6 +52,12 @@ export interface ClientOptions {
    * what 'auto' is for).
    */
   onFallback?: (reason: CommyError, service: { tenant: string; service: string }) => void;
+  /**
+   * Re-establish a lost connection (on by default): authenticate every tenant again, resubscribe every file
+   * (resuming where it left off), resend what the server may not have. `false`: a lost connection closes the
+   * client for good (NOT_CONNECTED everywhere).
+   */
+  reconnect?: boolean | ReconnectOptions;
 }
 
 export interface ResolvedClientOptions {
@@ -47,6 +69,7 @@ export interface ResolvedClientOptions {
   maxIncomingBytes: number;
   onError: (err: CommyError) => void;
   onFallback: ((reason: CommyError, service: { tenant: string; service: string }) => void) | undefined;
+  reconnect: ResolvedReconnect | false;
 }
 
 const MODES: readonly ClientMode[] = ['auto', 'local', 'remote'];
@@ -74,7 +97,29 @@ export function resolveClientOptions(options: ClientOptions = {}, warn: (err: Co
     maxIncomingBytes: Math.max(maxFrameBytes, MIN_INCOMING_BYTES),
     onError: options.onError ?? warn,
     onFallback: options.onFallback,
+    reconnect: resolveReconnect(options.reconnect),
   };
+}
+
+const RECONNECT_DEFAULTS: ResolvedReconnect = { initialDelayMs: 100, maxDelayMs: 10_000, breaker: { failures: 10, resetMs: 30_000 } };
+
+function resolveReconnect(option: boolean | ReconnectOptions | undefined): ResolvedReconnect | false {
+  if (option === false) return false;
+  if (option === undefined || option === true) return RECONNECT_DEFAULTS;
+  if (typeof option !== 'object' || option === null) throw invalid('options.reconnect must be a boolean or { initialDelayMs, maxDelayMs, breaker }');
+  const d = RECONNECT_DEFAULTS;
+  const initialDelayMs = delay(option.initialDelayMs ?? d.initialDelayMs, 'reconnect.initialDelayMs');
+  const maxDelayMs = delay(option.maxDelayMs ?? Math.max(d.maxDelayMs, initialDelayMs), 'reconnect.maxDelayMs');
+  if (maxDelayMs < initialDelayMs) throw invalid('options.reconnect.maxDelayMs must be at least initialDelayMs');
+  const failures = option.breaker?.failures ?? d.breaker.failures;
+  if (!Number.isInteger(failures) || failures < 1) throw invalid('options.reconnect.breaker.failures must be a positive integer');
+  const resetMs = delay(option.breaker?.resetMs ?? d.breaker.resetMs, 'reconnect.breaker.resetMs');
+  return { initialDelayMs, maxDelayMs, breaker: { failures, resetMs } };
+}
+
+function delay(ms: number, what: string): number {
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_TIMEOUT_MS) throw invalid(`options.${what} must be an integer from 0 to ${MAX_TIMEOUT_MS}`);
+  return ms;
 }
 
 function invalid(message: string): CommyError {

@@ -11,6 +11,8 @@ export interface ReplyHandlers<R> {
   fail(err: CommyError): void;
   /** A reply that comes after the request timed out (it did happen at the server): undo it, say. */
   late?(body: R): void;
+  /** An Error reply that comes after the request timed out (with `late`: the outcome was unknown until now). */
+  lateFail?(err: CommyError): void;
 }
 
 export interface ConnectionOptions {
@@ -33,7 +35,15 @@ interface Pending {
   reply(body: unknown): void;
   fail(err: CommyError): void;
   late?(body: unknown): void;
+  lateFail?(err: CommyError): void;
   timer: ReturnType<typeof setTimeout>;
+}
+
+/** A timed-out request that still wants its answer. */
+interface AwaitedLate {
+  expect: MessageTypeName;
+  late(body: unknown): void;
+  lateFail: ((err: CommyError) => void) | undefined;
 }
 
 /** Timed-out requests whose late reply is still wanted (bounded: the oldest is given up). */
@@ -48,7 +58,7 @@ const MAX_REQUEST_ID = 0x7fffffff;
 export class Connection {
   private readonly pending = new Map<number, Pending>();
   /** Requests that timed out but want their late reply (ReplyHandlers.late), by id, oldest first. */
-  private readonly lateReplies = new Map<number, { expect: MessageTypeName; late: (body: unknown) => void }>();
+  private readonly lateReplies = new Map<number, AwaitedLate>();
   private nextId = 1;
   private transport: Transport | undefined;
   private stateValue: ConnectionState = 'connecting';
@@ -105,7 +115,14 @@ export class Connection {
       return;
     }
     const timer = setTimeout(() => this.expire(id, type), this.options.requestTimeoutMs);
-    this.pending.set(id, { expect, reply: handlers.reply as (body: unknown) => void, fail: handlers.fail, late: handlers.late as ((body: unknown) => void) | undefined, timer });
+    this.pending.set(id, {
+      expect,
+      reply: handlers.reply as (body: unknown) => void,
+      fail: handlers.fail,
+      late: handlers.late as ((body: unknown) => void) | undefined,
+      lateFail: handlers.lateFail,
+      timer,
+    });
     transport.send(frame);
   }
 
@@ -166,7 +183,7 @@ export class Connection {
     if (p === undefined) return;
     this.pending.delete(id);
     // A late reply finds no pending request and is dropped, unless the request wants to hear of it.
-    if (p.late !== undefined) this.awaitLate(id, p.expect, p.late);
+    if (p.late !== undefined) this.awaitLate(id, { expect: p.expect, late: p.late, lateFail: p.lateFail });
     try {
       p.fail(new CommyError(ErrorCode.TIMEOUT, `${type} got no reply within ${this.options.requestTimeoutMs} ms`));
     } catch (err) {
@@ -174,8 +191,8 @@ export class Connection {
     }
   }
 
-  private awaitLate(id: number, expect: MessageTypeName, late: (body: unknown) => void): void {
-    this.lateReplies.set(id, { expect, late });
+  private awaitLate(id: number, awaited: AwaitedLate): void {
+    this.lateReplies.set(id, awaited);
     if (this.lateReplies.size > MAX_AWAITED_LATE) this.lateReplies.delete(this.lateReplies.keys().next().value as number);
   }
 
@@ -184,6 +201,7 @@ export class Connection {
     if (waiting === undefined) return;
     this.lateReplies.delete(msg.id);
     if (msg.type === waiting.expect) waiting.late(msg.body);
+    else if (msg.type === 'Error') waiting.lateFail?.(serverError(msg.body));
   }
 
   private receive(data: Uint8Array): void {

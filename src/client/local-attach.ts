@@ -40,8 +40,8 @@ function subscribeNotices(ctx: LocalAttachRequest, file: ServiceFile): Promise<L
   const { conn, tenant, service } = ctx;
   // Runs before the next frame is decoded, so no notice for this sid can arrive unrouted.
   return conn.subscribe({ tenant, service, notify: true }, (snapshot, { resolve }) => {
-    const notices = new NotifiedChanges(ctx, file, fileServiceId(file), snapshot.sid);
-    const accessor = new NotifiedLocalAccessor(file, notices, conn);
+    const notices = new NotifiedChanges(ctx, file, fileServiceId(file), snapshot);
+    const accessor = new NotifiedLocalAccessor(file, notices, ctx);
     ctx.route(snapshot.sid, notices.onUpdated);
     resolve(accessor);
   });

@@ -3,8 +3,9 @@ import { changeEventOf, deliverChange, type FileChangeEvent } from '../core/file
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { LocalFileAccessor, type ChangeSource } from '../local/local-accessor.js';
 import type { DirEntry, ServiceFile } from '../local/service-file.js';
-import type { VariablesUpdatedBody } from '../protocol/messages.js';
+import type { SnapshotBody, VariablesUpdatedBody } from '../protocol/messages.js';
 import type { Connection } from './connection.js';
+import type { Reattachable } from './reattachable.js';
 
 type Listener = (event: FileChangeEvent) => void;
 
@@ -12,7 +13,10 @@ const noop = (): void => {};
 
 /** What a read-only local service needs from its client. */
 export interface NotifyContext {
+  /** The client's connection: a new one after each reconnection. */
   readonly conn: Connection;
+  readonly tenant: string;
+  readonly service: string;
   /** Delivers this subscription's VariablesUpdated pushes to `onUpdated`; `undefined` stops. */
   route(sid: number, onUpdated: ((body: VariablesUpdatedBody) => void) | undefined): void;
   /** A change listener that threw, a notice that could not be read. */
@@ -27,14 +31,25 @@ export interface NotifyContext {
 export class NotifiedChanges implements ChangeSource {
   private readonly listeners = new Set<Listener>();
   private stopped = false;
+  private sidValue: number;
+  /** The service version of the last notice (or snapshot): what a resubscription catches up from. */
+  private seen: number;
   readonly onUpdated = (body: VariablesUpdatedBody): void => this.deliver(body);
 
   constructor(
     private readonly ctx: NotifyContext,
     private readonly file: ServiceFile,
     private readonly serviceId: string,
-    readonly sid: number,
-  ) {}
+    snapshot: SnapshotBody,
+  ) {
+    this.sidValue = snapshot.sid;
+    this.seen = snapshot.version;
+  }
+
+  /** The notify subscription's id on the current connection. */
+  get sid(): number {
+    return this.sidValue;
+  }
 
   add(listener: Listener): void {
     this.file.assertOpen();
@@ -58,8 +73,27 @@ export class NotifiedChanges implements ChangeSource {
     if (this.ctx.conn.isOpen) await this.ctx.conn.request('Unsubscribe', { sid: this.sid }, 'Unsubscribed').catch(noop);
   }
 
+  /**
+   * Subscribes again after a reconnection (the mapping itself stayed valid). Notices sent meanwhile were
+   * lost: the variables whose definition version moved past the last notice are reported as one change.
+   */
+  async reattach(): Promise<void> {
+    if (this.stopped) return;
+    const { conn, tenant, service } = this.ctx;
+    await conn.subscribe<void>({ tenant, service, notify: true }, (snapshot, { resolve }) => {
+      if (this.stopped) throw new CommyError(ErrorCode.NOT_CONNECTED, `${this.serviceId} was closed`);
+      this.sidValue = snapshot.sid;
+      this.ctx.route(snapshot.sid, this.onUpdated);
+      const missed = snapshot.variables.filter((d) => d[5] > this.seen).map((d) => d[1]);
+      if (missed.length > 0) this.deliver({ serviceId: snapshot.serviceId, version: snapshot.version, variables: missed, sid: snapshot.sid });
+      if (snapshot.version > this.seen) this.seen = snapshot.version;
+      resolve();
+    });
+  }
+
   /** One notice → one FileChangeEvent, with ranges from the mapped directory (refreshed: it may have grown). */
   private deliver(body: VariablesUpdatedBody): void {
+    if (body.version > this.seen) this.seen = body.version;
     if (this.stopped || this.file.closed || this.listeners.size === 0) return;
     let event: FileChangeEvent;
     try {
@@ -93,13 +127,20 @@ export class NotifiedChanges implements ChangeSource {
  * Every write fails with PERMISSION_DENIED (the mapping cannot be written); registering a variable the file
  * does not have yet goes to the server, which needs the admin right for it, as in remote mode.
  */
-export class NotifiedLocalAccessor extends LocalFileAccessor {
+export class NotifiedLocalAccessor extends LocalFileAccessor implements Reattachable {
   constructor(
     file: ServiceFile,
     private readonly notices: NotifiedChanges,
-    private readonly conn: Connection,
+    private readonly ctx: NotifyContext,
   ) {
     super(file, notices);
+  }
+
+  /** The mapping needs no connection; only the notices stop until reattach(). */
+  suspend(): void {}
+
+  reattach(): Promise<void> {
+    return this.file.closed ? Promise.resolve() : this.notices.reattach();
   }
 
   override async register(meta: VariableMetadata): Promise<VariableMetadata> {
@@ -110,7 +151,7 @@ export class NotifiedLocalAccessor extends LocalFileAccessor {
       if (!isCommyError(err, ErrorCode.PERMISSION_DENIED) || this.file.closed) throw err;
     }
     const { name, offset, size, typeId } = meta;
-    await this.conn.request('RegisterVariable', { sid: this.notices.sid, name, offset, size, typeId }, 'VariableRegistered');
+    await this.ctx.conn.request('RegisterVariable', { sid: this.notices.sid, name, offset, size, typeId }, 'VariableRegistered');
     return this.file.entry(name).meta; // the server has published it in the file this process maps
   }
 }

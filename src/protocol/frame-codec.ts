@@ -46,6 +46,11 @@ function optOpId(o: Obj): void {
   if (o.opId !== undefined) num(o, 'opId', 1);
 }
 
+function update(u: unknown): void {
+  if (!Array.isArray(u) || u.length !== 3 || typeof u[0] !== 'number' || typeof u[1] !== 'number') throw bad('an update is [index, version, bytes]');
+  bin(u[2], 'an updated value');
+}
+
 function optBool(o: Obj, k: string): void {
   if (o[k] !== undefined && typeof o[k] !== 'boolean') throw bad(`field ${k} must be a boolean`);
 }
@@ -125,8 +130,13 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     optOpId(b);
     if (b.expectedVersion !== undefined) num(b, 'expectedVersion');
   },
-  Query: () => {},
-  QueryCancel: () => {},
+  Query(b) {
+    str(b, 'tenant', 256);
+    if (b.services !== undefined) strArray(b, 'services', 1000);
+    if (b.variables !== undefined) strArray(b, 'variables', 1000);
+    optBool(b, 'values');
+  },
+  QueryCancel: (b) => void num(b, 'id', 1, MAX_ID),
   Authenticated(b) {
     str(b, 'clientId');
     str(b, 'hostId');
@@ -167,10 +177,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     num(b, 'sid', 1, MAX_ID);
     num(b, 'version');
     if (b.defs !== undefined) for (const d of arr(b, 'defs', 1 << 22)) def(d);
-    for (const u of arr(b, 'updates', 1 << 22)) {
-      if (!Array.isArray(u) || u.length !== 3 || typeof u[0] !== 'number' || typeof u[1] !== 'number') throw bad('an update is [index, version, bytes]');
-      bin(u[2], 'an updated value');
-    }
+    for (const u of arr(b, 'updates', 1 << 22)) update(u);
   },
   Unsubscribed(b) {
     num(b, 'sid', 1, MAX_ID);
@@ -206,7 +213,17 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     num(b, 'index', 0, MAX_ID);
     num(b, 'version');
   },
-  QueryResponse: () => {},
+  QueryResponse(b) {
+    for (const q of arr(b, 'services', 1 << 22)) {
+      if (typeof q !== 'object' || q === null || Array.isArray(q)) throw bad('a queried service is a map');
+      const o = q as Obj;
+      str(o, 'service', 256);
+      num(o, 'version');
+      for (const d of arr(o, 'variables', 1 << 22)) def(d);
+      if (o.values !== undefined) for (const u of arr(o, 'values', 1 << 22)) update(u);
+    }
+    if (typeof b.more !== 'boolean') throw bad('field more must be a boolean');
+  },
   Error(b) {
     str(b, 'errorCode', 64);
     str(b, 'message', 65536);

@@ -166,6 +166,29 @@ export interface VariableValueBody {
   value: Uint8Array;
   version: number;
 }
+/** Which services (globs; absent: all the key may read) and variables (globs; absent: all), with values or not. */
+export interface QueryBody {
+  tenant: string;
+  services?: string[];
+  variables?: string[];
+  values?: boolean;
+}
+/** One service's part of a query page: definitions, and with `values` each one's [index, version, bytes]. */
+export interface QueriedService {
+  service: string;
+  version: number;
+  variables: VariableDef[];
+  values?: Update[];
+}
+/** A page of a query's answer, with the Query's request id; `more: false` on the last (a service may span pages). */
+export interface QueryResponseBody {
+  services: QueriedService[];
+  more: boolean;
+}
+/** Ends the running Query with request id `id` (it answers Error ABORTED). */
+export interface QueryCancelBody {
+  id: number;
+}
 /** An operation id: a positive integer, unique per client identity (AuthenticateBody.clientKey). */
 export interface OperationRef {
   opId?: number;
@@ -228,8 +251,8 @@ export interface MessageBodies {
   WriteVariable: WriteVariableBody;
   ReportVariableChanges: ReportVariableChangesBody;
   Mutate: MutateBody;
-  Query: Record<string, unknown>;
-  QueryCancel: Record<string, unknown>;
+  Query: QueryBody;
+  QueryCancel: QueryCancelBody;
   Authenticated: AuthenticatedBody;
   ServiceFilePath: ServiceFilePathBody;
   Snapshot: SnapshotBody;
@@ -241,7 +264,7 @@ export interface MessageBodies {
   VariableChangesAcknowledged: VariableChangesAcknowledgedBody;
   VariablesUpdated: VariablesUpdatedBody;
   MutationResponse: MutationResponseBody;
-  QueryResponse: Record<string, unknown>;
+  QueryResponse: QueryResponseBody;
   Error: ErrorBody;
 }
 

@@ -49,6 +49,8 @@ export class Connection implements Outlet {
   private inputRateTimer: NodeJS.Timeout | undefined;
   private slowConsumerTimer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
+  /** Answers of immediate frames waiting for output room (in their own queue: never behind a request). */
+  private deferred: Promise<void> = Promise.resolve();
   /** Bytes of frames received and not yet handled (see receive). */
   private queuedBytes = 0;
   private inputPaused = false;
@@ -58,6 +60,11 @@ export class Connection implements Outlet {
   private handler: MessageHandler | undefined;
   /** Immediate frames being handled now (ahead of the queue). */
   private immediate = 0;
+  /**
+   * Cancellable requests queued and not started yet, by request id (ids come from the frames' first bytes):
+   * how many cancels each got meanwhile.
+   */
+  private readonly queuedCancellable = new Map<number, number>();
   /** Cancellable requests running now, by request id. */
   private readonly running = new Map<number, AbortController>();
   private ended = false;
@@ -87,8 +94,14 @@ export class Connection implements Outlet {
   /** Aborts the running request `id` (a cancellable one); false if none runs under that id. */
   cancel(id: number): boolean {
     const controller = this.running.get(id);
-    controller?.abort(new CommyError(ErrorCode.ABORTED, `request ${id} was cancelled`));
-    return controller !== undefined;
+    if (controller !== undefined) {
+      controller.abort(cancelled(id));
+      return true;
+    }
+    // Still queued behind ordered requests: it is aborted the moment it starts (a cancel never misses it).
+    const queued = this.queuedCancellable.get(id);
+    if (queued !== undefined) this.queuedCancellable.set(id, queued + 1);
+    return queued !== undefined;
   }
 
   /** The socket is gone: timers stop, running requests are aborted, the handler lets go of what it holds. */
@@ -124,16 +137,20 @@ export class Connection implements Outlet {
     setTimeout(() => this.ws.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
   }
 
-  /** Waits, with this socket paused (unread), until its output is back under budget. */
-  async outputRoom(): Promise<void> {
+  /**
+   * Waits until the output is back under budget. With `pauseInput` (the default: a request of the ordered
+   * lane), the socket is not read meanwhile: requests wait unread. A cancellable request passes false: it
+   * runs beside the ordered lane, and its cancel must still be read while it waits.
+   */
+  async outputRoom(pauseInput = true): Promise<void> {
     if (!this.overBudget()) return;
-    this.pause();
+    if (pauseInput) this.pause();
     try {
       for (let wait = ROOM_FIRST_WAIT_MS; this.open && this.overBudget(); wait = Math.min(wait * 2, ROOM_MAX_WAIT_MS)) {
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     } finally {
-      this.resume();
+      if (pauseInput) this.resume();
     }
   }
 
@@ -144,27 +161,62 @@ export class Connection implements Outlet {
   /**
    * Every frame, even one only answered with an error, goes through the same ordered queue behind the output
    * budget: a client that sends garbage and never reads grows nothing. The rate is counted on arrival.
+   * An immediate frame (a cancel) takes effect on arrival instead, a few at a time and once authenticated (never
+   * ahead of a pipelined Authenticate); what it answers still waits its turn in that queue (see defer).
    */
   private receive(data: Buffer, isBinary: boolean): void {
     const allowed = this.rate.take();
     this.limitInput(data.length);
     const lane = this.laneOf(data, isBinary);
-    // Ahead of the queue, once authenticated (not ahead of a pipelined Authenticate), a few at a time and only
-    // while the client reads: past that an immediate frame waits in line like the rest (with the socket paused),
-    // so a flood of cancels cannot grow the output unbounded.
-    if (lane === 'immediate' && this.handler!.authenticated && this.immediate < MAX_RUNNING_REQUESTS && !this.overBudget()) {
+    if (lane === 'immediate' && this.handler!.authenticated && this.immediate < MAX_RUNNING_REQUESTS) {
       this.immediate++;
-      void this.handle(data, isBinary, allowed, lane).finally(() => this.immediate--);
+      void this.handleNow(data, isBinary, allowed).finally(() => this.immediate--);
       return;
     }
-    // Requests waiting (behind one that waits for a lock, say) are bounded too: past the budget, stop reading.
-    this.queuedBytes += data.length + QUEUED_OVERHEAD;
+    const queuedLane = lane === 'immediate' ? 'ordered' : lane; // an immediate frame that had to wait is ordered now
+    const id = lane === 'cancellable' ? peekRequestId(data) : 0;
+    if (id !== 0) this.queuedCancellable.set(id, this.queuedCancellable.get(id) ?? 0);
+    this.enqueue(data.length, () => this.handle(data, isBinary, allowed, queuedLane)).finally(() => {
+      if (id !== 0) this.queuedCancellable.delete(id);
+    });
+  }
+
+  /**
+   * Runs `work` in the ordered queue. What waits there is bounded: past the budget (counting `bytes` and an
+   * overhead per item), the socket is not read until half of it has drained.
+   */
+  private enqueue(bytes: number, work: () => Promise<void>): Promise<void> {
+    this.count(bytes);
+    this.chain = this.chain.then(work).finally(() => this.dequeued(bytes));
+    return this.chain;
+  }
+
+  /** Counts what waits (frames not handled, answers not sent) against the budget: past it, stop reading. */
+  private count(bytes: number): void {
+    this.queuedBytes += bytes + QUEUED_OVERHEAD;
     if (!this.inputPaused && this.queuedBytes > this.options.limits.maxBufferedBytes) {
       this.inputPaused = true;
       this.pause();
     }
-    const queuedLane = lane === 'immediate' ? 'ordered' : lane; // an immediate frame that had to wait is ordered now
-    this.chain = this.chain.then(() => this.handle(data, isBinary, allowed, queuedLane)).finally(() => this.dequeued(data.length));
+  }
+
+  /** An immediate frame: its effect now, its answer (if any) in the ordered queue, behind the output budget. */
+  private async handleNow(data: Buffer, isBinary: boolean, allowed: boolean): Promise<void> {
+    const out: Uint8Array[] = [];
+    const message = this.admit(data, isBinary, allowed, (frame) => out.push(frame));
+    if (message !== undefined) await this.run(message, new AbortController().signal, (frame) => out.push(frame));
+    for (const frame of out) this.defer(frame);
+  }
+
+  /** Sends an immediate frame's answer once the output has room, in order with the others, never behind a request. */
+  private defer(frame: Uint8Array): void {
+    this.count(frame.length);
+    this.deferred = this.deferred
+      .then(async () => {
+        await this.outputRoom();
+        this.send(frame);
+      })
+      .finally(() => this.dequeued(frame.length));
   }
 
   /** A frame's lane from its type byte; anything unreadable is ordered (and answered with an error in order). */
@@ -201,45 +253,46 @@ export class Connection implements Outlet {
     if (--this.pauses === 0 && this.open) this.ws.resume();
   }
 
-  private async handle(data: Buffer, isBinary: boolean, allowed: boolean, lane: Lane): Promise<void> {
-    if (lane !== 'immediate') await this.outputRoom();
+  private async handle(data: Buffer, isBinary: boolean, allowed: boolean, lane: Exclude<Lane, 'immediate'>): Promise<void> {
+    await this.outputRoom();
     if (!this.open) return;
-    const message = this.admit(data, isBinary, allowed);
+    const send = (frame: Uint8Array): void => this.send(frame);
+    const message = this.admit(data, isBinary, allowed, send);
     if (message === undefined) return;
     if (lane === 'cancellable') this.start(message);
-    else await this.run(message, new AbortController().signal);
+    else await this.run(message, new AbortController().signal, send);
   }
 
-  /** The decoded message, or undefined after answering why it is refused (not binary, over the rate, unauthenticated, malformed). */
-  private admit(data: Buffer, isBinary: boolean, allowed: boolean): Message | undefined {
+  /** The decoded message, or undefined after answering (`out`) why it is refused: not binary, over the rate, unauthenticated, malformed. */
+  private admit(data: Buffer, isBinary: boolean, allowed: boolean, out: (frame: Uint8Array) => void): Message | undefined {
     if (!isBinary) {
-      this.send(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
+      out(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
       return undefined;
     }
     if (!allowed) {
-      this.send(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
+      out(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
       return undefined;
     }
     if (!this.handler!.authenticated && data.length > 1 && data[1] !== MessageType.Authenticate) {
       // Before authentication only Authenticate is read: anything else is refused without decoding it.
-      this.send(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
+      out(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
       return undefined;
     }
     try {
       return decodeFrame(data, this.options.limits.maxFrameBytes, this.maxElements);
     } catch (err) {
-      this.fail(requestIdOf(err) || peekRequestId(data), err);
+      out(this.errorFrame(requestIdOf(err) || peekRequestId(data), err));
       return undefined;
     }
   }
 
-  /** Handles the message and sends its reply (or its error). */
-  private async run(message: Message, signal: AbortSignal): Promise<void> {
+  /** Handles the message and answers (`out`) with its reply or its error. */
+  private async run(message: Message, signal: AbortSignal, out: (frame: Uint8Array) => void): Promise<void> {
     try {
       const reply = await this.handler!.handle(message, signal);
-      if (reply !== undefined) this.send(reply);
+      if (reply !== undefined) out(reply);
     } catch (err) {
-      this.fail(message.id, err);
+      out(this.errorFrame(message.id, err));
     }
   }
 
@@ -248,25 +301,30 @@ export class Connection implements Outlet {
     const id = message.id;
     if (this.running.size >= MAX_RUNNING_REQUESTS || this.running.has(id)) {
       const why = this.running.has(id) ? `request ${id} is already running` : `at most ${MAX_RUNNING_REQUESTS} cancellable requests at once`;
-      this.fail(id, new CommyError(this.running.has(id) ? ErrorCode.INVALID_MESSAGE : ErrorCode.RATE_LIMITED, why));
+      this.send(this.errorFrame(id, new CommyError(this.running.has(id) ? ErrorCode.INVALID_MESSAGE : ErrorCode.RATE_LIMITED, why)));
       return;
     }
     const controller = new AbortController();
+    if ((this.queuedCancellable.get(id) ?? 0) > 0) controller.abort(cancelled(id));
     this.running.set(id, controller);
-    void this.run(message, controller.signal).finally(() => {
+    void this.run(message, controller.signal, (frame) => this.send(frame)).finally(() => {
       if (this.running.get(id) === controller) this.running.delete(id);
     });
   }
 
-  fail(id: number, err: unknown): void {
+  /** The Error frame answering `err`: a CommyError as it is (never naming the data path), anything else logged. */
+  private errorFrame(id: number, err: unknown): Uint8Array {
     if (err instanceof CommyError) {
       // Defence in depth: whatever produced the message, the server's data path never reaches a client.
-      this.send(encodeError(id, err.code, err.message.split(this.options.redact).join('<dataDir>')));
-      return;
+      return encodeError(id, err.code, err.message.split(this.options.redact).join('<dataDir>'));
     }
     this.options.onError(err);
-    this.send(encodeError(id, ErrorCode.INTERNAL_ERROR, 'internal error'));
+    return encodeError(id, ErrorCode.INTERNAL_ERROR, 'internal error');
   }
+}
+
+function cancelled(id: number): CommyError {
+  return new CommyError(ErrorCode.ABORTED, `request ${id} was cancelled`);
 }
 
 /** The request id of a frame we could not decode, if its first bytes still say it (fixarray, type, id). */

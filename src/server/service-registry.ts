@@ -1,7 +1,7 @@
-import { lstatSync, type Stats } from 'node:fs';
+import { lstatSync, readdirSync, type Stats } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
-import { assertValidName } from '../core/names.js';
+import { assertValidName, isValidName } from '../core/names.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { ServiceFile } from '../local/service-file.js';
 import { ensurePrivateDir } from './data-dir.js';
@@ -108,6 +108,20 @@ export class ServiceRegistry {
     this.assertOpen();
     const path = this.pathOf(tenant, service);
     return this.hosts.has(keyOf(tenant, service)) || this.fileExists(tenant, path);
+  }
+
+  /** The tenant's services on disk, by name, sorted (files whose names are not service names are left out). */
+  services(tenant: string): string[] {
+    this.assertOpen();
+    assertValidName(tenant, 'tenant name');
+    if (!this.tenantDirExists(tenant)) return [];
+    const names: string[] = [];
+    for (const file of readdirSync(this.tenantDir(tenant))) {
+      if (!file.endsWith('.mem')) continue;
+      const name = file.slice(0, -'.mem'.length);
+      if (isValidName(name)) names.push(name);
+    }
+    return names.sort();
   }
 
   /** Keeps `host` open until the matching release(). CLOSED if the registry already closed it (get it again). */

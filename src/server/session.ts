@@ -8,7 +8,7 @@ import { CloseCode, messageName, type Message } from '../protocol/messages.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import { untilNotBusy } from './busy-retry.js';
-import { NOT_YET, ROUTES, type Handler, type Lane } from './handlers/index.js';
+import { ROUTES, type Handler, type Lane } from './handlers/index.js';
 import type { Limits } from './limits.js';
 import type { OpLedger } from './op-ledger.js';
 import type { Permissions, Action } from './permissions.js';
@@ -33,8 +33,10 @@ export interface SessionContext {
 
 /** What a session needs of its connection (connection.ts; a test can give it anything that records frames). */
 export interface SessionLink extends Outlet {
-  /** Resolves once the connection's output is back under its budget (the socket unread meanwhile). */
-  outputRoom(): Promise<void>;
+  /** Resolves once the connection's output is back under its budget (the socket unread meanwhile, unless `pauseInput` is false). */
+  outputRoom(pauseInput?: boolean): Promise<void>;
+  /** Aborts the cancellable request `id` (now, or as soon as it starts). */
+  cancel(id: number): void;
   close(code: number, reason: string): void;
 }
 
@@ -75,14 +77,13 @@ export class Session {
   laneOf(type: number): Lane {
     const name = messageName(type);
     if (name === undefined) return 'ordered';
-    return ROUTES[name]?.lane ?? NOT_YET[name] ?? 'ordered';
+    return ROUTES[name]?.lane ?? 'ordered';
   }
 
   handle(m: Message, signal: AbortSignal): Promise<Reply> | Reply {
     const route = ROUTES[m.type];
     if (!this.authenticated && route?.open !== true) throw new CommyError(ErrorCode.AUTH_FAILED, 'authenticate first');
     if (route !== undefined) return (route.handle as Handler<typeof m.type>)(this, m as never, signal);
-    if (NOT_YET[m.type] !== undefined) throw new CommyError(ErrorCode.UNKNOWN_MESSAGE, `${m.type} is not supported by this server yet`);
     throw new CommyError(ErrorCode.INVALID_MESSAGE, `${m.type} is a server-to-client message`);
   }
 
@@ -112,12 +113,18 @@ export class Session {
     this.link.close(CloseCode.AUTH_TIMEOUT, 'authentication timeout');
   }
 
-  /** The key's grants for this tenant, checked for `action` on `service`. */
-  check(tenant: string, service: string, action: Action): Permissions {
+  /** The key's grants for this tenant (PERMISSION_DENIED when this connection has not authenticated for it). */
+  permissions(tenant: string): Permissions {
     this.assertName(tenant, 'tenant name');
-    this.assertName(service, 'service name');
     const perms = this.grants.get(tenant);
     if (perms === undefined) throw new CommyError(ErrorCode.PERMISSION_DENIED, `this connection is not authenticated for tenant ${tenant}`);
+    return perms;
+  }
+
+  /** The key's grants for this tenant, checked for `action` on `service`. */
+  check(tenant: string, service: string, action: Action): Permissions {
+    this.assertName(service, 'service name');
+    const perms = this.permissions(tenant);
     if (!perms.can(action, service)) throw new CommyError(ErrorCode.PERMISSION_DENIED, `key ${perms.grants.keyId} may not ${action} ${tenant}/${service}`);
     return perms;
   }

@@ -33,6 +33,11 @@ export class RawClient {
     });
   }
 
+  /** The id of the last request sent. */
+  get lastRequestId(): number {
+    return this.nextId - 1;
+  }
+
   /** Sends a request and resolves with its reply (which may be an Error message). */
   request<K extends MessageTypeName>(type: K, body: MessageBodies[K]): Promise<Message> {
     return this.sendRaw(encodeFrame(type, this.nextId, body), this.nextId++);

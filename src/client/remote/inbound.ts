@@ -3,32 +3,29 @@ import type { SnapshotChunkBody, SyncBatchBody } from '../../protocol/messages.j
 import type { ChangeEvents } from './change-events.js';
 import type { RemoteDirectory, RemoteEntry } from './directory.js';
 import type { Reconciler } from './reconciler.js';
-import type { RemoteStore } from './store.js';
+import type { SnapshotLoad } from './snapshot-load.js';
 
-/** How a subscription whose snapshot arrives in chunks learns that the last one came (or never will). */
-export interface Loading {
-  resolve(): void;
-  reject(err: CommyError): void;
-}
+export type { Loading } from './snapshot-load.js';
 
 /**
  * What the server pushes to one subscription: the rest of a chunked snapshot, then SyncBatches (new
  * definitions, then values, each through the reconciler). Keeps the service version the pushes and
- * acknowledgements carry.
+ * acknowledgements carry, and the resume point: the version up to which this client has every change.
  */
 export class Inbound {
   private versionSeen: number;
-  private loading: Loading | undefined;
+  private resumeAt: number;
+  private load: SnapshotLoad | undefined;
   private stopped = false;
 
   constructor(
     version: number,
     private readonly directory: RemoteDirectory,
-    private readonly store: RemoteStore,
     private readonly reconciler: Reconciler<RemoteEntry>,
     private readonly events: ChangeEvents,
   ) {
     this.versionSeen = version;
+    this.resumeAt = version;
   }
 
   /** The highest service version the server has named. */
@@ -36,27 +33,39 @@ export class Inbound {
     return this.versionSeen;
   }
 
+  /**
+   * Every change at or below this version has reached this client: the last snapshot's version (or its last
+   * chunk's), raised by each batch since. Not by acknowledgements: an ack says nothing of others' writes.
+   */
+  get resumePoint(): number {
+    return this.resumeAt;
+  }
+
   noteVersion(version: number): void {
     if (version > this.versionSeen) this.versionSeen = version;
   }
 
-  /** The snapshot said `more`: the subscription opens after the last SnapshotChunk. */
-  awaitChunks(loading: Loading): void {
-    this.loading = loading;
+  /** A snapshot is loaded. A reset (another file, maybe numbered from scratch) restarts the versions seen. */
+  loaded(version: number, reset: boolean): void {
+    this.resumeAt = version;
+    if (reset) this.versionSeen = version;
+    else this.noteVersion(version);
+  }
+
+  /** The snapshot said `more`: `load` takes the chunks; the subscription is usable after the last. */
+  awaitChunks(load: SnapshotLoad): void {
+    this.load = load;
   }
 
   /** The rest of a snapshot too large for one frame. */
   chunk(chunk: SnapshotChunkBody): void {
-    const loading = this.loading;
-    if (this.stopped || loading === undefined) return;
-    if (chunk.defs !== undefined) for (const d of chunk.defs) this.directory.add(d);
-    if (chunk.data !== undefined && chunk.offset !== undefined) {
-      this.store.ensure(chunk.offset + chunk.data.length);
-      this.store.putBoth(chunk.offset, chunk.data.length, chunk.data);
-    }
+    const load = this.load;
+    if (this.stopped || load === undefined) return;
+    if (chunk.defs !== undefined) load.defs(chunk.defs);
+    if (chunk.data !== undefined && chunk.offset !== undefined) load.data(chunk.offset, chunk.data);
     if (chunk.more) return;
-    this.loading = undefined;
-    loading.resolve();
+    this.load = undefined;
+    load.finish(chunk.version);
   }
 
   /** A change to the service by anyone else (our own acknowledged writes are not echoed): definitions, then values. */
@@ -74,13 +83,19 @@ export class Inbound {
       changed.push(e);
     }
     this.noteVersion(batch.version);
+    if (batch.version > this.resumeAt) this.resumeAt = batch.version;
     this.events.emit(changed, batch.version);
+  }
+
+  /** The connection is gone: a snapshot still arriving fails with `reason`; later ones are taken in. */
+  interrupt(reason: CommyError): void {
+    this.load?.fail(reason);
+    this.load = undefined;
   }
 
   /** Nothing more is taken in; a snapshot still arriving fails with `reason`. */
   stop(reason: CommyError): void {
     this.stopped = true;
-    this.loading?.reject(reason);
-    this.loading = undefined;
+    this.interrupt(reason);
   }
 }

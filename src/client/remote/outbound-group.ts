@@ -12,7 +12,10 @@ export interface OutboundChange {
   readonly bytes: Uint8Array;
 }
 
-/** One report's worth of changes. `opId` is for the sync engine (an id per write); unset for now. */
+/**
+ * One report's worth of changes. `opId` (unique per Client) makes it idempotent at the server: a group whose
+ * outcome is unknown (TIMEOUT, a lost connection) is resent with the same one and applied at most once.
+ */
 export interface OutboundGroup {
   readonly changes: readonly OutboundChange[];
   readonly opId?: number;
@@ -22,7 +25,8 @@ export interface OutboundGroup {
 export type GroupAck = AckVersions;
 
 /**
- * How a send is answered: exactly one of the two, once. Called as the reply is decoded, before any later
+ * How a send is answered: one of the two, once — except that `fail(TIMEOUT)` is not final: the outcome is
+ * unknown, and a late `reply` or `fail` may still follow. Called as the reply is decoded, before any later
  * frame (Connection.call's contract), so an ack and the updates after it are applied in the server's order.
  */
 export interface GroupAnswer {

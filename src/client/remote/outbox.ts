@@ -1,4 +1,4 @@
-import { ErrorCode, type CommyError } from '../../core/errors.js';
+import { CommyError, ErrorCode } from '../../core/errors.js';
 import { splitByCost } from '../../protocol/frame-split.js';
 import type { GroupAck, OutboundChange, OutboundGroup, SendGroup } from './outbound-group.js';
 
@@ -14,7 +14,7 @@ export interface OutboxPeer {
   collect(): OutboundChange[];
   /** A flush's groups are all sent (also when it had nothing to send). */
   flushed(): void;
-  /** A group is about to be sent. */
+  /** A group is about to be sent (once: not again when it is resent). */
   sending(group: OutboundGroup): void;
   acknowledged(group: OutboundGroup, ack: GroupAck): void;
   /** Nothing of the group was applied. `retry`: RATE_LIMITED, so it goes again after a pause. */
@@ -23,14 +23,24 @@ export interface OutboxPeer {
   onError(err: CommyError): void;
 }
 
-/** One group in flight; `watched` once a flush()/writeVariable() caller awaits it. */
+/**
+ * One group from its first send to its final answer. Its `promise` is what flush()/writeVariable() callers
+ * await; after a TIMEOUT it is rejected and replaced, since the group itself is not done: its answer may
+ * still come, or it is resent after a reconnection.
+ */
 interface Report {
   readonly group: OutboundGroup;
   promise: Promise<void>;
+  resolve(): void;
+  reject(err: CommyError): void;
   watched: boolean;
+  /** Which send of it an answer belongs to: answers to an earlier one are not its answer any more. */
+  attempt: number;
+  /** Timed out: waiting for a late answer (or for the connection's loss, then a resend). */
+  unknown: boolean;
 }
 
-/** The flush that waits behind the reports in flight; resolves with what it sent, once sent. */
+/** The flush that waits behind the reports in flight (or for the connection); resolves with what it sent. */
 interface Wave {
   promise: Promise<Report[]>;
   resolve(sent: Report[]): void;
@@ -44,34 +54,47 @@ interface Carriers {
 
 const noop = (): void => {};
 
-/** MessagePack framing around a report's changes: [type, id, {sid, changes: [...]}], generously counted. */
-const REPORT_OVERHEAD = 64;
+/** MessagePack framing around a report's changes: [type, id, {sid, changes: [...], opId}], generously counted. */
+const REPORT_OVERHEAD = 80;
 /** Per change: a 2-array, the index (up to 5 bytes) and the bin header (up to 5 bytes). */
 const CHANGE_OVERHEAD = 12;
 /** After RATE_LIMITED: the server's token bucket refills continuously; this is a few hundred messages' worth. */
 const RATE_LIMIT_RETRY_MS = 50;
+
+/** Operation ids for an outbox on its own (tests); a Client hands one counter to all its services. */
+function counter(): () => number {
+  let next = 1;
+  return () => next++;
+}
 
 /**
  * The outbound pipeline of one remote service: what is collected at a flush goes out in groups that each
  * fit a frame, at most one wave of groups in flight. A flush asked for while a wave is in flight waits for
  * its answers and then sends everything changed meanwhile at once, so a fast writer conflates instead of
  * flooding the server (whose per-connection rate limit would refuse it).
+ *
+ * A group whose outcome is unknown is never treated as refused: after a TIMEOUT it stays in flight for its
+ * late answer; when the connection is lost it is *parked* and resent, with the same operation id, once
+ * resume() says the service is subscribed again. While paused nothing is sent; writes wait in the buffer.
  */
 export class Outbox {
   private readonly inflight = new Set<Report>();
+  /** Sent on a connection that was lost (or never went): resent by resume(), oldest first. */
+  private parked: Report[] = [];
   private readonly carriers = new Map<number, Carriers>();
   /** An end-of-turn flush is queued (schedule()). */
   private queued = false;
-  /** A flush waits for the wave in flight; `wave` is how its callers learn what it sent. */
+  /** A flush waits for the wave in flight (or the connection); `wave` is how its callers learn what it sent. */
   private afterAck = false;
   private wave: Wave | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private online = true;
   private stopped = false;
   private readonly endOfTurn = (): void => {
     if (!this.queued) return;
     this.queued = false;
     if (this.retryTimer !== undefined) return; // the RATE_LIMITED pause ends with a flush of everything
-    if (this.inflight.size > 0) this.afterAck = true;
+    if (this.inflight.size > 0 || !this.online) this.afterAck = true;
     else this.flushNow();
   };
   /** The RATE_LIMITED pause is over: everything pending goes. */
@@ -84,27 +107,28 @@ export class Outbox {
     private readonly send: SendGroup,
     private readonly peer: OutboxPeer,
     private readonly limits: ReportLimits,
+    private readonly nextOpId: () => number = counter(),
   ) {}
 
-  /** A write happened: flush at the end of the turn (or after the wave in flight). */
+  /** A write happened: flush at the end of the turn (or after the wave in flight, or once reconnected). */
   schedule(): void {
     if (this.queued) return;
     this.queued = true;
     queueMicrotask(this.endOfTurn);
   }
 
-  /** Sends every pending change and resolves once every report in flight is acknowledged. */
+  /** Sends every pending change and resolves once every report pending at the call is acknowledged. */
   async flushAll(): Promise<void> {
-    const earlier = [...this.inflight];
+    const earlier = [...this.inflight, ...this.parked];
     for (const report of earlier) report.watched = true;
-    const sent = earlier.length > 0 ? await this.afterInflight() : this.flushNow();
+    const sent = earlier.length > 0 || !this.online ? await this.nextWave() : this.flushNow();
     for (const report of sent) report.watched = true;
     await Promise.all([...earlier, ...sent].map((r) => r.promise));
   }
 
   /** Sends pending changes and resolves once the one to variable `index` is acknowledged. */
   async deliver(index: number): Promise<void> {
-    const sent = this.inflight.size > 0 ? await this.afterInflight() : this.flushNow();
+    const sent = this.inflight.size > 0 || this.parked.length > 0 || !this.online ? await this.nextWave() : this.flushNow();
     // Not sent: the same bytes are already in flight, or the server already holds them.
     const report = sent.find((r) => r.group.changes.some((c) => c.index === index)) ?? this.carriers.get(index)?.last;
     if (report === undefined) return;
@@ -112,16 +136,36 @@ export class Outbox {
     await report.promise;
   }
 
-  /** For closing: sends what is pending; returns the reports in flight, whose failures the caller now owns. */
+  /** For closing: sends what is pending; returns the reports not yet answered, whose failures the caller now owns. */
   drain(): Promise<void>[] {
     this.flushNow();
-    const waits = [...this.inflight];
+    const waits = [...this.inflight, ...this.parked];
     for (const report of waits) report.watched = true;
     return waits.map((r) => r.promise);
   }
 
-  /** Sends nothing more; flushes waiting for a wave resolve with nothing sent. */
-  stop(): void {
+  /** The connection is gone: nothing goes out; every report not answered waits to be resent. */
+  pause(): void {
+    this.online = false;
+    for (const report of [...this.inflight]) this.park(report);
+  }
+
+  /** Subscribed again: the parked reports go first (same operation ids), then everything written meanwhile. */
+  resume(): void {
+    if (this.stopped) return;
+    this.online = true;
+    const parked = this.parked.sort((a, b) => (a.group.opId ?? 0) - (b.group.opId ?? 0));
+    this.parked = [];
+    for (const report of parked) this.transmit(report);
+    if (this.inflight.size > 0) this.afterAck = true;
+    else if (this.retryTimer === undefined) this.flushNow();
+  }
+
+  /**
+   * Sends nothing more; flushes waiting for a wave resolve with nothing sent. Reports that can no longer be
+   * answered (parked, or timed out) fail with `reason`; those in flight on a live connection are still answered.
+   */
+  stop(reason?: CommyError): void {
     this.stopped = true;
     this.queued = false;
     this.afterAck = false;
@@ -129,13 +173,20 @@ export class Outbox {
     this.wave = undefined;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    const err = reason ?? new CommyError(ErrorCode.NOT_CONNECTED, 'closed before the server acknowledged these changes');
+    const orphans = [...this.parked, ...[...this.inflight].filter((r) => r.unknown)];
+    this.parked = [];
+    for (const report of orphans) {
+      this.answered(report);
+      report.reject(err);
+    }
   }
 
   /**
-   * Joins the flush that goes out when the reports in flight are answered. Waiting rather than pipelining
-   * keeps at most one wave of reports in flight, however many flush() calls pile up.
+   * Joins the flush that goes out when the reports in flight are answered (or the connection is back).
+   * Waiting rather than pipelining keeps at most one wave of reports in flight, however many flush() calls pile up.
    */
-  private afterInflight(): Promise<Report[]> {
+  private nextWave(): Promise<Report[]> {
     this.afterAck = true;
     if (this.wave === undefined) {
       let resolve: (sent: Report[]) => void = noop;
@@ -148,6 +199,10 @@ export class Outbox {
   /** Collects what changed and sends it, in as few groups as the frame limit and the server's cap allow. */
   private flushNow(): Report[] {
     this.queued = false;
+    if (!this.online && !this.stopped) {
+      this.afterAck = true; // resume() flushes; the wave waits for it
+      return [];
+    }
     this.afterAck = false;
     const wave = this.wave;
     this.wave = undefined;
@@ -155,7 +210,7 @@ export class Outbox {
     try {
       if (this.stopped) return sent;
       const changes = this.peer.collect();
-      if (changes.length > 0) for (const group of this.split(changes)) sent.push(this.dispatch({ changes: group }));
+      if (changes.length > 0) for (const group of this.split(changes)) sent.push(this.dispatch({ changes: group, opId: this.nextOpId() }));
       this.peer.flushed();
       return sent;
     } finally {
@@ -169,53 +224,88 @@ export class Outbox {
   }
 
   private dispatch(group: OutboundGroup): Report {
-    const report: Report = { group, promise: Promise.resolve(), watched: false };
+    const report = newReport(group);
     this.peer.sending(group);
     this.carry(report);
-    this.inflight.add(report);
-    report.promise = new Promise<void>((resolve, reject) => {
-      const failed = (err: CommyError): void => {
-        this.answered(report);
-        this.failed(report, err);
-        reject(err);
-        this.sendDeferred();
-      };
-      let sending = true;
-      this.send(group, {
-        reply: (ack) => {
-          this.answered(report);
-          this.peer.acknowledged(group, ack);
-          resolve();
-          this.sendDeferred();
-        },
-        // A group that cannot go fails inside send(): settle it after this flush, like any other failure,
-        // so flush() and writeVariable() callers find the report and get the error.
-        fail: (err) => (sending ? queueMicrotask(() => failed(err)) : failed(err)),
-      });
-      sending = false;
-    });
-    report.promise.catch(noop); // unawaited background flushes report through onError instead
+    this.transmit(report);
     return report;
   }
 
+  /** Puts the report on the wire (again, when resent): only this send's answers count. */
+  private transmit(report: Report): void {
+    const attempt = ++report.attempt;
+    report.unknown = false;
+    this.inflight.add(report);
+    const current = (): boolean => report.attempt === attempt && this.inflight.has(report);
+    let sending = true;
+    this.send(report.group, {
+      reply: (ack) => {
+        if (!current()) return;
+        this.answered(report);
+        this.peer.acknowledged(report.group, ack);
+        report.resolve();
+        this.sendDeferred();
+      },
+      // A group that cannot go fails inside send(): settle it after this flush, like any other failure,
+      // so flush() and writeVariable() callers find the report and get the error.
+      fail: (err) => {
+        const settle = (): void => {
+          if (current()) this.failed(report, err);
+        };
+        if (sending) queueMicrotask(settle);
+        else settle();
+      },
+    });
+    sending = false;
+  }
+
   private failed(report: Report, err: CommyError): void {
+    if (err.code === ErrorCode.TIMEOUT) {
+      // Not a refusal: the server may well have applied it. Its watchers hear TIMEOUT; the report waits for
+      // its late answer, or for a resend with the same operation id if the connection goes.
+      report.unknown = true;
+      this.tell(report, err);
+      return;
+    }
+    if (err.code === ErrorCode.NOT_CONNECTED && !this.stopped) {
+      // Lost with the connection (or never sent): resent after reconnecting. Its callers wait (flush() has
+      // its own deadline); a client that does not reconnect stops the outbox, which fails it.
+      this.park(report);
+      return;
+    }
+    this.answered(report);
     if (err.code === ErrorCode.RATE_LIMITED) {
       // Nothing is wrong with the values: they go again after a pause; the caller awaiting this report
       // gets RATE_LIMITED.
       this.peer.refused(report.group, true);
+      report.reject(err);
       if (this.retryTimer === undefined && !this.stopped) this.retryTimer = setTimeout(this.retry, RATE_LIMIT_RETRY_MS);
+      this.sendDeferred();
       return;
     }
     this.peer.refused(report.group, false);
-    // Decided after the caller had its chance to await: only failures nobody awaits go to onError.
+    this.tell(report, err);
+    this.sendDeferred();
+  }
+
+  /** Rejects the report's watchers; a failure nobody awaits goes to onError (decided after they could await). */
+  private tell(report: Report, err: CommyError): void {
+    const watched = report.watched;
+    report.reject(err);
+    if (report.unknown) renew(report);
     queueMicrotask(() => {
-      if (!report.watched && !this.stopped) this.peer.onError(err);
+      if (!watched && !report.watched && !this.stopped) this.peer.onError(err);
     });
+  }
+
+  private park(report: Report): void {
+    this.inflight.delete(report);
+    if (!this.parked.includes(report)) this.parked.push(report);
   }
 
   /** After an answer: sends the flush that waited for it (unless a RATE_LIMITED pause runs; its timer will). */
   private sendDeferred(): void {
-    if (this.afterAck && this.inflight.size === 0 && this.retryTimer === undefined) this.flushNow();
+    if (this.afterAck && this.inflight.size === 0 && this.retryTimer === undefined && this.online) this.flushNow();
   }
 
   private carry(report: Report): void {
@@ -229,7 +319,7 @@ export class Outbox {
     }
   }
 
-  /** The report is out of flight, whatever the answer. */
+  /** The report is done, whatever the answer. */
   private answered(report: Report): void {
     this.inflight.delete(report);
     for (const { index } of report.group.changes) {
@@ -237,4 +327,20 @@ export class Outbox {
       if (c !== undefined && --c.reports === 0) this.carriers.delete(index);
     }
   }
+}
+
+function newReport(group: OutboundGroup): Report {
+  const report: Report = { group, promise: Promise.resolve(), resolve: noop, reject: noop, watched: false, attempt: 0, unknown: false };
+  renew(report);
+  return report;
+}
+
+/** A fresh promise for the report's next watchers (unawaited ones report through onError instead). */
+function renew(report: Report): void {
+  report.watched = false;
+  report.promise = new Promise<void>((resolve, reject) => {
+    report.resolve = resolve;
+    report.reject = reject;
+  });
+  report.promise.catch(noop);
 }

@@ -1,21 +1,26 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import type { FileAccessor, VariableHandle } from '../../core/file-accessor.js';
 import type { FileChangeEvent } from '../../core/file-change-event.js';
+import type { MutateOptions } from '../../core/mutate-options.js';
 import { assertValidName } from '../../core/names.js';
 import { VariableMetadata } from '../../core/variable-metadata.js';
 import { assertFits, sameLayout } from '../../core/variable-rules.js';
 import type { VariableValue } from '../../core/variable-type.js';
-import type { SnapshotBody, SnapshotChunkBody, SyncBatchBody } from '../../protocol/messages.js';
+import type { ResumePoint, SnapshotBody, SnapshotChunkBody, SubscriptionBody, SyncBatchBody } from '../../protocol/messages.js';
+import type { Reattachable } from '../reattachable.js';
 import { ChangeEvents } from './change-events.js';
 import type { RemoteContext } from './context.js';
+import { withDeadline } from './deadline.js';
 import { definedEnd, RemoteDirectory, type RemoteEntry } from './directory.js';
 import { RemoteVariableHandle, type HandleOwner } from './handle.js';
 import { Inbound } from './inbound.js';
 import type { SendGroup } from './outbound-group.js';
 import { Outbox } from './outbox.js';
 import { Reconciler } from './reconciler.js';
+import { SnapshotLoad, type LoadTarget } from './snapshot-load.js';
 import { RemoteStore } from './store.js';
 import { WritePath } from './write-path.js';
+import { mutateRemote, type MutationSite } from './mutation.js';
 
 const noop = (): void => {};
 
@@ -23,13 +28,13 @@ const noop = (): void => {};
  * Remote mode: the service as two in-memory buffers kept in sync with the server over one subscription.
  * Composes the directory (variables), the reconciler (what the buffers show), the outbox (reports to the
  * server) and the inbound side (snapshot chunks, batches); this class is the subscription's lifetime and
- * the FileAccessor surface.
+ * the FileAccessor surface. It outlives its connection: suspended while the client reconnects (writes wait
+ * in the buffer), then subscribed again, resuming from the last version it has every change of.
  */
-export class RemoteFileAccessor implements FileAccessor, HandleOwner {
+export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachable {
   readonly mode = 'remote' as const;
   readonly filePath: string | undefined = undefined;
   readonly serviceId: string;
-  readonly sid: number;
   /** The key may not write this service: typed writes fail at once with PERMISSION_DENIED. */
   readonly readOnly: boolean;
   readonly store: RemoteStore;
@@ -39,38 +44,72 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
   private readonly inbound: Inbound;
   private readonly outbox: Outbox;
   private readonly handles = new Map<string, RemoteVariableHandle>();
+  private readonly target: LoadTarget;
+  private sidValue: number;
+  /** The file's incarnation (Snapshot.fileId): a resume names it; absent from servers that cannot resume. */
+  private fileId: string | undefined;
+  /** Subscribed on a live connection (false while the client reconnects). */
+  private online = true;
+  /** The first snapshot is in: from then on a lost connection suspends this file instead of ending it. */
+  private loaded = false;
   private closedFlag = false;
   private closedReason: CommyError | undefined;
   private closing: Promise<void> | undefined;
 
   private constructor(
     private readonly ctx: RemoteContext,
+    private readonly tenant: string,
+    private readonly service: string,
     snapshot: SnapshotBody,
   ) {
     this.serviceId = snapshot.serviceId;
-    this.sid = snapshot.sid;
+    this.sidValue = snapshot.sid;
+    this.fileId = snapshot.fileId;
     this.readOnly = snapshot.readOnly === true;
     this.store = new RemoteStore(snapshot.data, definedEnd(snapshot.variables));
     this.directory = new RemoteDirectory(this.serviceId, this.store, ctx.onError);
     for (const d of snapshot.variables) this.directory.add(d);
     this.reconciler = new Reconciler(this.store);
     this.events = new ChangeEvents(this.serviceId, ctx.onError);
-    this.inbound = new Inbound(snapshot.version, this.directory, this.store, this.reconciler, this.events);
+    this.inbound = new Inbound(snapshot.version, this.directory, this.reconciler, this.events);
+    this.target = { serviceId: this.serviceId, directory: this.directory, store: this.store, reconciler: this.reconciler, events: this.events };
     const send: SendGroup = (group, answer) =>
-      ctx.conn.call('ReportVariableChanges', { sid: this.sid, changes: group.changes.map((c) => [c.index, c.bytes]) }, 'VariableChangesAcknowledged', answer);
+      ctx.conn.call(
+        'ReportVariableChanges',
+        { sid: this.sidValue, changes: group.changes.map((c) => [c.index, c.bytes]), ...(group.opId !== undefined ? { opId: group.opId } : {}) },
+        'VariableChangesAcknowledged',
+        // A late answer (after TIMEOUT) is the report's answer all the same: the outbox kept it pending.
+        { reply: answer.reply, fail: answer.fail, late: answer.reply, lateFail: answer.fail },
+      );
     const path = new WritePath(this.store, this.directory, this.reconciler, this.inbound, this.events, ctx);
-    this.outbox = new Outbox(send, path, ctx);
+    this.outbox = new Outbox(send, path, ctx, () => ctx.nextOpId());
   }
 
   /** Subscribes to a service (creating it if the key may) and starts from the server's snapshot. */
   static subscribe(ctx: RemoteContext, tenant: string, service: string): Promise<RemoteFileAccessor> {
     // Runs before the next frame is decoded, so no SyncBatch for this sid can arrive unrouted.
     return ctx.conn.subscribe({ tenant, service, create: true }, (snapshot, { resolve, reject }) => {
-      const accessor = new RemoteFileAccessor(ctx, snapshot);
+      const accessor = new RemoteFileAccessor(ctx, tenant, service, snapshot);
       ctx.route(snapshot.sid, accessor);
-      if (snapshot.more === true) accessor.inbound.awaitChunks({ resolve: () => resolve(accessor), reject });
-      else resolve(accessor);
+      const ready = (version: number): void => {
+        accessor.inbound.loaded(version, false);
+        accessor.loaded = true;
+        resolve(accessor);
+      };
+      if (snapshot.more !== true) ready(snapshot.version);
+      else {
+        const failed = (err: CommyError): void => {
+          accessor.detach(err);
+          reject(err);
+        };
+        accessor.inbound.awaitChunks(new SnapshotLoad(accessor.target, undefined, snapshot.version, { resolve: ready, reject: failed }));
+      }
     });
+  }
+
+  /** This subscription's id on the current connection. */
+  get sid(): number {
+    return this.sidValue;
   }
 
   get closed(): boolean {
@@ -150,7 +189,26 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
     if (this.readOnly) throw this.readOnlyError();
     RemoteStore.put(this.store.current, entry.meta.offset, entry.meta.size, bytes);
     this.reconciler.wrote(entry.index);
-    await this.outbox.deliver(entry.index);
+    await this.bounded(this.outbox.deliver(entry.index), `writeVariable ${name}`);
+  }
+
+  /** Sent at once as a Mutate under one operation id (resent after a reconnect); the committed value lands in both buffers. */
+  mutate(name: string, value: VariableValue, options: MutateOptions): Promise<bigint> {
+    const entry = this.lookup(name);
+    if (this.readOnly) return Promise.reject(this.readOnlyError());
+    const site: MutationSite = {
+      ctx: this.ctx,
+      serviceId: this.serviceId,
+      sid: () => this.sidValue,
+      online: () => this.online,
+      closed: () => this.closedFlag,
+      deliver: (index) => (this.reconciler.isOurs(index) ? this.outbox.deliver(index) : Promise.resolve()),
+      committed: (e, version, bytes) => {
+        this.reconciler.update(e, version, bytes);
+        this.events.emit([e], version);
+      },
+    };
+    return mutateRemote(site, entry, value, options);
   }
 
   async readBytes(name: string): Promise<Uint8Array> {
@@ -174,10 +232,18 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
     this.store.shadow.set(this.store.current.subarray(0, this.store.dataEnd));
   }
 
-  /** Sends every pending change (typed or raw) and resolves once all reports in flight are acknowledged. */
+  /**
+   * Sends every pending change (typed or raw) and resolves once all reports in flight are acknowledged.
+   * While the client reconnects it waits; after requestTimeoutMs it rejects (NOT_CONNECTED offline, TIMEOUT
+   * otherwise) and the changes stay pending: they are still sent, never undone.
+   */
   async flush(): Promise<void> {
     this.assertOpen();
-    await this.outbox.flushAll();
+    await this.bounded(this.outbox.flushAll(), `flush of ${this.serviceId}`);
+  }
+
+  private bounded(work: Promise<void>, what: string): Promise<void> {
+    return withDeadline(work, this.ctx.requestTimeoutMs, () => this.online && this.ctx.conn.isOpen, what);
   }
 
   private readOnlyError(): CommyError {
@@ -229,9 +295,59 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner {
     this.closedFlag = true;
     this.closedReason = reason;
     this.inbound.stop(reason ?? new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} closed while its snapshot was arriving`));
-    this.outbox.stop();
+    this.outbox.stop(reason);
     this.events.clear();
     this.handles.clear();
-    this.ctx.route(this.sid, undefined);
+    this.ctx.route(this.sidValue, undefined);
+  }
+
+  // ---- reconnection ---------------------------------------------------------------------------------
+
+  /** The connection is gone: nothing is sent, writes wait in the buffer. One still loading its first snapshot ends. */
+  suspend(reason: CommyError): void {
+    if (this.closedFlag) return;
+    if (!this.loaded) {
+      this.detach(reason);
+      return;
+    }
+    this.online = false;
+    this.outbox.pause();
+    this.inbound.interrupt(reason);
+  }
+
+  /**
+   * Subscribes again on the client's new connection, resuming from the last version this client has every
+   * change of. The snapshot goes through the reconciler (pending local writes survive it); once it is in,
+   * the reports whose outcome is unknown are resent with their operation ids, then everything written meanwhile.
+   */
+  reattach(): Promise<void> {
+    if (this.closedFlag) return Promise.resolve();
+    const since: ResumePoint | undefined = this.fileId !== undefined ? { version: this.inbound.resumePoint, fileId: this.fileId } : undefined;
+    const body: SubscriptionBody = { tenant: this.tenant, service: this.service, create: true, ...(since !== undefined ? { since } : {}) };
+    return this.ctx.conn.subscribe<void>(body, (snapshot, { resolve, reject }) => {
+      if (this.closedFlag) throw new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} was closed`);
+      this.sidValue = snapshot.sid;
+      this.ctx.route(snapshot.sid, this);
+      // A server that cannot resume (or does not know how) sends everything, flagged or not: a reset.
+      const resumed = snapshot.resumed === true && since !== undefined;
+      const floor = resumed ? since.version : -1;
+      const done = (version: number): void => {
+        this.fileId = snapshot.fileId;
+        this.inbound.loaded(version, !resumed);
+        this.online = true;
+        this.outbox.resume();
+        resolve();
+      };
+      const failed = (err: CommyError): void => {
+        // Not usable (another layout): leave the subscription rather than keep receiving its updates.
+        if (this.ctx.conn.isOpen) this.ctx.conn.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: noop, fail: noop });
+        reject(err);
+      };
+      const load = new SnapshotLoad(this.target, floor, snapshot.version, { resolve: done, reject: failed });
+      load.defs(snapshot.variables);
+      load.data(0, snapshot.data);
+      if (snapshot.more === true) this.inbound.awaitChunks(load);
+      else load.finish();
+    });
   }
 }

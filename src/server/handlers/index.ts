@@ -2,6 +2,7 @@ import type { MessageOf, MessageTypeName } from '../../protocol/messages.js';
 import type { Reply, Session } from '../session.js';
 import { authenticate } from './auth.js';
 import { getServiceFilePath } from './file-path.js';
+import { cancelQuery, query } from './query.js';
 import { readVariable } from './read.js';
 import { registerVariable } from './register.js';
 import { subscribe, unsubscribe } from './subscribe.js';
@@ -35,7 +36,6 @@ export const ROUTES: { readonly [K in MessageTypeName]?: Route<K> } = {
   WriteVariable: { handle: writeVariable, lane: 'ordered' },
   ReportVariableChanges: { handle: reportChanges, lane: 'ordered' },
   Mutate: { handle: mutate, lane: 'ordered' },
+  Query: { handle: query, lane: 'cancellable' },
+  QueryCancel: { handle: cancelQuery, lane: 'immediate' },
 };
-
-/** Requests of the sync engine that this server does not answer yet, with the lane they will take. */
-export const NOT_YET: { readonly [K in MessageTypeName]?: Lane } = { Query: 'cancellable', QueryCancel: 'immediate' };

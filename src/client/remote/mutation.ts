@@ -1,0 +1,62 @@
+import { CommyError, ErrorCode, isCommyError } from '../../core/errors.js';
+import { checkMutateOptions, type MutateOptions } from '../../core/mutate-options.js';
+import type { VariableValue } from '../../core/variable-type.js';
+import type { RemoteContext } from './context.js';
+import { withDeadline } from './deadline.js';
+import type { RemoteEntry } from './directory.js';
+
+/** What a mutation needs of its remote file. */
+export interface MutationSite {
+  readonly ctx: RemoteContext;
+  readonly serviceId: string;
+  /** The subscription id on the current connection (a new one after each reconnection). */
+  sid(): number;
+  /** Subscribed on a live connection now. */
+  online(): boolean;
+  closed(): boolean;
+  /** Sends the variable's pending write first (a mutation never overtakes an earlier set()). */
+  deliver(index: number): Promise<void>;
+  /** The committed value: into both buffers (as the server has it), and the change told to listeners. */
+  committed(entry: RemoteEntry, version: number, bytes: Uint8Array): void;
+}
+
+/** While offline, look again for the connection this often (the deadline bounds the whole wait). */
+const OFFLINE_POLL_MS = 20;
+
+/**
+ * A Mutate round trip under one operation id: resent with the same id when the connection is lost before
+ * its answer (the server applies an id once, so the outcome is never doubled), until `requestTimeoutMs`:
+ * then NOT_CONNECTED (offline) or TIMEOUT (outcome unknown: it may still be applied, once).
+ */
+export async function mutateRemote(site: MutationSite, entry: RemoteEntry, value: VariableValue, options: MutateOptions): Promise<bigint> {
+  const { opId = site.ctx.nextOpId(), expected } = checkMutateOptions(options);
+  const bytes = new Uint8Array(entry.meta.size);
+  entry.codec.store(new DataView(bytes.buffer), 0, entry.codec.check(value));
+  let gaveUp = false;
+  const work = (async () => {
+    await site.deliver(entry.index);
+    for (;;) {
+      // Past the deadline (or once the file is closed) it is not sent again: one already sent may still apply.
+      if (gaveUp || site.closed()) throw new CommyError(ErrorCode.NOT_CONNECTED, `mutate of ${site.serviceId}/${entry.meta.name}: given up`);
+      if (!site.online() || !site.ctx.conn.isOpen) {
+        await new Promise((resolve) => setTimeout(resolve, OFFLINE_POLL_MS));
+        continue;
+      }
+      const body = { sid: site.sid(), index: entry.index, value: bytes, opId, ...(expected !== undefined ? { expectedVersion: Number(expected) } : {}) };
+      try {
+        const reply = await site.ctx.conn.request('Mutate', body, 'MutationResponse');
+        site.committed(entry, reply.version, bytes);
+        return BigInt(reply.version);
+      } catch (err) {
+        // Lost with the connection: its outcome is unknown, and asking again under the same id is safe.
+        if (!isCommyError(err, ErrorCode.NOT_CONNECTED)) throw err;
+      }
+    }
+  })();
+  const online = () => site.online() && site.ctx.conn.isOpen;
+  work.catch(() => {}); // its failure is the deadline's answer's, or already reported through it
+  return withDeadline(work, site.ctx.requestTimeoutMs, online, `mutate of ${site.serviceId}/${entry.meta.name}`).catch((err: unknown) => {
+    gaveUp = true;
+    throw err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, String(err), { cause: err });
+  });
+}
