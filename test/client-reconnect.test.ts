@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AuthCredentials, Client, VariableMetadata, VariableType, type ClientOptions, type ClientState, type CommyError } from '../src/index.js';
+import { AuthCredentials, Client, VariableMetadata, VariableType, VirtualVariableFile, type ClientOptions, type ClientState, type CommyError } from '../src/index.js';
 import { startChild, type Child } from './helpers/child.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -161,4 +161,28 @@ test('a server that stays down: the client keeps reconnecting (state stays recon
   const reader = await client(t, second.url);
   assert.equal((await reader.getVirtualServiceFile('acme', 'down')).get('x'), 5n, 'sent once reconnected');
   second.child.send({ type: 'quit' });
+});
+
+test('a client offline while 1,000 writes land gets them all in one resume, with their versions', { timeout: 120_000 }, async (t) => {
+  const dataDir = tempDir(t);
+  const first = await serverIn(t, dataDir);
+  const port = new URL(first.url).port;
+  const reader = await client(t, first.url);
+  const vf = await reader.getVirtualServiceFile('acme', 'offline');
+  const names = Array.from({ length: 10 }, (_, i) => `v${i}`);
+  for (const name of names) await vf.registerVariable(new VariableMetadata(name, -1, 8, VariableType.U64));
+
+  first.child.kill('SIGKILL');
+  await first.child.exited;
+  await until(() => reader.state === 'reconnecting', "state 'reconnecting'");
+  // Meanwhile a local process writes straight into the service file: 1,000 writes the reader misses.
+  const { join } = await import('node:path');
+  const local = await VirtualVariableFile.open(join(dataDir, 'tenants', 'acme', 'offline.mem'));
+  for (let i = 1; i <= 1000; i++) local.set(names[i % 10]!, BigInt(i));
+  const versions = names.map((n) => local.handle(n).version());
+  await local.close();
+
+  await serverIn(t, dataDir, port);
+  await until(() => reader.state === 'open' && names.every((n, i) => vf.get(n) === BigInt(i === 0 ? 1000 : 990 + i)), 'every final value');
+  assert.deepEqual(names.map((n) => vf.handle(n).version()), versions, 'and every version');
 });
