@@ -12,5 +12,6 @@ export type { ByteRange } from './core/byte-diff.js';
 export type { WaitOptions } from './core/event-queue.js';
 export { VirtualVariableFile, type OpenOptions } from './client/virtual-variable-file.js';
 export { Client } from './client/client.js';
+export type { QueryPage, QuerySpec, QueriedService, QueriedVariable } from './client/query-stream.js';
 export { AuthCredentials, type AuthMethod } from './client/auth-credentials.js';
 export type { ClientOptions, ClientMode, ClientState, ClientTlsOptions, ReconnectOptions } from './client/client-options.js';

@@ -81,3 +81,45 @@ test('query: QueryCancel mid-stream ends it with ABORTED, and no page follows', 
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(reader.pushes.filter((m) => m.id === page1.id).length, 0, 'nothing after the error');
 });
+
+test('client.query: every page in a for-await loop, typed values; aborting mid-stream ends the loop at once', async (t) => {
+  const { startClientServer } = await import('./helpers/client-server.js');
+  const { VariableMetadata } = await import('../src/index.js');
+  const { connect } = await startClientServer(t, { limits: { maxFrameBytes: 64 * 1024 } });
+  const client = await connect();
+  for (const service of ['q1', 'q2']) {
+    const vf = await client.getVirtualServiceFile('acme', service);
+    for (let i = 0; i < 50; i++) await vf.registerVariable(new VariableMetadata(`v${i}`, -1, 8, VariableType.U64));
+    vf.set('v7', 7n);
+    await vf.flush();
+  }
+  let pages = 0;
+  const seen = new Map<string, bigint | undefined>();
+  for await (const page of client.query({ tenant: 'acme', values: true })) {
+    pages++;
+    for (const s of page.services) for (const v of s.variables) seen.set(`${s.service}/${v.metadata.name}`, v.value as bigint | undefined);
+  }
+  assert.ok(pages >= 1);
+  assert.equal(seen.size, 100);
+  assert.equal(seen.get('q2/v7'), 7n);
+  // Aborted after the first page: the loop ends, and the connection goes on.
+  const small = await connect({}, 'ops:s3cret');
+  const controller = new AbortController();
+  let iterations = 0;
+  for await (const page of small.query({ tenant: 'acme', values: true }, { signal: controller.signal })) {
+    assert.ok(page.services.length > 0);
+    iterations++;
+    controller.abort();
+  }
+  assert.equal(iterations, 1, 'the loop ends at the abort');
+  let none = 0;
+  for await (const _page of small.query({ tenant: 'acme' }, { signal: controller.signal })) none++; // aborted already
+  assert.equal(none, 0);
+  const after = await small.getVirtualServiceFile('acme', 'q1');
+  assert.equal(after.get('v7'), 7n);
+  // Leaving the loop early cancels too.
+  for await (const _page of small.query({ tenant: 'acme' })) break;
+  await assert.rejects(async () => {
+    for await (const _page of small.query({ tenant: 'nope' })) void _page;
+  }, { code: 'PERMISSION_DENIED' });
+});

@@ -1,6 +1,7 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import { assertValidName } from '../core/names.js';
+import { queryPages, type QueryPage, type QuerySpec } from './query-stream.js';
 import { VirtualVariableFile } from './virtual-variable-file.js';
 import { credentialOf, type AuthCredentials } from './auth-credentials.js';
 import type { WaitOptions } from './change-inbox.js';
@@ -150,6 +151,16 @@ export class Client {
     checkNames(tenant, service, name);
     const reply = await this.link.connection().request('ReadVariable', { tenant, service, name }, 'VariableValue');
     return new Uint8Array(reply.value); // a plain copy, not a view of the received frame
+  }
+
+  /**
+   * The tenant's services this key may read (filtered by `services` globs), with their variables (filtered by
+   * `variables` globs) and, with `values: true`, their values, as pages streamed by the server:
+   * `for await (const page of client.query({ tenant }, { signal })) {}`. Aborting `signal`, or leaving the
+   * loop, sends QueryCancel and ends the iteration at once, even mid-stream.
+   */
+  query(spec: QuerySpec, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<QueryPage> {
+    return queryPages(this.link.connection(), spec, options.signal);
   }
 
   /** The old API: one variable written by the server; resolves once applied and visible to every client. */

@@ -13,6 +13,8 @@ export interface ReplyHandlers<R> {
   late?(body: R): void;
   /** An Error reply that comes after the request timed out (with `late`: the outcome was unknown until now). */
   lateFail?(err: CommyError): void;
+  /** A streamed answer (query pages): true when more replies follow under the same id (each resets the timeout). */
+  more?(body: R): boolean;
 }
 
 export interface ConnectionOptions {
@@ -36,6 +38,7 @@ interface Pending {
   fail(err: CommyError): void;
   late?(body: unknown): void;
   lateFail?(err: CommyError): void;
+  more?(body: unknown): boolean;
   timer: ReturnType<typeof setTimeout>;
 }
 
@@ -96,11 +99,11 @@ export class Connection {
    * Sends a request; exactly one of the handlers runs, once: on the `expect` reply, on an Error reply (as
    * CommyError with the server's code), on TIMEOUT, on NOT_CONNECTED, or at once when the frame cannot go.
    */
-  call<K extends MessageTypeName, R extends MessageTypeName>(type: K, body: MessageBodies[K], expect: R, handlers: ReplyHandlers<MessageBodies[R]>): void {
+  call<K extends MessageTypeName, R extends MessageTypeName>(type: K, body: MessageBodies[K], expect: R, handlers: ReplyHandlers<MessageBodies[R]>): number | undefined {
     const transport = this.transport;
     if (this.stateValue !== 'open' || transport === undefined || !transport.isOpen) {
       handlers.fail(new CommyError(ErrorCode.NOT_CONNECTED, `not connected to ${this.url}`));
-      return;
+      return undefined;
     }
     const id = this.allocateId();
     let frame: Uint8Array;
@@ -108,11 +111,11 @@ export class Connection {
       frame = encodeFrame(type, id, body);
     } catch (cause) {
       handlers.fail(new CommyError(ErrorCode.INVALID_MESSAGE, `cannot encode ${type}: ${(cause as Error).message}`, { cause }));
-      return;
+      return undefined;
     }
     if (frame.length > this.options.maxFrameBytes) {
       handlers.fail(new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a ${frame.length}-byte ${type} exceeds the ${this.options.maxFrameBytes}-byte frame limit`));
-      return;
+      return undefined;
     }
     const timer = setTimeout(() => this.expire(id, type), this.options.requestTimeoutMs);
     this.pending.set(id, {
@@ -121,9 +124,19 @@ export class Connection {
       fail: handlers.fail,
       late: handlers.late as ((body: unknown) => void) | undefined,
       lateFail: handlers.lateFail,
+      more: handlers.more as ((body: unknown) => boolean) | undefined,
       timer,
     });
     transport.send(frame);
+    return id;
+  }
+
+  /** Sends a message that wants no reply (request id 0), if connected; false if not. */
+  notify<K extends MessageTypeName>(type: K, body: MessageBodies[K]): boolean {
+    const transport = this.transport;
+    if (this.stateValue !== 'open' || transport === undefined || !transport.isOpen) return false;
+    transport.send(encodeFrame(type, 0, body));
+    return true;
   }
 
   /** `call` as a promise. */
@@ -235,7 +248,16 @@ export class Connection {
     }
     if (msg.type === 'Error') p.fail(serverError(msg.body));
     else if (msg.type !== p.expect) p.fail(new CommyError(ErrorCode.INVALID_MESSAGE, `expected ${p.expect}, got ${msg.type}`));
-    else p.reply(msg.body);
+    else {
+      p.reply(msg.body);
+      if (p.more?.(msg.body) === true) this.keepPending(msg.id, p);
+    }
+  }
+
+  /** A stream's next reply is awaited under the same id, with a fresh timeout. */
+  private keepPending(id: number, p: Pending): void {
+    p.timer = setTimeout(() => this.expire(id, p.expect), this.options.requestTimeoutMs);
+    this.pending.set(id, p);
   }
 
   private lost(code: number, reason: string): void {
