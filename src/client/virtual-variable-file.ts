@@ -7,6 +7,7 @@ import type { FileAccessor, ValueOfType, VariableHandle } from '../core/file-acc
 import type { MutateOptions } from '../core/mutate-options.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { typeName, type VariableTypeId, type VariableValue } from '../core/variable-type.js';
+import { checkGlobs } from './remote/filter-switch.js';
 
 /** How VirtualVariableFile.open opens (or creates) an embedded service file. */
 export interface OpenOptions {
@@ -108,6 +109,22 @@ export class VirtualVariableFile {
   async mutate(name: string, value: VariableValue, options: MutateOptions = {}): Promise<{ version: bigint }> {
     if (this.accessor.mutate === undefined) throw new CommyError(ErrorCode.UNKNOWN_MESSAGE, `mutate is not available for ${this.accessor.mode} files yet`);
     return { version: await this.accessor.mutate(name, value, options) };
+  }
+
+  /**
+   * Remote: receive updates only for variables these globs match too (the filter starts as "all"; the first
+   * call narrows it to these). Variables outside it keep their last value; writes to them still go. Local:
+   * the mapping always has every variable, so it resolves at once (after checking the globs).
+   */
+  async subscribe(globs: string[]): Promise<void> {
+    if (this.accessor.subscribe === undefined) checkGlobs(globs, 'subscribe');
+    else await this.accessor.subscribe(globs);
+  }
+
+  /** Remote: removes these exact globs from the filter (none left: no updates at all). Local: as subscribe(). */
+  async unsubscribe(globs: string[]): Promise<void> {
+    if (this.accessor.unsubscribe === undefined) checkGlobs(globs, 'unsubscribe');
+    else await this.accessor.unsubscribe(globs);
   }
 
   /** A copy of the variable's current bytes (consistent: never torn). */

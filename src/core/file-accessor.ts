@@ -46,6 +46,10 @@ export interface FileAccessor {
   writeBytes(name: string, bytes: Uint8Array): Promise<void>;
   /** One variable, acknowledged with the version it committed; compare-and-set with expectedVersion. */
   mutate?(name: string, value: VariableValue, options: MutateOptions): Promise<bigint>;
+  /** Remote: receive only the variables these globs match too; the first call narrows "all" to them. */
+  subscribe?(globs: string[]): Promise<void>;
+  /** Remote: remove these exact globs from the filter (docs/client.md, "Variable filters"). */
+  unsubscribe?(globs: string[]): Promise<void>;
   readBytes(name: string): Promise<Uint8Array>;
   isTorn(name: string): boolean;
   bytes(): Uint8Array;

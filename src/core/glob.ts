@@ -28,6 +28,9 @@ export interface GlobLimits {
   readonly maxPatternLength: number;
 }
 
+/** The default limits (the server's `maxPatterns` and `maxPatternLength`; what a client checks before sending). */
+export const DEFAULT_GLOB_LIMITS: GlobLimits = Object.freeze({ maxPatterns: 64, maxPatternLength: 256 });
+
 export const matchAll: GlobMatcher = () => true;
 export const matchNone: GlobMatcher = () => false;
 

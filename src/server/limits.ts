@@ -1,3 +1,5 @@
+import { DEFAULT_GLOB_LIMITS } from '../core/glob.js';
+
 /**
  * The server's resource limits (docs/operations.md lists them with what happens past each) and the
  * per-connection message rate limiter.
@@ -81,8 +83,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxUnauthenticatedPerIp: 100,
   maxConnectionsPerIp: 5_000,
   maxChangesPerReport: 4_096,
-  maxPatterns: 64,
-  maxPatternLength: 256,
+  maxPatterns: DEFAULT_GLOB_LIMITS.maxPatterns,
+  maxPatternLength: DEFAULT_GLOB_LIMITS.maxPatternLength,
   maxServicesPerTenant: 256,
   maxVariablesPerTenant: 262_144,
   maxBytesPerTenant: 4 * 1024 * MiB,

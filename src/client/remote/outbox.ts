@@ -90,6 +90,8 @@ export class Outbox {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private online = true;
   private stopped = false;
+  /** hold(): told once no report is in flight. */
+  private idle: (() => void) | undefined;
   private readonly endOfTurn = (): void => {
     if (!this.queued) return;
     this.queued = false;
@@ -148,6 +150,16 @@ export class Outbox {
   pause(): void {
     this.online = false;
     for (const report of [...this.inflight]) this.park(report);
+  }
+
+  /**
+   * Sends nothing new (writes wait, as while paused) and resolves once no report is in flight; resume() ends
+   * it. For switching the subscription: a report carries the sid it was sent under.
+   */
+  hold(): Promise<void> {
+    this.online = false;
+    if (this.inflight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.idle = resolve));
   }
 
   /** Subscribed again: the parked reports go first (same operation ids), then everything written meanwhile. */
@@ -301,6 +313,15 @@ export class Outbox {
   private park(report: Report): void {
     this.inflight.delete(report);
     if (!this.parked.includes(report)) this.parked.push(report);
+    this.settled();
+  }
+
+  /** A report left the set in flight: a hold() waiting for none is told when it is empty. */
+  private settled(): void {
+    if (this.idle === undefined || this.inflight.size > 0) return;
+    const idle = this.idle;
+    this.idle = undefined;
+    idle();
   }
 
   /** After an answer: sends the flush that waited for it (unless a RATE_LIMITED pause runs; its timer will). */
@@ -322,6 +343,7 @@ export class Outbox {
   /** The report is done, whatever the answer. */
   private answered(report: Report): void {
     this.inflight.delete(report);
+    this.settled();
     for (const { index } of report.group.changes) {
       const c = this.carriers.get(index);
       if (c !== undefined && --c.reports === 0) this.carriers.delete(index);

@@ -12,6 +12,7 @@ import { ChangeEvents } from './change-events.js';
 import type { RemoteContext } from './context.js';
 import { withDeadline } from './deadline.js';
 import { definedEnd, RemoteDirectory, type RemoteEntry } from './directory.js';
+import { FilterSwitch, resubscribe, type LoadSite } from './filter-switch.js';
 import { RemoteVariableHandle, type HandleOwner } from './handle.js';
 import { Inbound } from './inbound.js';
 import type { SendGroup } from './outbound-group.js';
@@ -50,6 +51,10 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   private fileId: string | undefined;
   /** Subscribed on a live connection (false while the client reconnects). */
   private online = true;
+  /** Counts suspends: a filter switch under way gives up when the connection it started on is gone. */
+  private attachment = 0;
+  private readonly filter: FilterSwitch;
+  private readonly site: LoadSite;
   /** The first snapshot is in: from then on a lost connection suspends this file instead of ending it. */
   private loaded = false;
   private closedFlag = false;
@@ -83,6 +88,15 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
       );
     const path = new WritePath(this.store, this.directory, this.reconciler, this.inbound, this.events, ctx);
     this.outbox = new Outbox(send, path, ctx, () => ctx.nextOpId());
+    const { target, inbound, outbox } = this;
+    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: { tenant, service, create: true } };
+    this.filter = new FilterSwitch(this.site, {
+      attachment: () => (this.online && !this.closedFlag ? this.attachment : undefined),
+      sid: () => this.sidValue,
+      fileId: () => this.fileId,
+      route: (sid, on) => ctx.route(sid, on ? this : undefined),
+      switched: (sid, fileId) => void ((this.sidValue = sid), (this.fileId = fileId)),
+    });
   }
 
   /** Subscribes to a service (creating it if the key may) and starts from the server's snapshot. */
@@ -250,6 +264,10 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     return new CommyError(ErrorCode.PERMISSION_DENIED, `this client's key may not write ${this.serviceId}`);
   }
 
+  /** The variable filter (docs/client.md, "Variable filters"): receive these globs' variables too, or no more. */
+  subscribe = (globs: string[]): Promise<void> => this.filter.change('subscribe', globs, () => this.assertOpen());
+  unsubscribe = (globs: string[]): Promise<void> => this.filter.change('unsubscribe', globs, () => this.assertOpen());
+
   // ---- server pushes and change events -------------------------------------------------------------
 
   onChunk(chunk: SnapshotChunkBody): void {
@@ -278,6 +296,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   }
 
   private async leave(): Promise<void> {
+    await this.filter.idle(); // a switch holds the outbox: what it holds is sent below
     if (this.closedFlag) return;
     const waits = this.outbox.drain();
     this.detach(undefined);
@@ -311,43 +330,33 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
       return;
     }
     this.online = false;
+    this.attachment++;
     this.outbox.pause();
     this.inbound.interrupt(reason);
   }
 
   /**
-   * Subscribes again on the client's new connection, resuming from the last version this client has every
-   * change of. The snapshot goes through the reconciler (pending local writes survive it); once it is in,
-   * the reports whose outcome is unknown are resent with their operation ids, then everything written meanwhile.
+   * Subscribes again on the client's new connection (with the current filter), resuming from the last version
+   * this client has every change of. The snapshot goes through the reconciler (pending local writes survive
+   * it); once in, the reports whose outcome is unknown are resent with their operation ids, then the rest.
    */
   reattach(): Promise<void> {
     if (this.closedFlag) return Promise.resolve();
     const since: ResumePoint | undefined = this.fileId !== undefined ? { version: this.inbound.resumePoint, fileId: this.fileId } : undefined;
-    const body: SubscriptionBody = { tenant: this.tenant, service: this.service, create: true, ...(since !== undefined ? { since } : {}) };
-    return this.ctx.conn.subscribe<void>(body, (snapshot, { resolve, reject }) => {
-      if (this.closedFlag) throw new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} was closed`);
-      this.sidValue = snapshot.sid;
-      this.ctx.route(snapshot.sid, this);
-      // A server that cannot resume (or does not know how) sends everything, flagged or not: a reset.
-      const resumed = snapshot.resumed === true && since !== undefined;
-      const floor = resumed ? since.version : -1;
-      const done = (version: number): void => {
+    const body: SubscriptionBody = { ...this.site.ref, ...this.filter.variables(), ...(since !== undefined ? { since } : {}) };
+    return resubscribe(this.site, body, {
+      started: (snapshot) => {
+        if (this.closedFlag) throw new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} was closed`);
+        this.sidValue = snapshot.sid;
+        this.ctx.route(snapshot.sid, this);
+      },
+      done: (snapshot, version, resumed, { resolve }) => {
         this.fileId = snapshot.fileId;
         this.inbound.loaded(version, !resumed);
         this.online = true;
         this.outbox.resume();
         resolve();
-      };
-      const failed = (err: CommyError): void => {
-        // Not usable (another layout): leave the subscription rather than keep receiving its updates.
-        if (this.ctx.conn.isOpen) this.ctx.conn.call('Unsubscribe', { sid: snapshot.sid }, 'Unsubscribed', { reply: noop, fail: noop });
-        reject(err);
-      };
-      const load = new SnapshotLoad(this.target, floor, snapshot.version, { resolve: done, reject: failed });
-      load.defs(snapshot.variables);
-      load.data(0, snapshot.data);
-      if (snapshot.more === true) this.inbound.awaitChunks(load);
-      else load.finish();
+      },
     });
   }
 }
