@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { AuthCredentials, Client, VariableMetadata, VariableType, VirtualVariableFile, type ClientOptions, type CommyError } from '../src/index.js';
-import { startChild, type Child } from './helpers/child.js';
+import { VariableMetadata, VariableType, VirtualVariableFile, type CommyError } from '../src/index.js';
 import { startClientServer } from './helpers/client-server.js';
+import { reconnectingClient, serverIn, until } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
@@ -15,13 +15,6 @@ import { tempDir } from './helpers/temp.js';
 
 const NAMES = ['a', 'b', 'c', 'sensor.1', 'sensor.2'] as const;
 
-async function until(check: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 async function setUp(vf: VirtualVariableFile): Promise<void> {
   for (const name of NAMES) await vf.registerVariable(new VariableMetadata(name, -1, 8, VariableType.F64));
@@ -175,26 +168,14 @@ test('globs are checked: TYPE_MISMATCH for a non-list, INVALID_MESSAGE past the 
 
 // ---- across a reconnection ------------------------------------------------------------------------------
 
-const OPS = AuthCredentials.apiKey('ops:s3cret');
-const FAST: ClientOptions['reconnect'] = { initialDelayMs: 10, maxDelayMs: 200, breaker: { failures: 1000, resetMs: 1000 } };
 
-async function serverIn(t: { after(fn: () => void): void }, dataDir: string, port?: string): Promise<{ child: Child; url: string }> {
-  const child = startChild('server-process', port === undefined ? [dataDir] : [dataDir, port], t);
-  const { url } = await child.next<{ url: string }>('ready');
-  return { child, url };
-}
 
-async function client(t: { after(fn: () => Promise<void>): void }, url: string): Promise<Client> {
-  const c = await Client.initialize(url, 'acme', OPS, { mode: 'remote', onError: () => {}, reconnect: FAST });
-  t.after(() => c.close());
-  return c;
-}
 
 test('the filter holds across a reconnection (kill -9 and restart); switching while reconnecting is NOT_CONNECTED', { timeout: 120_000 }, async (t) => {
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
   const port = new URL(first.url).port;
-  const readerClient = await client(t, first.url);
+  const readerClient = await reconnectingClient(t, first.url);
   const r = await readerClient.getVirtualServiceFile('acme', 'phoenix');
   await setUp(r);
   await r.subscribe(['a', 'c']);
@@ -209,7 +190,7 @@ test('the filter holds across a reconnection (kill -9 and restart); switching wh
   const second = await serverIn(t, dataDir, port);
   await until(() => readerClient.state === 'open', "state 'open'");
   await r.flush();
-  const w = await (await client(t, second.url)).getVirtualServiceFile('acme', 'phoenix');
+  const w = await (await reconnectingClient(t, second.url)).getVirtualServiceFile('acme', 'phoenix');
   assert.equal(w.get('c'), 1);
   await writeThenMark(w, r, { b: 2, c: 2 }, 2);
   assert.equal(r.get('b'), 0, 'b is still outside the filter after the reconnection');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AuthCredentials, Client, VariableMetadata, VariableType, VirtualVariableFile, type ClientOptions, type ClientState, type CommyError } from '../src/index.js';
-import { startChild, type Child } from './helpers/child.js';
+import { VariableMetadata, VariableType, VirtualVariableFile, type ClientState, type CommyError } from '../src/index.js';
+import { reconnectingClient, serverIn, until } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
@@ -9,34 +9,15 @@ import { tempDir } from './helpers/temp.js';
  * port and data directory, or stopped (SIGSTOP) past the client's request timeout.
  */
 
-const OPS = AuthCredentials.apiKey('ops:s3cret');
-const FAST: ClientOptions['reconnect'] = { initialDelayMs: 10, maxDelayMs: 200, breaker: { failures: 1000, resetMs: 1000 } };
 
-async function until(check: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
-async function serverIn(t: { after(fn: () => void): void }, dataDir: string, port?: string): Promise<{ child: Child; url: string }> {
-  const child = startChild('server-process', port === undefined ? [dataDir] : [dataDir, port], t);
-  const { url } = await child.next<{ url: string }>('ready');
-  return { child, url };
-}
 
-async function client(t: { after(fn: () => Promise<void>): void }, url: string, options: ClientOptions = {}): Promise<Client> {
-  const c = await Client.initialize(url, 'acme', OPS, { mode: 'remote', onError: () => {}, reconnect: FAST, ...options });
-  t.after(() => c.close());
-  return c;
-}
 
 test('kill -9 and a restart on the same port and data dir: the client reconnects, resubscribes, and writes made offline arrive', { timeout: 120_000 }, async (t) => {
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
   const port = new URL(first.url).port;
-  const writer = await client(t, first.url);
+  const writer = await reconnectingClient(t, first.url);
   const states: ClientState[] = [];
   writer.on('state', (s) => states.push(s));
   const vf = await writer.getVirtualServiceFile('acme', 'phoenix');
@@ -61,7 +42,7 @@ test('kill -9 and a restart on the same port and data dir: the client reconnects
   assert.deepEqual(states, ['reconnecting', 'open']);
 
   // Another client sees what was written offline; the writer's new subscription hears the others.
-  const reader = await client(t, second.url);
+  const reader = await reconnectingClient(t, second.url);
   const rv = await reader.getVirtualServiceFile('acme', 'phoenix');
   assert.equal(rv.get('n'), 2);
   assert.equal(rv.get('label'), 'offline');
@@ -75,7 +56,7 @@ test('kill -9 and a restart on the same port and data dir: the client reconnects
 test('a client keeps its change queue across a reconnection, and close() while reconnecting stops it all', { timeout: 120_000 }, async (t) => {
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
-  const c = await client(t, first.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50, breaker: { failures: 1000, resetMs: 50 } } });
+  const c = await reconnectingClient(t, first.url, { reconnect: { initialDelayMs: 10, maxDelayMs: 50, breaker: { failures: 1000, resetMs: 50 } } });
   const states: ClientState[] = [];
   c.on('state', (s) => states.push(s));
   const vf = await c.getVirtualServiceFile('acme', 'queue');
@@ -99,7 +80,7 @@ test('a server stopped (SIGSTOP) past the request timeout while a write is in fl
   const { child, url } = await serverIn(t, dataDir);
   t.after(() => child.kill('SIGCONT'));
   const errors: CommyError[] = [];
-  const writer = await client(t, url, { requestTimeoutMs: 500, onError: (e) => errors.push(e) });
+  const writer = await reconnectingClient(t, url, { requestTimeoutMs: 500, onError: (e) => errors.push(e) });
   const vf = await writer.getVirtualServiceFile('acme', 'diverge');
   await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.F64));
   vf.set('n', 1);
@@ -113,7 +94,7 @@ test('a server stopped (SIGSTOP) past the request timeout while a write is in fl
   await vf.flush();
   assert.deepEqual(vf.bytes(), vf.shadowBytes(), 'nothing pending: the server acknowledged n = 2');
 
-  const reader = await client(t, url);
+  const reader = await reconnectingClient(t, url);
   const seen = await reader.getVirtualServiceFile('acme', 'diverge');
   assert.equal(seen.get('n'), 2, 'the server has the value the writer wrote');
   assert.equal(vf.get('n'), seen.get('n'));
@@ -124,7 +105,7 @@ test('reconnect: false keeps the old behaviour: a killed server closes the clien
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
   const errors: CommyError[] = [];
-  const c = await client(t, first.url, { reconnect: false, onError: (e) => errors.push(e) });
+  const c = await reconnectingClient(t, first.url, { reconnect: false, onError: (e) => errors.push(e) });
   const states: ClientState[] = [];
   c.on('state', (s) => states.push(s));
   const vf = await c.getVirtualServiceFile('acme', 'mortal');
@@ -146,7 +127,7 @@ test('reconnect: false keeps the old behaviour: a killed server closes the clien
 test('a server that stays down: the client keeps reconnecting (state stays reconnecting) and flush() rejects NOT_CONNECTED after its timeout, keeping the write', { timeout: 120_000 }, async (t) => {
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
-  const c = await client(t, first.url, { requestTimeoutMs: 400, reconnect: { initialDelayMs: 5, maxDelayMs: 20, breaker: { failures: 3, resetMs: 50 } } });
+  const c = await reconnectingClient(t, first.url, { requestTimeoutMs: 400, reconnect: { initialDelayMs: 5, maxDelayMs: 20, breaker: { failures: 3, resetMs: 50 } } });
   const vf = await c.getVirtualServiceFile('acme', 'down');
   await vf.registerVariable(new VariableMetadata('x', -1, 8, VariableType.U64));
   first.child.kill('SIGKILL');
@@ -158,7 +139,7 @@ test('a server that stays down: the client keeps reconnecting (state stays recon
   const second = await serverIn(t, dataDir, new URL(first.url).port);
   await until(() => c.state === 'open', "state 'open'");
   await vf.flush();
-  const reader = await client(t, second.url);
+  const reader = await reconnectingClient(t, second.url);
   assert.equal((await reader.getVirtualServiceFile('acme', 'down')).get('x'), 5n, 'sent once reconnected');
   second.child.send({ type: 'quit' });
 });
@@ -167,7 +148,7 @@ test('a client offline while 1,000 writes land gets them all in one resume, with
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
   const port = new URL(first.url).port;
-  const reader = await client(t, first.url);
+  const reader = await reconnectingClient(t, first.url);
   const vf = await reader.getVirtualServiceFile('acme', 'offline');
   const names = Array.from({ length: 10 }, (_, i) => `v${i}`);
   for (const name of names) await vf.registerVariable(new VariableMetadata(name, -1, 8, VariableType.U64));
