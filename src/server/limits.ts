@@ -93,7 +93,9 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxConcurrentAuth: 4,
   opIdTtlMs: 10 * 60_000,
   maxOpIdsPerClient: 10_000,
-  maxOpIdWeight: 1_000_000,
+  // Each remembered op costs a few hundred bytes: 100,000 is tens of MB at most, and a client only ever resends
+  // what was in flight when its connection broke.
+  maxOpIdWeight: 100_000,
 });
 
 /**
