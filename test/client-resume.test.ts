@@ -204,3 +204,27 @@ test('resume: a reset to a file with another layout ends the file with INVALID_F
   assert.throws(() => vf.get('x'), { code: 'INVALID_FILE' });
   assert.ok(errors.includes('INVALID_FILE'));
 });
+
+test('mutate: an update decoded right after the MutationResponse is not overwritten by the older committed value', { timeout: 60_000 }, async (t) => {
+  const server = new ScriptedServer();
+  const url = await server.start();
+  t.after(() => server.close());
+  const initializing = Client.initialize(url, 'acme', AuthCredentials.apiKey('ops:s3cret'), { mode: 'remote', onError: () => {}, reconnect: false });
+  const conn = await server.accept();
+  const client = await initializing;
+  t.after(() => client.close());
+  const opening = client.getVirtualServiceFile('acme', 'svc');
+  const sub = await server.next('Subscription');
+  send(conn.ws, 'Snapshot', sub.msg.id, snapshot(1, 10, [X(10)], region([[0, 1]], 8)));
+  const vf = await opening;
+  const mutating = vf.mutate('x', 2n, { expectedVersion: 10 });
+  const m = await server.next('Mutate');
+  // The commit (version 11) and, in the same tick (so most likely the same TCP read), another client's later write.
+  send(conn.ws, 'MutationResponse', m.msg.id, { sid: 1, index: 0, version: 11 });
+  send(conn.ws, 'SyncBatch', 0, { sid: 1, version: 12, updates: [[0, 12, u64(3)]] });
+  assert.equal((await mutating).version, 11n);
+  await until(() => vf.handle('x').version() === 12n, 'the later write');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(vf.get('x'), 3n, 'the later value stays');
+  assert.equal(vf.handle('x').version(), 12n);
+});

@@ -1,3 +1,4 @@
+import { CommyError, ErrorCode } from '../core/errors.js';
 import type { Limits } from './limits.js';
 
 /**
@@ -21,6 +22,8 @@ export interface OpLedgerLimits {
 
 interface Entry {
   readonly identity: string;
+  /** What the operation was (its kind and target): the same id for another write is refused. */
+  readonly what: string;
   readonly result: Promise<unknown>;
   readonly at: number;
   weight: number;
@@ -49,17 +52,23 @@ export class OpLedger {
   }
 
   /**
-   * Runs `op` once per (identity, opId); without an opId, just runs it. `weigh` tells what its result costs
-   * to keep (1 + the versions it holds).
+   * Runs `op` once per (identity, opId); without an opId, just runs it. `what` names the write (kind and
+   * target; INVALID_MESSAGE when a known id comes with another one). `weigh` tells what its result costs to
+   * keep (1 + the versions it holds).
    */
-  once<T>(identity: string, opId: number | undefined, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
+  once<T>(identity: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
     if (opId === undefined) return op();
     this.expire();
     const key = `${identity}\u0000${opId}`;
     const known = this.entries.get(key);
-    if (known !== undefined) return known.result as Promise<T>;
+    if (known !== undefined) {
+      // A retry is the same write; the same id on another one is a client's bug: answering with the first
+      // write's result would report as done a write that was never made.
+      if (known.what !== what) return Promise.reject(new CommyError(ErrorCode.INVALID_MESSAGE, `operation id ${opId} was used for another write`));
+      return known.result as Promise<T>;
+    }
     const result = op();
-    const entry: Entry = { identity, result, at: this.now(), weight: 1 };
+    const entry: Entry = { identity, what, result, at: this.now(), weight: 1 };
     this.add(key, entry);
     result.then(
       (value) => this.weigh(key, entry, weigh(value)),

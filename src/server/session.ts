@@ -206,12 +206,12 @@ export class Session {
 
   /**
    * Runs the write `op` once per operation id of this client (see op-ledger.ts): a retry gets the first
-   * answer. `weigh`: what its answer costs to remember.
+   * answer. `what`: the write's kind and target (a retry names the same); `weigh`: what its answer costs to remember.
    */
-  once<T>(tenant: string, opId: number | undefined, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
+  once<T>(tenant: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
     const identity = this.identities.get(tenant);
     if (identity === undefined) return op(); // not authenticated for it: op's own checks refuse it
-    return this.ctx.ledger.once(identity, opId, op, weigh);
+    return this.ctx.ledger.once(identity, opId, what, op, weigh);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */

@@ -1,6 +1,7 @@
 import { CommyError, ErrorCode, isCommyError } from '../../core/errors.js';
 import { checkMutateOptions, type MutateOptions } from '../../core/mutate-options.js';
 import type { VariableValue } from '../../core/variable-type.js';
+import type { MutateBody } from '../../protocol/messages.js';
 import type { RemoteContext } from './context.js';
 import { withDeadline } from './deadline.js';
 import type { RemoteEntry } from './directory.js';
@@ -28,6 +29,25 @@ const OFFLINE_POLL_MS = 20;
  * its answer (the server applies an id once, so the outcome is never doubled), until `requestTimeoutMs`:
  * then NOT_CONNECTED (offline) or TIMEOUT (outcome unknown: it may still be applied, once).
  */
+/**
+ * One Mutate. The committed value goes into the buffers in the reply handler itself, before any later frame
+ * is decoded: a promise continuation would run after a SyncBatch decoded from the same chunk, and put back
+ * an older value over a newer one (a client then stuck behind the server). A reply that comes after the
+ * request timed out is applied too: the server applied it, and does not echo a client's own writes.
+ */
+function send(site: MutationSite, entry: RemoteEntry, body: MutateBody, bytes: Uint8Array): Promise<bigint> {
+  return new Promise((resolve, reject) => {
+    site.ctx.conn.call('Mutate', body, 'MutationResponse', {
+      reply: (r) => {
+        site.committed(entry, r.version, bytes);
+        resolve(BigInt(r.version));
+      },
+      fail: reject,
+      late: (r) => site.committed(entry, r.version, bytes),
+    });
+  });
+}
+
 export async function mutateRemote(site: MutationSite, entry: RemoteEntry, value: VariableValue, options: MutateOptions): Promise<bigint> {
   const { opId = site.ctx.nextOpId(), expected } = checkMutateOptions(options);
   const bytes = new Uint8Array(entry.meta.size);
@@ -42,11 +62,9 @@ export async function mutateRemote(site: MutationSite, entry: RemoteEntry, value
         await new Promise((resolve) => setTimeout(resolve, OFFLINE_POLL_MS));
         continue;
       }
-      const body = { sid: site.sid(), index: entry.index, value: bytes, opId, ...(expected !== undefined ? { expectedVersion: Number(expected) } : {}) };
+      const body: MutateBody = { sid: site.sid(), index: entry.index, value: bytes, opId, ...(expected !== undefined ? { expectedVersion: Number(expected) } : {}) };
       try {
-        const reply = await site.ctx.conn.request('Mutate', body, 'MutationResponse');
-        site.committed(entry, reply.version, bytes);
-        return BigInt(reply.version);
+        return await send(site, entry, body, bytes);
       } catch (err) {
         // Lost with the connection: its outcome is unknown, and asking again under the same id is safe.
         if (!isCommyError(err, ErrorCode.NOT_CONNECTED)) throw err;

@@ -14,7 +14,7 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
   const { tenant, service, name, value, opId } = m.body;
   const perms = s.check(tenant, service, 'write');
   s.assertName(name, 'variable name');
-  const ack = await s.once(tenant, opId, () =>
+  const ack = await s.once(tenant, opId, `WriteVariable ${tenant}/${service}/${name}`, () =>
     s.withService(tenant, service, async (host): Promise<VariableChangesAcknowledgedBody> => {
       const entry = host.file.entry(name);
       assertFits(entry.meta, value.length);
@@ -42,6 +42,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
   const ack = await s.once(
     tenant,
     m.body.opId,
+    `ReportVariableChanges ${sub.host.serviceId} ${m.body.changes.map(([index]) => index).join(',')}`,
     async (): Promise<VariableChangesAcknowledgedBody> => {
       const file = sub.host.file;
       const entries = m.body.changes.map((change) => entryOf(file, change));
@@ -66,7 +67,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
 export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply> {
   const { sid, index, value, opId, expectedVersion } = m.body;
   const sub = s.subscription(sid, 'write');
-  const body = await s.once(sub.host.tenant, opId, async () => {
+  const body = await s.once(sub.host.tenant, opId, `Mutate ${sub.host.serviceId} ${index}`, async () => {
     const entry = entryOf(sub.host.file, [index, value]);
     const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion] }));
     const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
