@@ -61,7 +61,7 @@ export interface Limits {
   opIdTtlMs: number;
   /** Operation ids remembered per client identity (key + clientKey). */
   maxOpIdsPerClient: number;
-  /** Versions remembered with operation ids over all clients (an acknowledgement of n changes weighs n + 1). */
+  /** Versions remembered with operation ids, per tenant (an acknowledgement of n changes weighs n + 1). */
   maxOpIdWeight: number;
 }
 

@@ -7,16 +7,16 @@ import type { Limits } from './limits.js';
  * write again) gets the original answer instead of a second application.
  *
  * Only successes are remembered: every write is all or nothing, so a failed one changed nothing and running
- * its retry is safe. A retry that arrives while the first is still running waits for it. Bounded: at most
- * `maxPerClient` operations per identity and `maxWeight` remembered versions in all, each for `ttlMs`; an
- * operation forgotten since (older, or pushed out) is applied again if retried (docs/protocol.md).
+ * its retry is safe. A retry that arrives while the first is still running waits for it. Bounded per tenant:
+ * at most `maxPerClient` operations per identity and `maxWeight` remembered versions in all, each for `ttlMs`;
+ * an operation forgotten since (older, or pushed out) is applied again if retried (docs/protocol.md).
  */
 export interface OpLedgerLimits {
   /** How long an applied operation is remembered. */
   readonly ttlMs: number;
   /** Operations remembered per client identity. */
   readonly maxPerClient: number;
-  /** Versions remembered over all identities (an ack of n changes weighs n). */
+  /** Versions remembered over all identities of one tenant (an ack of n changes weighs n + 1). */
   readonly maxWeight: number;
 }
 
@@ -29,12 +29,41 @@ interface Entry {
   weight: number;
 }
 
+/**
+ * The ledger, one part per tenant: each tenant's operations are bounded on their own, so no tenant (however
+ * many client identities it makes up) can push another tenant's operations out of memory.
+ */
 export class OpLedger {
-  /** The ledger the server's limits describe (opIdTtlMs, maxOpIdsPerClient, maxOpIdWeight). */
+  private readonly tenants = new Map<string, TenantLedger>();
+
+  constructor(
+    private readonly limits: OpLedgerLimits,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The ledger the server's limits describe (opIdTtlMs, maxOpIdsPerClient, maxOpIdWeight per tenant). */
   static of(limits: Limits): OpLedger {
     return new OpLedger({ ttlMs: limits.opIdTtlMs, maxPerClient: limits.maxOpIdsPerClient, maxWeight: limits.maxOpIdWeight });
   }
 
+  /** Operations remembered now, over all tenants (for tests and metrics). */
+  get size(): number {
+    let n = 0;
+    for (const t of this.tenants.values()) n += t.size;
+    return n;
+  }
+
+  /** See TenantLedger.once; `tenant` is whose memory the operation counts against. */
+  once<T>(tenant: string, identity: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
+    if (opId === undefined) return op();
+    let ledger = this.tenants.get(tenant);
+    if (ledger === undefined) this.tenants.set(tenant, (ledger = new TenantLedger(this.limits, this.now)));
+    return ledger.once(identity, opId, what, op, weigh);
+  }
+}
+
+/** One tenant's operations: bounded by time, per client identity and by weight. */
+class TenantLedger {
   /** By `identity \0 opId`, oldest first (a Map keeps insertion order). */
   private readonly entries = new Map<string, Entry>();
   /** Each identity's keys, oldest first (a Set keeps insertion order). */
@@ -52,12 +81,11 @@ export class OpLedger {
   }
 
   /**
-   * Runs `op` once per (identity, opId); without an opId, just runs it. `what` names the write (kind and
+   * Runs `op` once per (identity, opId). `what` names the write (kind and
    * target; INVALID_MESSAGE when a known id comes with another one). `weigh` tells what its result costs to
    * keep (1 + the versions it holds).
    */
-  once<T>(identity: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
-    if (opId === undefined) return op();
+  once<T>(identity: string, opId: number, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
     this.expire();
     const key = `${identity}\u0000${opId}`;
     const known = this.entries.get(key);

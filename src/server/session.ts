@@ -211,7 +211,7 @@ export class Session {
   once<T>(tenant: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
     const identity = this.identities.get(tenant);
     if (identity === undefined) return op(); // not authenticated for it: op's own checks refuse it
-    return this.ctx.ledger.once(identity, opId, what, op, weigh);
+    return this.ctx.ledger.once(tenant, identity, opId, what, op, weigh);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */
