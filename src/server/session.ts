@@ -226,8 +226,4 @@ export class Session {
     for (const host of this.leases) this.ctx.registry.release(host);
     this.leases.clear();
   }
-
-  close(code: number, reason: string): void {
-    this.link.close(code, reason);
-  }
 }
