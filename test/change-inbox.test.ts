@@ -11,6 +11,8 @@ const ev = (serviceId: string, name: string, version: bigint, at = 0): FileChang
   changedVariables: [name],
   byteRanges: [[at, at + 8]],
   version,
+  addedVariables: [],
+  removedVariables: [],
 });
 
 test('poll never waits; take waits, times out with null, and a timed-out wait swallows nothing', async () => {

@@ -58,6 +58,19 @@ export interface ClientOptions {
    * client for good (NOT_CONNECTED everywhere).
    */
   reconnect?: boolean | ReconnectOptions;
+  /**
+   * Node only (docs/client.md, "Mirror files"): back each remote service file's buffer with a service file in
+   * `dir` (default `$XDG_CACHE_HOME/commy_virtual_files`, else `~/.cache/commy_virtual_files`), mode 0600, that
+   * other processes of this machine open with `VirtualVariableFile.open(vf.mirrorPath)`; their writes are sent
+   * like this client's own. Removed when the file or the client closes. Files mapped locally are not mirrored.
+   */
+  mirror?: boolean | MirrorOptions;
+}
+
+/** Where mirror files go (ClientOptions.mirror). */
+export interface MirrorOptions {
+  /** The directory of the mirror files (created 0700 if missing; must be this user's and writable by nobody else). */
+  dir?: string;
 }
 
 export interface ResolvedClientOptions {
@@ -70,6 +83,8 @@ export interface ResolvedClientOptions {
   onError: (err: CommyError) => void;
   onFallback: ((reason: CommyError, service: { tenant: string; service: string }) => void) | undefined;
   reconnect: ResolvedReconnect | false;
+  /** Mirror remote files (`dir` undefined: the platform's default directory); undefined: no mirrors. */
+  mirror: { dir: string | undefined } | undefined;
 }
 
 const MODES: readonly ClientMode[] = ['auto', 'local', 'remote'];
@@ -98,7 +113,19 @@ export function resolveClientOptions(options: ClientOptions = {}, warn: (err: Co
     onError: options.onError ?? warn,
     onFallback: options.onFallback,
     reconnect: resolveReconnect(options.reconnect),
+    mirror: resolveMirror(options.mirror),
   };
+}
+
+function resolveMirror(option: boolean | MirrorOptions | undefined): { dir: string | undefined } | undefined {
+  if (option === undefined || option === false) return undefined;
+  if (option === true) return { dir: undefined };
+  if (typeof option !== 'object' || option === null) throw invalid('options.mirror must be a boolean or { dir }');
+  const dir = option.dir;
+  if (dir !== undefined && (typeof dir !== 'string' || dir.length === 0 || dir.includes('\0'))) {
+    throw invalid('options.mirror.dir must be a non-empty path without NUL');
+  }
+  return { dir };
 }
 
 const RECONNECT_DEFAULTS: ResolvedReconnect = { initialDelayMs: 100, maxDelayMs: 10_000, breaker: { failures: 10, resetMs: 30_000 } };

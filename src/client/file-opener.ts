@@ -27,7 +27,11 @@ export class FileOpener {
     private readonly platform: ClientPlatform,
     private readonly router: PushRouter,
     private readonly link: OpenerLink,
-  ) {}
+  ) {
+    if (options.mirror !== undefined && platform.openMirror === undefined) {
+      throw new CommyError(ErrorCode.FILE_NOT_FOUND, `options.mirror: mirror files are not available on this platform (${platform.name})`);
+    }
+  }
 
   async open(conn: Connection, tenant: string, service: string): Promise<FileAccessor> {
     const mode = this.options.mode;
@@ -46,7 +50,19 @@ export class FileOpener {
         this.fellBack(reason, tenant, service);
       }
     }
-    return RemoteFileAccessor.subscribe(this.link.remote!, tenant, service);
+    const remote = await RemoteFileAccessor.subscribe(this.link.remote!, tenant, service);
+    if (this.options.mirror !== undefined) await this.mirror(remote, tenant, service, this.options.mirror.dir);
+    return remote;
+  }
+
+  /** ClientOptions.mirror: the remote file's mirror file, or the file closed again and why not. */
+  private async mirror(accessor: RemoteFileAccessor, tenant: string, service: string, dir: string | undefined): Promise<void> {
+    try {
+      this.platform.openMirror!({ accessor, tenant, service, dir, onError: this.options.onError });
+    } catch (err) {
+      await accessor.close().catch(() => {});
+      throw asCommyError(err, `${tenant}/${service}: its mirror file could not be created`);
+    }
   }
 
   private attachRequest(conn: Connection, tenant: string, service: string): LocalAttachRequest {

@@ -5,10 +5,11 @@ import type { ServiceFileOptions } from '../local/service-file.js';
 import { native } from '../native/addon.js';
 import type { OpenOptions } from './virtual-variable-file.js';
 import { attachLocal } from './local-attach.js';
+import { openMirror } from './mirror-file.js';
 import type { ClientPlatform } from './platform.js';
 import { openWsTransport } from './ws-transport.js';
 
-/** Node: `ws`, the native SIMD diff, the server's file mapped when on its machine, embedded files. */
+/** Node: `ws`, the native SIMD diff, the server's file mapped when on its machine, embedded files, mirror files. */
 export const nodePlatform: ClientPlatform = {
   name: 'node',
   openTransport: openWsTransport,
@@ -16,6 +17,7 @@ export const nodePlatform: ClientPlatform = {
   warn: (err) => process.emitWarning(err),
   attachLocal,
   openFile: openLocalFile,
+  openMirror,
 };
 
 /** Embedded mode: only the options a user may pass reach the file (the server's own checks stay its own). */

@@ -102,8 +102,9 @@ export class NotifiedChanges implements ChangeSource {
         const entry = this.find(name);
         if (entry !== undefined) entries.push(entry);
       }
-      if (entries.length === 0) return;
-      event = changeEventOf(this.file.path, this.serviceId, entries.map((e) => e.meta), BigInt(body.version));
+      const removed = body.removed ?? [];
+      if (entries.length === 0 && removed.length === 0) return;
+      event = changeEventOf(this.file.path, this.serviceId, entries.map((e) => e.meta), BigInt(body.version), { removed });
     } catch (err) {
       this.ctx.onError(asCommyError(err, `${this.serviceId}: a change notice could not be read`));
       return;
@@ -153,6 +154,13 @@ export class NotifiedLocalAccessor extends LocalFileAccessor implements Reattach
     const { name, offset, size, typeId } = meta;
     await this.ctx.conn.request('RegisterVariable', { sid: this.notices.sid, name, offset, size, typeId }, 'VariableRegistered');
     return this.file.entry(name).meta; // the server has published it in the file this process maps
+  }
+
+  /** The mapping is read-only: the server removes it (admin right), in the file this process maps. */
+  override async removeVariable(name: string): Promise<bigint> {
+    this.file.entry(name); // VARIABLE_NOT_FOUND without a round trip
+    const reply = await this.ctx.conn.request('RemoveVariable', { sid: this.notices.sid, name }, 'VariableRemoved');
+    return BigInt(reply.version);
   }
 }
 

@@ -4,6 +4,7 @@ import type { FileAccessor } from '../core/file-accessor.js';
 import type { VariablesUpdatedBody } from '../protocol/messages.js';
 import type { OpenOptions } from './virtual-variable-file.js';
 import type { Connection } from './connection.js';
+import type { RemoteFileAccessor } from './remote/remote-file-accessor.js';
 import type { TransportFactory } from './transport.js';
 
 /** What mapping the server's own file needs from the client (Node only: see local-attach.ts). */
@@ -16,6 +17,17 @@ export interface LocalAttachRequest {
   /** Delivers a notify subscription's VariablesUpdated pushes to `onUpdated`; `undefined` stops. */
   route(sid: number, onUpdated: ((body: VariablesUpdatedBody) => void) | undefined): void;
   /** A change listener that threw, a notice that could not be read. */
+  onError(err: CommyError): void;
+}
+
+/** A remote service file to back with a mirror file (Node only: see mirror-file.ts). */
+export interface MirrorRequest {
+  readonly accessor: RemoteFileAccessor;
+  readonly tenant: string;
+  readonly service: string;
+  /** ClientOptions.mirror.dir; undefined: the platform's default directory. */
+  readonly dir: string | undefined;
+  /** Failures of the mirror nobody awaits (a write other processes made that the server refused, …). */
   onError(err: CommyError): void;
 }
 
@@ -36,6 +48,11 @@ export interface ClientPlatform {
   readonly attachLocal?: (request: LocalAttachRequest) => Promise<FileAccessor>;
   /** Embedded mode (VirtualVariableFile.open); absent: no local files on this platform. */
   readonly openFile?: (path: string, options: OpenOptions) => FileAccessor;
+  /**
+   * ClientOptions.mirror: creates the request's mirror file and keeps it in sync with the accessor until the
+   * accessor closes (docs/client.md, "Mirror files"); absent: no mirror files on this platform.
+   */
+  readonly openMirror?: (request: MirrorRequest) => void;
 }
 
 let registered: ClientPlatform | undefined;

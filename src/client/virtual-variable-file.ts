@@ -77,6 +77,15 @@ export class VirtualVariableFile {
     return this.accessor.filePath;
   }
 
+  /**
+   * A remote file of a Client with `mirror` (docs/client.md, "Mirror files"): the service file that mirrors
+   * this buffer, for other processes of this machine to open with VirtualVariableFile.open(). Undefined
+   * otherwise (a local file is the server's own file: its path is `filePath`), and once the file is closed.
+   */
+  get mirrorPath(): string | undefined {
+    return this.accessor.mirrorPath;
+  }
+
   get version(): bigint {
     return this.accessor.version();
   }
@@ -88,6 +97,23 @@ export class VirtualVariableFile {
   /** Registers a variable: offset -1 allocates; the same layout again is a no-op; an overlap is INVALID_OFFSET. */
   registerVariable(meta: VariableMetadata): Promise<VariableMetadata> {
     return this.accessor.register(meta);
+  }
+
+  /**
+   * Removes a variable for every client (the admin right, remote; a writable mapping, local): its handles fail
+   * with VARIABLE_NOT_FOUND from now on, every client's change events list it in `removedVariables`, and its
+   * space is reused by later registrations. Resolves with the removal's service version.
+   */
+  async removeVariable(name: string): Promise<{ version: bigint }> {
+    return { version: await this.accessor.removeVariable(name) };
+  }
+
+  /**
+   * A hash of every definition this client sees (name, offset, size, type): it changes when a variable is
+   * added or removed, so a client that sees it change rebuilds its typed views.
+   */
+  get layoutHash(): string {
+    return this.accessor.layoutHash();
   }
 
   variables(): VariableMetadata[] {

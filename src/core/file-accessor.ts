@@ -38,9 +38,15 @@ export interface FileAccessor {
   readonly mode: 'local' | 'remote';
   readonly serviceId: string;
   readonly filePath: string | undefined;
+  /** Remote with ClientOptions.mirror: the mirror file other local processes open (docs/client.md, "Mirror files"). */
+  readonly mirrorPath?: string | undefined;
   readonly closed: boolean;
   version(): bigint;
   register(meta: VariableMetadata): Promise<VariableMetadata>;
+  /** Removes a variable for every client (admin); resolves with the removal's version. */
+  removeVariable(name: string): Promise<bigint>;
+  /** A hash of every definition this client sees (core/layout-hash.ts). */
+  layoutHash(): string;
   variables(): VariableMetadata[];
   handle(name: string): VariableHandle;
   writeBytes(name: string, bytes: Uint8Array): Promise<void>;

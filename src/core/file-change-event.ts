@@ -10,13 +10,23 @@ export interface FileChangeEvent {
   byteRanges: [number, number][];
   /** The service version after the change. */
   version: bigint;
+  /** Variables that appeared (registered by anyone); they are in changedVariables too (their first value). */
+  addedVariables: string[];
+  /** Variables that were removed: gone from the directory, their handles fail with VARIABLE_NOT_FOUND. */
+  removedVariables: string[];
+}
+
+/** What a change did to the layout (FileChangeEvent.addedVariables / removedVariables). */
+export interface LayoutChange {
+  added?: readonly string[];
+  removed?: readonly string[];
 }
 
 /**
  * The one way an event is made, in both modes: `variables` (each counted once, in any order) become the
  * changed names and their byte ranges, both in offset order.
  */
-export function changeEventOf(filePath: string, serviceId: string, variables: readonly VariableMetadata[], version: bigint): FileChangeEvent {
+export function changeEventOf(filePath: string, serviceId: string, variables: readonly VariableMetadata[], version: bigint, layout: LayoutChange = {}): FileChangeEvent {
   const unique = variables.length > 1 ? [...new Set(variables)].sort((a, b) => a.offset - b.offset) : variables;
   return {
     filePath,
@@ -24,13 +34,21 @@ export function changeEventOf(filePath: string, serviceId: string, variables: re
     changedVariables: unique.map((m) => m.name),
     byteRanges: unique.map((m): [number, number] => [m.offset, m.end]),
     version,
+    addedVariables: [...(layout.added ?? [])],
+    removedVariables: [...(layout.removed ?? [])],
   };
 }
 
 /** Folds `next` into `into` (used when a slow consumer lets events pile up: nothing is lost, only merged). */
 export function mergeChangeEvents(into: FileChangeEvent, next: FileChangeEvent): FileChangeEvent {
-  const names = new Set(into.changedVariables);
+  // In order: a variable removed by `next` is no longer changed or added; one `next` adds (again) is not removed.
+  const gone = new Set(next.removedVariables);
+  const names = new Set(into.changedVariables.filter((n) => !gone.has(n)));
   for (const n of next.changedVariables) names.add(n);
+  const added = new Set(into.addedVariables.filter((n) => !gone.has(n)));
+  for (const n of next.addedVariables) added.add(n);
+  const removed = new Set(into.removedVariables.filter((n) => !added.has(n)));
+  for (const n of next.removedVariables) removed.add(n);
   const ranges = [...into.byteRanges, ...next.byteRanges].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   const merged: [number, number][] = [];
   for (const r of ranges) {
@@ -44,6 +62,8 @@ export function mergeChangeEvents(into: FileChangeEvent, next: FileChangeEvent):
     changedVariables: [...names],
     byteRanges: merged,
     version: next.version > into.version ? next.version : into.version,
+    addedVariables: [...added],
+    removedVariables: [...removed],
   };
 }
 

@@ -5,6 +5,9 @@ import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
 import { OWN_PID, slotHolderGone, takeLock, type LockWord } from './process-lock.js';
 import type { ServiceFile } from './service-file.js';
 
+/** What `seen` holds for a removed variable's slot (versions are never negative). */
+const GONE = -1n;
+
 /** A safety net only: no wake is ever lost (docs/file-format.md, Change notification), so nothing waits on this. */
 const WATCH_TIMEOUT_MS = 1000;
 
@@ -83,7 +86,7 @@ export class ChangeWatcher {
 
   private start(): void {
     // Everything before now is not a change to report.
-    this.seen = this.file.list().map((e) => this.file.entryVersion(e));
+    this.seen = this.file.slots().map((e) => (e.removed ? GONE : this.file.entryVersion(e)));
     this.slot = this.claimSlot();
     const bit = this.slot >= 0 ? (1 << this.slot) >>> 0 : ALL_WATCH_BITS;
     const waitersWord = this.slot >= 0 ? H.PARKED : H.WAITERS;
@@ -160,25 +163,37 @@ export class ChangeWatcher {
     return this.settled;
   }
 
-  /** Compares every entry's version with the last one seen: one event for the differences, if any. */
+  /**
+   * Compares every slot's version with the last one seen: one event for the differences, if any. A slot not
+   * seen before is an added variable; a slot whose variable was removed since is a removed one.
+   */
   private scan(): FileChangeEvent | undefined {
     const file = this.file;
     if (file.closed || this.watcher === undefined) return undefined;
     let settled = file.version; // read before the entries: any write at or below it has begun by now
-    const entries = file.list();
+    const slots = file.slots();
     const changed: VariableMetadata[] = [];
+    const added: string[] = [];
+    const removed: string[] = [];
     let inFlight = false;
     let top = 0n;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i]!;
+    for (let i = 0; i < slots.length; i++) {
+      const e = slots[i]!;
+      const before = this.seen[i];
       const v = file.entryVersion(e);
+      if (v > top) top = v;
+      if (e.removed) {
+        if (before !== undefined && before !== GONE) removed.push(e.meta.name);
+        this.seen[i] = GONE;
+        continue;
+      }
       // A write in progress has bumped the service version but may not have stored its own yet: look again soon.
       if ((Atomics.load(file.i32, e.seqIdx) & 1) !== 0) {
         inFlight = true;
         if (v < settled) settled = v;
       }
-      if (v > top) top = v;
-      if (v === this.seen[i]) continue;
+      if (v === before) continue;
+      if (before === undefined) added.push(e.meta.name);
       this.seen[i] = v;
       changed.push(e.meta);
     }
@@ -190,8 +205,8 @@ export class ChangeWatcher {
       });
     }
     if (settled > this.settled) this.settled = settled;
-    if (changed.length === 0) return undefined;
-    return changeEventOf(file.path, this.serviceId, changed, top);
+    if (changed.length === 0 && removed.length === 0) return undefined;
+    return changeEventOf(file.path, this.serviceId, changed, top, { added, removed });
   }
 }
 

@@ -4,7 +4,7 @@ import { codecFor, type ValueCodec } from '../core/value-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
 import { definitionProblem } from '../core/variable-rules.js';
 import type { VariableTypeId } from '../core/variable-type.js';
-import { E, ENTRY_LIVE, H, entryOffset } from './file-format.js';
+import { E, ENTRY_LIVE, ENTRY_REMOVED, H, entryOffset } from './file-format.js';
 import { I32, I64, type FileMapping } from './file-mapping.js';
 
 /** One directory entry as this process has cached it, with the indexes its hot paths need. */
@@ -20,30 +20,56 @@ export interface DirEntry {
   readonly seqIdx: number; // Int32Array index
   readonly flagsIdx: number; // Int32Array index
   readonly versionIdx: number; // BigUint64Array index
+  readonly stateIdx: number; // Int32Array index
+  /** This process has seen the entry's state turn to removed (the file's word is the truth: see assertLive). */
+  removed: boolean;
 }
 
 /**
- * The variable directory as this process has read it. Entries are only ever appended (published by one atomic
- * store of the count), so the cache grows by reading the new ones; each is checked as it is read, since any
- * process that can write the file can write anything into it.
+ * Every read and write checks, after its seqlock or under its writer lock, that the variable still exists: a
+ * handle held across a removal (by any process) gets VARIABLE_NOT_FOUND, never the bytes of whatever reuses
+ * the space. One atomic load.
+ */
+export function assertLive(i32: Int32Array, entry: DirEntry, label: string): void {
+  if (Atomics.load(i32, entry.stateIdx) !== ENTRY_LIVE) throw removedError(entry, label);
+}
+
+export function removedError(entry: DirEntry, label: string): CommyError {
+  return new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `variable ${JSON.stringify(entry.meta.name)} was removed from ${label}`);
+}
+
+/**
+ * The variable directory as this process has read it. Slots are only ever appended (published by one atomic
+ * store of the count) and never reused: a removed variable keeps its slot as a tombstone, so a directory index
+ * names one variable for the file's whole life. The cache grows by reading the new slots, and sweeps the
+ * states of the known ones whenever the layout generation moved (a removal bumps it). Each slot is checked as
+ * it is read, since any process that can write the file can write anything into it.
  */
 export class Directory {
   private readonly entries: DirEntry[] = [];
   private readonly byName = new Map<string, DirEntry>();
+  private live: DirEntry[] | undefined = [];
+  private seenGeneration = -1;
 
   constructor(private readonly file: FileMapping) {}
 
-  /** Entries cached so far (no refresh): where the next registration goes. */
+  /** Slots cached so far (no refresh): where the next registration goes. */
   get count(): number {
     return this.entries.length;
   }
 
-  /** Picks up entries other processes have published since the last look. */
+  /** Picks up what other processes have published since the last look: new slots, and removals. */
   refresh(): void {
     const file = this.file;
     file.assertOpen();
     const count = Atomics.load(file.i32, I32(H.VAR_COUNT)) >>> 0; // a u32: a corrupt one reads as itself, not negative
+    // Read after the count: a removal bumps the generation before a later registration publishes its slot.
+    const generation = Atomics.load(file.i32, I32(H.LAYOUT_GEN));
     file.assertIntact();
+    if (generation !== this.seenGeneration) {
+      this.seenGeneration = generation;
+      this.sweep();
+    }
     if (count === this.entries.length) return;
     if (count < this.entries.length || count > file.info.maxVariables) {
       throw file.corrupt(`directory count ${count} is corrupt`);
@@ -54,11 +80,13 @@ export class Directory {
         const entry = this.readEntry(i, capacity);
         file.assertIntact(); // an entry read from a damaged page is all zeros: say why, not "corrupt"
         this.entries.push(entry);
-        this.byName.set(entry.meta.name, entry);
+        if (!entry.removed) this.byName.set(entry.meta.name, entry);
       }
     } catch (err) {
       file.assertIntact();
       throw err;
+    } finally {
+      this.live = undefined;
     }
   }
 
@@ -72,22 +100,48 @@ export class Directory {
     throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable ${JSON.stringify(name)} in ${this.file.label}`);
   }
 
-  /** The cached entry for `name`, if any (no refresh). */
+  /** The cached live entry for `name`, if any (no refresh). */
   cached(name: string): DirEntry | undefined {
     return this.byName.get(name);
   }
 
-  /** Entries in directory order (refreshed). */
+  /** Live entries in directory order (refreshed). */
   list(): readonly DirEntry[] {
+    this.refresh();
+    return (this.live ??= this.entries.filter((e) => !e.removed));
+  }
+
+  /** Every slot in directory order, removed ones included: `slots()[i].index === i` (refreshed). */
+  slots(): readonly DirEntry[] {
     this.refresh();
     return this.entries;
   }
 
+  /** The live entry at directory `index` (no refresh). */
   entryAt(index: number): DirEntry | undefined {
-    return this.entries[index];
+    const entry = this.entries[index];
+    return entry === undefined || entry.removed ? undefined : entry;
   }
 
-  /** Entry `index` as the mapping holds it, checked: INVALID_FILE unless it is a live, well-formed variable inside `capacity`. */
+  /** The state of every known live slot, from the file: removals other processes made since the last look. */
+  private sweep(): void {
+    const i32 = this.file.i32;
+    for (const e of this.entries) {
+      if (e.removed) continue;
+      const state = Atomics.load(i32, e.stateIdx);
+      if (state === ENTRY_LIVE) continue;
+      if (state !== ENTRY_REMOVED) throw this.file.corrupt(`directory entry ${e.index} is corrupt`);
+      this.forget(e);
+    }
+  }
+
+  private forget(e: DirEntry): void {
+    e.removed = true;
+    if (this.byName.get(e.meta.name) === e) this.byName.delete(e.meta.name);
+    this.live = undefined;
+  }
+
+  /** Slot `index` as the mapping holds it, checked: INVALID_FILE unless it is a well-formed variable (live or removed) inside `capacity`. */
   private readEntry(index: number, capacity: number): DirEntry {
     const file = this.file;
     const base = entryOffset(index);
@@ -95,12 +149,16 @@ export class Directory {
     const nameLen = v.getUint8(base + E.NAME_LEN);
     const name = Buffer.from(file.buffer, base + E.NAME, Math.min(nameLen, 64)).toString('latin1');
     const meta = new VariableMetadata(name, v.getUint32(base + E.OFFSET, true), v.getUint32(base + E.SIZE, true), v.getUint8(base + E.TYPE_ID) as VariableTypeId);
+    const state = Atomics.load(file.i32, I32(base + E.STATE));
+    const known = state === ENTRY_LIVE ? this.byName.get(name) : undefined;
+    // A live name cached from a slot removed since (the sweep has not run): that slot is the tombstone now.
+    if (known !== undefined && Atomics.load(file.i32, known.stateIdx) === ENTRY_REMOVED) this.forget(known);
     const ok =
-      Atomics.load(file.i32, I32(base + E.STATE)) === ENTRY_LIVE &&
+      (state === ENTRY_LIVE || state === ENTRY_REMOVED) &&
       isValidName(name) &&
       definitionProblem(meta) === undefined &&
       meta.end <= capacity &&
-      !this.byName.has(name);
+      (state === ENTRY_REMOVED || !this.byName.has(name));
     if (!ok) throw file.corrupt(`directory entry ${index} is corrupt`);
     return {
       index,
@@ -113,6 +171,8 @@ export class Directory {
       seqIdx: I32(base + E.SEQ),
       flagsIdx: I32(base + E.FLAGS),
       versionIdx: I64(base + E.VERSION),
+      stateIdx: I32(base + E.STATE),
+      removed: state === ENTRY_REMOVED,
     };
   }
 }

@@ -63,7 +63,7 @@ export const ALL_WATCH_BITS = 0xffffffff;
 
 /** Directory entry fields: byte offsets inside one 128-byte entry. */
 export const E = {
-  STATE: 0, // u32: 0 empty, 1 live
+  STATE: 0, // u32: 0 empty, 1 live, 2 removed (a tombstone: its slot is never reused, its bytes may be)
   LOCK: 4, // i32 writer lock: pid of the holder, 0 when free
   SEQ: 8, // u32 seqlock: odd while a write is in progress
   FLAGS: 12, // u32 bit 0: TORN (a writer died mid-write; cleared by the next complete write)
@@ -78,6 +78,8 @@ export const E = {
 } as const;
 
 export const ENTRY_LIVE = 1;
+/** A removed variable's entry: it keeps its slot (directory indexes never change meaning) and its last version. */
+export const ENTRY_REMOVED = 2;
 export const FLAG_TORN = 1;
 
 export function entryOffset(index: number): number {

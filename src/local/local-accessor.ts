@@ -6,8 +6,10 @@ import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
 import { checkMutateOptions, type MutateOptions } from '../core/mutate-options.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
+import { layoutHashOf } from '../core/layout-hash.js';
 import type { VariableValue } from '../core/variable-type.js';
 import { ChangeWatcher } from './change-watcher.js';
+import { ENTRY_LIVE } from './file-format.js';
 import { ServiceFile, type DirEntry, type ServiceFileOptions } from './service-file.js';
 
 /** A typed handle over a mapped variable: a seqlock read or a locked write, no lookup, no system call. */
@@ -36,7 +38,8 @@ class LocalVariableHandle implements VariableHandle {
     if ((seq & 1) === 0) {
       const value = e.codec.load(file.view, e.at);
       // The damage count too: a value read from a page repaired after a truncation is zeros, never returned.
-      if (Atomics.load(file.i32, e.seqIdx) === seq && this.damage[0] === file.damageMark) return value;
+      // And the state: a removed variable's space may hold another one's bytes by now.
+      if (Atomics.load(file.i32, e.seqIdx) === seq && this.damage[0] === file.damageMark && Atomics.load(file.i32, e.stateIdx) === ENTRY_LIVE) return value;
     }
     return file.readValue(this.entry) as VariableValue;
   }
@@ -54,6 +57,11 @@ class LocalVariableHandle implements VariableHandle {
   version(): bigint {
     this.file.assertOpen();
     return this.file.entryVersion(this.entry);
+  }
+
+  /** False once the variable was removed (by any process): the accessor then makes a new handle for the name. */
+  get live(): boolean {
+    return Atomics.load(this.file.i32, this.entry.stateIdx) === ENTRY_LIVE;
   }
 }
 
@@ -146,6 +154,16 @@ export class LocalFileAccessor implements FileAccessor {
     return this.file.register(meta).meta;
   }
 
+  /** Local: removed from the file's directory at once (every process that maps it sees it gone). */
+  async removeVariable(name: string): Promise<bigint> {
+    assertValidName(name, 'variable name');
+    return this.file.removeVariable(name);
+  }
+
+  layoutHash(): string {
+    return layoutHashOf(this.variables());
+  }
+
   variables(): VariableMetadata[] {
     return this.file.list().map((e) => e.meta);
   }
@@ -153,7 +171,7 @@ export class LocalFileAccessor implements FileAccessor {
   handle(name: string): VariableHandle {
     this.file.assertOpen();
     let h = this.handles.get(name);
-    if (h === undefined) {
+    if (h === undefined || !h.live) {
       assertValidName(name, 'variable name');
       h = new LocalVariableHandle(this.file, this.file.entry(name));
       this.handles.set(name, h);

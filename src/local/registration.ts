@@ -3,7 +3,8 @@ import type { VariableMetadata } from '../core/variable-metadata.js';
 import { assertDefinition, sameLayout } from '../core/variable-rules.js';
 import { BUSY } from './busy.js';
 import type { DirEntry, Directory } from './directory.js';
-import { DATA_ALIGN, E, ENTRY_LIVE, ENTRY_SIZE, H, alignUp, entryOffset, grownCapacity } from './file-format.js';
+import { DATA_ALIGN, E, ENTRY_LIVE, ENTRY_REMOVED, ENTRY_SIZE, H, alignUp, entryOffset, grownCapacity } from './file-format.js';
+import { freedOffset } from './free-space.js';
 import { I32, I64, type FileMapping } from './file-mapping.js';
 import { OWN_PID, type LockWord } from './process-lock.js';
 import type { WakeUps } from './wake-up.js';
@@ -14,8 +15,9 @@ const REG_WORD: LockWord = { lockIdx: I32(H.REG_LOCK), lockStartIdx: I32(H.REG_L
 
 /**
  * Adding a variable to the directory, under the registration lock: re-read the directory (the same layout
- * registered already is a no-op), place the variable, grow the file if needed, write the entry, then publish
- * it with one atomic store of the count (docs/file-format.md, Registration).
+ * registered already is a no-op), place the variable (in space a removed one freed, else at the end), grow
+ * the file if needed, write the entry, then publish it with one atomic store of the count (docs/file-format.md,
+ * Registration). And removing one, under the same lock (Removal).
  */
 export class Registrar {
   constructor(
@@ -45,6 +47,56 @@ export class Registrar {
     if (known !== undefined) return known;
     if (!this.locks.tryTake(REG_WORD)) return BUSY;
     return this.registerLocked(want);
+  }
+
+  /** Removes a variable (VARIABLE_NOT_FOUND if there is none); returns the removal's version. Waits for the locks. */
+  remove(name: string): bigint {
+    const entry = this.removable(name);
+    this.locks.acquireWord(REG_WORD, `the directory of ${this.file.label}`);
+    return this.removeLocked(entry.meta.name, (e) => (this.locks.acquire(e), true)) as bigint;
+  }
+
+  /** remove() without waiting: BUSY at once if a live process holds the registration lock or the variable's writer lock. */
+  tryRemove(name: string): bigint | typeof BUSY {
+    const entry = this.removable(name);
+    if (!this.locks.tryTake(REG_WORD)) return BUSY;
+    return this.removeLocked(entry.meta.name, (e) => this.locks.tryLock(e));
+  }
+
+  private removable(name: string): DirEntry {
+    this.file.assertOpen();
+    const entry = this.directory.entry(name);
+    this.file.assertWritable();
+    return entry;
+  }
+
+  /**
+   * Holding the registration lock: takes the variable's writer lock (so no write is half done, and none that
+   * began before can land after), zeroes its bytes under the seqlock, stores `removed` and the removal's
+   * version, bumps the layout generation, wakes the watchers. The slot stays a tombstone; its space is freed.
+   */
+  private removeLocked(name: string, lock: (e: DirEntry) => boolean): bigint | typeof BUSY {
+    const file = this.file;
+    try {
+      this.directory.refresh();
+      const entry = this.directory.entry(name);
+      if (!lock(entry)) return BUSY;
+      const seq = Atomics.load(file.i32, entry.seqIdx) + 1;
+      Atomics.store(file.i32, entry.seqIdx, seq);
+      file.u8.fill(0, entry.at, entry.at + entry.meta.size);
+      Atomics.store(file.i32, entry.stateIdx, ENTRY_REMOVED);
+      const version = file.nextVersion();
+      Atomics.store(file.b64, entry.versionIdx, version);
+      Atomics.store(file.i32, entry.lastWriterIdx, OWN_PID);
+      Atomics.store(file.i32, entry.seqIdx, seq + 1);
+      this.locks.unlock(entry);
+      Atomics.add(file.i32, I32(H.LAYOUT_GEN), 1);
+      this.directory.refresh();
+      this.wakeUps.schedule();
+      return version;
+    } finally {
+      this.locks.releaseWord(REG_WORD);
+    }
   }
 
   /** The shared definition rules (variable-rules.ts), and the one only this file knows: it must fit the file. */
@@ -85,7 +137,7 @@ export class Registrar {
       throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${file.label} already holds its maximum of ${file.info.maxVariables} variables`);
     }
     const dataEnd = file.checkedDataEnd();
-    const offset = want.offset === -1 ? alignUp(dataEnd, DATA_ALIGN) : want.offset;
+    const offset = want.offset !== -1 ? want.offset : (freedOffset(this.directory.slots(), want.size, DATA_ALIGN) ?? alignUp(dataEnd, DATA_ALIGN));
     const end = offset + want.size;
     if (want.offset !== -1) this.assertNoOverlap(offset, end);
     else if (file.dataStart + end > file.info.maxFileSize) {

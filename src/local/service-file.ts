@@ -1,7 +1,7 @@
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import type { BUSY } from './busy.js';
 import { Directory, type DirEntry } from './directory.js';
-import type { HeaderInfo } from './file-format.js';
+import { ENTRY_LIVE, type HeaderInfo } from './file-format.js';
 import { FileMapping } from './file-mapping.js';
 import { closeQuietly, openFailure, openServiceFile, readCheckedHeader, type OpenedFile, type ServiceFileOptions } from './file-open.js';
 import { DEFAULT_LOCK_POLICY } from './process-lock.js';
@@ -27,7 +27,7 @@ export const DEFAULT_MAX_VARIABLE_SIZE = 64 * 1024;
  * | file-open.ts    | opening, creating (temp file + link), header checks, growing the file |
  * | file-mapping.ts | the mapping, its views, closed/damaged/read-only guards, checked data capacity and end |
  * | directory.ts    | the cached directory: refresh, lookup, each entry checked |
- * | registration.ts | adding a variable: registration lock, placement, growth, publication |
+ * | registration.ts | adding and removing a variable: registration lock, placement (free-space.ts), growth, publication |
  * | value-write.ts  | where a local write goes: beginWrite/finishWrite around every write |
  * | value-read.ts   | seqlock reads, waiting or not (tryRead, tryReadCopy) |
  * | writer-lock.ts  | writer locks: waiting, taking without waiting, recovering a gone holder's |
@@ -105,13 +105,42 @@ export class ServiceFile extends FileMapping {
     return this.directory.entry(name);
   }
 
-  /** Entries in directory order (refreshed). */
+  /** The live entry for `name`, or undefined (after checking for entries other processes added). */
+  find(name: string): DirEntry | undefined {
+    const found = this.directory.cached(name);
+    if (found !== undefined && !found.removed) return found;
+    this.directory.refresh();
+    return this.directory.cached(name);
+  }
+
+  /** Live entries in directory order (refreshed). */
   list(): readonly DirEntry[] {
     return this.directory.list();
   }
 
+  /** Every slot in directory order, removed variables' included (`slots()[i].index === i`; see DirEntry.removed). */
+  slots(): readonly DirEntry[] {
+    return this.directory.slots();
+  }
+
+  /** Whether the entry's variable still exists, from the file itself (a removal by any process shows at once). */
+  isLive(entry: DirEntry): boolean {
+    return Atomics.load(this.i32, entry.stateIdx) === ENTRY_LIVE;
+  }
+
+  /** The live entry at directory `index` (no refresh). */
   entryAt(index: number): DirEntry | undefined {
     return this.directory.entryAt(index);
+  }
+
+  /** Removes a variable (VARIABLE_NOT_FOUND if none); returns the removal's version. Waits for its locks. */
+  removeVariable(name: string): bigint {
+    return this.registrar.remove(name);
+  }
+
+  /** removeVariable() without waiting: BUSY while a live process holds the registration lock or the variable's lock. */
+  tryRemoveVariable(name: string): bigint | typeof BUSY {
+    return this.registrar.tryRemove(name);
   }
 
   /** Registers a variable (idempotent for the same layout); returns its entry. Waits for the registration lock. */

@@ -1,7 +1,7 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { BUSY } from './busy.js';
 import { FLAG_TORN } from './file-format.js';
-import type { DirEntry } from './directory.js';
+import { assertLive, type DirEntry } from './directory.js';
 import type { FileMapping } from './file-mapping.js';
 import type { WriterLocks } from './writer-lock.js';
 
@@ -51,6 +51,7 @@ export class ValueReader {
     try {
       const value = readValue();
       this.file.assertIntact();
+      assertLive(this.i32, entry, this.file.label);
       return value;
     } finally {
       this.locks.release(entry);
@@ -74,6 +75,7 @@ export class ValueReader {
       const value = readValue();
       if (Atomics.load(i32, entry.seqIdx) !== before) continue;
       this.file.assertIntact();
+      assertLive(i32, entry, this.file.label);
       return value;
     }
     return BUSY;
@@ -138,6 +140,7 @@ export class ValueReader {
     const value = readValue();
     if (Atomics.load(this.i32, entry.seqIdx) !== before) return RETRY;
     this.file.assertIntact();
+    assertLive(this.i32, entry, this.file.label);
     return value;
   }
 

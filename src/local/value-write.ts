@@ -1,7 +1,7 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertFits } from '../core/variable-rules.js';
 import { FLAG_TORN } from './file-format.js';
-import type { DirEntry } from './directory.js';
+import { assertLive, type DirEntry } from './directory.js';
 import type { FileMapping } from './file-mapping.js';
 import { OWN_PID } from './process-lock.js';
 import type { WakeUps } from './wake-up.js';
@@ -41,6 +41,7 @@ export class ValueWriter {
    */
   beginWrite(entry: DirEntry, lockHeld = false): number {
     if (!lockHeld) this.locks.acquire(entry);
+    this.assertLiveLocked(entry);
     const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
     Atomics.store(this.i32, entry.seqIdx, seq);
     return seq;
@@ -76,6 +77,7 @@ export class ValueWriter {
   writeIfAt(entry: DirEntry, checked: unknown, expected: bigint): bigint {
     this.file.assertOpen();
     this.locks.acquire(entry);
+    this.assertLiveLocked(entry);
     const have = Atomics.load(this.b64, entry.versionIdx);
     if (have !== expected) {
       this.locks.release(entry);
@@ -152,6 +154,20 @@ export class ValueWriter {
       return undefined;
     }
     return this.finishWrite(entry, this.beginWrite(entry, true));
+  }
+
+  /**
+   * Holding the entry's writer lock: VARIABLE_NOT_FOUND (the lock released) if it was removed. A removal takes
+   * the same lock, so no write that passed this check can land after it, in space a new variable may reuse.
+   */
+  private assertLiveLocked(entry: DirEntry): void {
+    try {
+      assertLive(this.i32, entry, this.file.label);
+    } catch (err) {
+      this.locks.release(entry);
+      this.file.assertIntact(); // a state read from a page a truncation repaired is zero: say why, not "removed"
+      throw err;
+    }
   }
 
   /** Between beginWrite and finishWrite: the bytes (checked to fit), the rest of the variable zeroed. */

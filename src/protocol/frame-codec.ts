@@ -66,6 +66,9 @@ function def(v: unknown): void {
   if (!Array.isArray(v) || v.length !== 6 || typeof v[1] !== 'string') throw bad('a variable definition must be [index, name, offset, size, typeId, version]');
   for (const i of [0, 2, 3, 4, 5]) if (typeof v[i] !== 'number' || !Number.isInteger(v[i]) || (v[i] as number) < 0) throw bad('a variable definition holds non-negative integers');
 }
+function indexes(o: Obj, k: string): void {
+  for (const i of arr(o, k, 1 << 22)) if (typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i > MAX_ID) throw bad(`field ${k} must hold directory indexes`);
+}
 function serviceRef(o: Obj): void {
   str(o, 'tenant', 256);
   str(o, 'service', 256);
@@ -137,6 +140,10 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     optBool(b, 'values');
   },
   QueryCancel: (b) => void num(b, 'id', 1, MAX_ID),
+  RemoveVariable(b) {
+    num(b, 'sid', 1, MAX_ID);
+    str(b, 'name', 256);
+  },
   Authenticated(b) {
     str(b, 'clientId');
     str(b, 'hostId');
@@ -176,6 +183,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
   SyncBatch(b) {
     num(b, 'sid', 1, MAX_ID);
     num(b, 'version');
+    if (b.removed !== undefined) indexes(b, 'removed');
     if (b.defs !== undefined) for (const d of arr(b, 'defs', 1 << 22)) def(d);
     for (const u of arr(b, 'updates', 1 << 22)) update(u);
   },
@@ -187,6 +195,11 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
   VariableRegistered(b) {
     num(b, 'sid', 1, MAX_ID);
     def(b.def);
+  },
+  VariableRemoved(b) {
+    num(b, 'sid', 1, MAX_ID);
+    num(b, 'index', 0, MAX_ID);
+    num(b, 'version');
   },
   VariableValue(b) {
     str(b, 'name', 256);
@@ -206,6 +219,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     str(b, 'serviceId');
     num(b, 'version');
     strArray(b, 'variables', 1 << 22);
+    if (b.removed !== undefined) strArray(b, 'removed', 1 << 22);
     if (b.sid !== undefined) num(b, 'sid', 1, MAX_ID);
   },
   MutationResponse(b) {

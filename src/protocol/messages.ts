@@ -4,7 +4,9 @@
  * `requestId` is chosen by the client (1..2^31-1) and echoed in the reply; 0 means "no reply expected"
  * or "not a reply" (broadcasts). Type numbers are stable: never renumber, only add.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/** The oldest protocol this side still speaks (version 1 lacks RemoveVariable and removals; nothing else changed for it). */
+export const MIN_PROTOCOL_VERSION = 1;
 
 export const MessageType = {
   // client → server
@@ -19,6 +21,7 @@ export const MessageType = {
   Mutate: 9,
   Query: 10,
   QueryCancel: 11,
+  RemoveVariable: 12,
   // server → client
   Authenticated: 64,
   ServiceFilePath: 65,
@@ -32,6 +35,7 @@ export const MessageType = {
   MutationResponse: 73,
   QueryResponse: 74,
   SnapshotChunk: 75,
+  VariableRemoved: 76,
   Error: 127,
 } as const;
 
@@ -131,6 +135,8 @@ export type Update = [index: number, version: number, bytes: Uint8Array];
 export interface SyncBatchBody {
   sid: number;
   version: number;
+  /** Directory indexes of variables removed since (the client drops them), before `defs` and `updates`. */
+  removed?: number[];
   /** Variables registered since the last batch or snapshot, before their updates. */
   defs?: VariableDef[];
   updates: Update[];
@@ -157,6 +163,18 @@ export interface RegisterVariableBody {
 export interface VariableRegisteredBody {
   sid: number;
   def: VariableDef;
+}
+/** RemoveVariable (admin): the variable leaves the service's directory for every client. */
+export interface RemoveVariableBody {
+  sid: number;
+  name: string;
+}
+export interface VariableRemovedBody {
+  sid: number;
+  /** The removed variable's directory index (never reused for another variable). */
+  index: number;
+  /** The service version of the removal. */
+  version: number;
 }
 export interface ReadVariableBody extends ServiceRef {
   name: string;
@@ -232,6 +250,8 @@ export interface VariablesUpdatedBody {
   serviceId: string;
   version: number;
   variables: string[];
+  /** Variables removed (a notify subscriber drops them), sent before any name registered again. */
+  removed?: string[];
   /** The notify subscription it belongs to (see SubscriptionBody.notify). */
   sid?: number;
 }
@@ -253,6 +273,7 @@ export interface MessageBodies {
   Mutate: MutateBody;
   Query: QueryBody;
   QueryCancel: QueryCancelBody;
+  RemoveVariable: RemoveVariableBody;
   Authenticated: AuthenticatedBody;
   ServiceFilePath: ServiceFilePathBody;
   Snapshot: SnapshotBody;
@@ -260,6 +281,7 @@ export interface MessageBodies {
   SyncBatch: SyncBatchBody;
   Unsubscribed: UnsubscribedBody;
   VariableRegistered: VariableRegisteredBody;
+  VariableRemoved: VariableRemovedBody;
   VariableValue: VariableValueBody;
   VariableChangesAcknowledged: VariableChangesAcknowledgedBody;
   VariablesUpdated: VariablesUpdatedBody;

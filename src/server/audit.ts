@@ -8,7 +8,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
  * the server, and change seen in a local client's mapping (docs/operations.md lists the fields).
  */
 export interface AuditEvent {
-  event: 'GetServiceFilePath' | 'Subscription' | 'VariablesChanged' | 'VariableRegistered' | 'ServiceCreated' | 'LocalVariablesChanged';
+  event: 'GetServiceFilePath' | 'Subscription' | 'VariablesChanged' | 'VariableRegistered' | 'VariableRemoved' | 'ServiceCreated' | 'LocalVariablesChanged';
   clientId: string;
   keyId: string;
   tenant: string;

@@ -4,6 +4,8 @@ import type { ServiceFile } from '../local/service-file.js';
 export interface FeedChange {
   /** The variables that changed, each once. */
   readonly changedVariables: readonly string[];
+  /** The variables that were removed (their directory slots are tombstones now). */
+  readonly removedVariables: readonly string[];
   /** The service version after these changes. */
   readonly version: bigint;
   /**

@@ -14,7 +14,9 @@ export class LocalChangeFeed implements ChangeFeed {
   start(sink: FeedSink): void {
     if (this.watcher !== undefined) return;
     const watcher = new ChangeWatcher(this.file, this.serviceId, (err) => sink.error(err));
-    watcher.add((event) => sink.change({ changedVariables: event.changedVariables, version: event.version, settled: watcher.settledVersion }));
+    watcher.add((event) =>
+      sink.change({ changedVariables: event.changedVariables, removedVariables: event.removedVariables, version: event.version, settled: watcher.settledVersion }),
+    );
     this.watcher = watcher;
   }
 

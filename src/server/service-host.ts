@@ -1,4 +1,5 @@
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
+import { removedError } from '../local/directory.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
 import { splitByCost } from '../protocol/frame-split.js';
@@ -16,6 +17,11 @@ export interface ApplyOptions {
   origin?: Subscriber;
   /** Per entry, the version it must still have (compare-and-set); undefined: any. */
   expected?: readonly (number | undefined)[];
+  /**
+   * A report: a variable removed meanwhile is skipped (version 0 in the result), the rest applied; its writer
+   * learns of the removal from its subscription. Otherwise a removed one is VARIABLE_NOT_FOUND, nothing written.
+   */
+  skipRemoved?: boolean;
 }
 
 export interface BroadcastOptions {
@@ -42,6 +48,8 @@ export class ServiceHost {
   broken: CommyError | undefined;
   /** Every change at or below this version has been reported by the feed (see FeedChange.settled). */
   private settled = 0n;
+  /** Removed slots already passed on to subscribers. */
+  private readonly removals = new Set<number>();
 
   constructor(
     readonly tenant: string,
@@ -65,7 +73,7 @@ export class ServiceHost {
   subscribe(sid: number, outlet: Outlet, spec: SubscriptionSpec, readOnly: boolean): Subscriber {
     const subscriber = new Subscriber(sid, this, outlet, spec, readOnly);
     this.subscribers.add(subscriber);
-    subscriber.knownDefs = this.file.list().length;
+    subscriber.knownDefs = this.file.slots().length;
     return subscriber;
   }
 
@@ -87,7 +95,19 @@ export class ServiceHost {
   /** The snapshot is out: updates may flow. */
   loaded(sub: Subscriber): void {
     sub.loading = false;
-    if (sub.dirty.size > 0 || this.file.list().length > sub.knownDefs) this.schedule(sub);
+    if (this.owes(sub, this.file.slots().length)) this.schedule(sub);
+  }
+
+  /** The highest version at which a variable was removed (0 if none was): a resume from below it is a reset. */
+  lastRemoval(): bigint {
+    let last = 0n;
+    for (const e of this.file.slots()) if (e.removed) last = bigMax(last, this.file.entryVersion(e));
+    return last;
+  }
+
+  /** Removes a variable without waiting (BUSY while a local process holds its lock); subscribers are told by the feed. */
+  remove(name: string): bigint | typeof BUSY {
+    return this.file.tryRemoveVariable(name);
   }
 
   unsubscribe(subscriber: Subscriber): void {
@@ -113,17 +133,21 @@ export class ServiceHost {
       }
       locked.push(e);
     }
-    const conflict = expected === undefined ? undefined : this.conflict(entries, expected);
-    if (conflict !== undefined) {
+    const gone = locked.filter((e) => !file.isLive(e)); // under the locks: no removal can land before the writes
+    const refusal = gone.length > 0 && options.skipRemoved !== true ? removedError(gone[0]!, this.serviceId) : expected === undefined ? undefined : this.conflict(entries, expected);
+    if (refusal !== undefined) {
       for (const held of locked) file.unlock(held);
-      throw conflict;
+      throw refusal;
     }
+    for (const e of gone) file.unlock(e);
     const last = new Map<DirEntry, number>();
-    entries.forEach((e, i) => last.set(e, i));
+    entries.forEach((e, i) => {
+      if (!gone.includes(e)) last.set(e, i);
+    });
     const written = new Map<DirEntry, bigint>();
     for (const [e, i] of last) written.set(e, file.writeLocked(e, values[i]!));
     if (origin !== undefined) for (const [e, version] of written) origin.own.set(e.index, Number(version));
-    return entries.map((e) => written.get(e)!);
+    return entries.map((e) => written.get(e) ?? 0n);
   }
 
   /** Compare-and-set, under the entries' locks: CONFLICT unless each entry is still at its expected version. */
@@ -143,12 +167,34 @@ export class ServiceHost {
   private onChange(change: FeedChange): void {
     if (change.settled > this.settled) this.settled = change.settled;
     if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(change, this.options.onLocalWrite);
+    if (change.removedVariables.length > 0) this.passOnRemovals();
     if (this.subscribers.size === 0) return;
-    const changed = change.changedVariables.map((name) => this.file.entry(name));
-    const defCount = this.file.list().length;
+    // A name removed again since the feed saw it change has no entry: its removal is what subscribers get.
+    const changed = change.changedVariables.flatMap((name) => this.file.find(name) ?? []);
+    const slotCount = this.file.slots().length;
     for (const sub of this.subscribers) {
       for (const e of changed) if (sub.wants(e.index, e.meta.name)) sub.dirty.add(e.index);
-      if (sub.dirty.size > 0 || defCount > sub.knownDefs) this.schedule(sub);
+      if (this.owes(sub, slotCount)) this.schedule(sub);
+    }
+  }
+
+  private owes(sub: Subscriber, slotCount: number): boolean {
+    return sub.dirty.size > 0 || sub.removed.size > 0 || slotCount > sub.knownDefs;
+  }
+
+  /**
+   * Each removed slot not passed on yet goes to every subscriber that may know it (its definition was sent:
+   * below knownDefs, in the snapshot or a batch); its pending update and own-write mark go with it.
+   */
+  private passOnRemovals(): void {
+    for (const e of this.file.slots()) {
+      if (!e.removed || this.removals.has(e.index)) continue;
+      this.removals.add(e.index);
+      for (const sub of this.subscribers) {
+        sub.dirty.delete(e.index);
+        sub.own.delete(e.index);
+        if (e.index < sub.knownDefs && sub.wants(e.index, e.meta.name)) sub.removed.add(e.index);
+      }
     }
   }
 
@@ -156,7 +202,9 @@ export class ServiceHost {
   private reportLocalWrites(change: FeedChange, report: NonNullable<BroadcastOptions['onLocalWrite']>): void {
     const byPid = new Map<number, string[]>();
     for (const name of change.changedVariables) {
-      const pid = this.file.lastWriter(this.file.entry(name));
+      const entry = this.file.find(name);
+      if (entry === undefined) continue; // removed since
+      const pid = this.file.lastWriter(entry);
       if (pid === process.pid) continue; // written through this server: audited where it was accepted
       const names = byPid.get(pid);
       if (names === undefined) byPid.set(pid, [name]);
@@ -197,21 +245,26 @@ export class ServiceHost {
       this.retry(sub);
       return;
     }
-    const entries = this.file.list();
-    const added = entries.slice(sub.knownDefs).filter((e) => sub.wants(e.index, e.meta.name));
+    const entries = this.file.slots();
+    const added = entries.slice(sub.knownDefs).filter((e) => !e.removed && sub.wants(e.index, e.meta.name));
     sub.knownDefs = entries.length;
     if (sub.spec.mode === 'names') this.flushNames(sub, entries);
     else this.flushValues(sub, entries, added);
   }
 
-  /** Updates as SyncBatches; new definitions ride with the first batch, before any update to them. */
+  /**
+   * Updates as SyncBatches; removals and new definitions ride with the first batch, before any update (a name
+   * removed and registered again is a new slot: the old index goes first).
+   */
   private flushValues(sub: Subscriber, entries: readonly DirEntry[], added: readonly DirEntry[]): void {
     const defs = added.map((e) => defOf(e, this.file.entryVersion(e)));
+    const removed = [...sub.removed];
+    sub.removed.clear();
     const updates: Update[] = [];
     let held = false;
     for (const index of sub.dirty) {
       const e = entries[index];
-      const update = e === undefined ? undefined : this.updateOf(sub, e);
+      const update = e === undefined || e.removed ? undefined : this.updateOf(sub, e);
       if (update === BUSY) held = true; // a writer is mid-write: stays dirty, sent once it is done
       else {
         sub.dirty.delete(index);
@@ -220,13 +273,14 @@ export class ServiceHost {
     }
     if (held) this.retry(sub);
     else sub.retryMs = RETRY_MIN_MS;
-    if (updates.length === 0 && defs.length === 0) return;
+    if (updates.length === 0 && defs.length === 0 && removed.length === 0) return;
     // A resume point: every change reported so far is in this batch or was sent before (or is held mid-write,
     // and will get a version above this one).
     const version = Number(this.settled);
     const batches = splitByCost(updates, (u) => u[2].length + 16, this.options.maxFrameBytes / 2);
     batches.forEach((batch, i) => {
       const body: SyncBatchBody = { sid: sub.sid, version, updates: batch };
+      if (i === 0 && removed.length > 0) body.removed = removed;
       if (i === 0 && defs.length > 0) body.defs = defs;
       sub.outlet.send(encodeFrame('SyncBatch', 0, body));
     });
@@ -249,10 +303,16 @@ export class ServiceHost {
    */
   private flushNames(sub: Subscriber, entries: readonly DirEntry[]): void {
     const names = [...sub.dirty].flatMap((index) => entries[index]?.meta.name ?? []);
+    const removed = [...sub.removed].flatMap((index) => entries[index]?.meta.name ?? []);
     sub.dirty.clear();
-    if (names.length === 0) return;
+    sub.removed.clear();
+    if (names.length === 0 && removed.length === 0) return;
     const version = Number(this.file.version);
-    for (const variables of splitByCost(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
+    // Removals first: a client must drop a name before it hears of a new variable of the same name.
+    for (const gone of removed.length === 0 ? [] : splitByCost(removed, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
+      sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables: [], removed: gone, sid: sub.sid }));
+    }
+    for (const variables of names.length === 0 ? [] : splitByCost(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
       sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables, sid: sub.sid }));
     }
   }
@@ -289,4 +349,8 @@ export class ServiceHost {
     this.feed.close();
     this.file.close();
   }
+}
+
+function bigMax(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
 }

@@ -29,6 +29,8 @@ export class Subscriber {
    * still at that version is not echoed back (half the frames for a writer).
    */
   readonly own = new Map<number, number>();
+  /** Directory indexes of removed variables the client may know, to tell it (SyncBatch.removed). */
+  readonly removed = new Set<number>();
   /** Directory entries looked at for definitions to send (each wanted one is sent once, in order). */
   knownDefs = 0;
   scheduled = false;

@@ -55,9 +55,11 @@ export type Resume = { readonly since: number } | { readonly reset: string };
  * reached (a file restored from an older copy has not). Versions only grow within one file, so everything
  * the client lacks has a version above its point.
  */
-export function resumeFrom(asked: ResumePoint, fileId: string, version: bigint): Resume {
+export function resumeFrom(asked: ResumePoint, fileId: string, version: bigint, lastRemoval = 0n): Resume {
   if (asked.fileId !== fileId) return { reset: 'the service file was replaced since' };
   if (BigInt(asked.version) > version) return { reset: `the service is at version ${version}, before the resume point ${asked.version}` };
+  // A delta names what changed, not what is gone: a removal since the point needs the whole directory again.
+  if (lastRemoval > BigInt(asked.version)) return { reset: 'a variable was removed since' };
   return { since: asked.version };
 }
 

@@ -15,6 +15,13 @@ export interface RemoteEntry {
   readonly codec: ValueCodec;
   /** Service version of the last change this client knows of. */
   version: number;
+  /** The server removed it: gone from the directory; answers still on their way for it are ignored. */
+  removed?: boolean;
+}
+
+/** What a handle held across a removal says: the variable is gone (it may be registered again under a new handle). */
+export function removedError(serviceId: string, name: string): CommyError {
+  return new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `variable ${JSON.stringify(name)} was removed from ${serviceId}`);
 }
 
 /** End of the highest variable the definitions place: how much of the data region a snapshot covers. */
@@ -26,7 +33,7 @@ export function definedEnd(defs: readonly VariableDef[]): number {
 
 /**
  * The variables of one remote service, by directory index (the wire's identity) and by name, as the server
- * defined them. Entries are only ever added: the server never removes a variable.
+ * defined them. A removed variable leaves (its index is never reused; its name may come back at a new index).
  */
 export class RemoteDirectory {
   private readonly entries: (RemoteEntry | undefined)[] = [];
@@ -57,6 +64,23 @@ export class RemoteDirectory {
     const n = this.metas.length;
     if (n > 1 && this.metas[n - 2]!.offset > offset) this.metas.sort((a, b) => a.offset - b.offset);
     return entry;
+  }
+
+  /** The server removed the variable at `index`: returns its entry, now marked removed, or undefined if unknown. */
+  remove(index: number): RemoteEntry | undefined {
+    const entry = this.entries[index];
+    if (entry === undefined) return undefined;
+    this.entries[index] = undefined;
+    if (this.byName.get(entry.meta.name) === entry) this.byName.delete(entry.meta.name);
+    const at = this.metas.indexOf(entry.meta);
+    if (at >= 0) this.metas.splice(at, 1);
+    entry.removed = true;
+    return entry;
+  }
+
+  /** Every entry, in directory order. */
+  entriesNow(): RemoteEntry[] {
+    return this.entries.filter((e): e is RemoteEntry => e !== undefined);
   }
 
   at(index: number): RemoteEntry | undefined {

@@ -1,5 +1,5 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
-import { assertGlobs, DEFAULT_GLOB_LIMITS } from '../../core/glob.js';
+import { assertGlobs, compileGlobs, DEFAULT_GLOB_LIMITS, matchAll } from '../../core/glob.js';
 import type { ResumePoint, SnapshotBody, SubscriptionBody } from '../../protocol/messages.js';
 import type { RemoteContext } from './context.js';
 import { withDeadline } from './deadline.js';
@@ -28,6 +28,8 @@ export interface LoadSite {
   readonly outbox: Outbox;
   /** tenant, service, create: the Subscription without `variables` and `since`. */
   readonly ref: SubscriptionBody;
+  /** The incarnation of the file the buffers hold (undefined before the first snapshot said). */
+  fileId(): string | undefined;
 }
 
 /** What switching needs besides. */
@@ -69,7 +71,10 @@ export function resubscribe(site: LoadSite, body: SubscriptionBody, how: Resubsc
     };
     const floor = resumed && body.since !== undefined ? body.since.version : -1;
     const done = (version: number): void => how.done(snapshot, version, resumed, settle);
-    const load = new SnapshotLoad(site.target, floor, snapshot.version, { resolve: done, reject: failed });
+    // A full snapshot of the same file is the whole directory the filter covers: what it lacks was removed.
+    const sameFile = snapshot.fileId !== undefined && snapshot.fileId === (body.since?.fileId ?? site.fileId());
+    const pruned = floor === -1 && sameFile ? (body.variables === undefined ? matchAll : compileGlobs(body.variables)) : undefined;
+    const load = new SnapshotLoad(site.target, floor, snapshot.version, { resolve: done, reject: failed }, pruned);
     load.defs(snapshot.variables);
     load.data(0, snapshot.data);
     if (snapshot.more === true) site.inbound.awaitChunks(load);

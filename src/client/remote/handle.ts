@@ -10,6 +10,8 @@ export interface HandleOwner {
   readonly store: RemoteStore;
   readonly closed: boolean;
   assertOpen(): void;
+  /** VARIABLE_NOT_FOUND for a removed variable (after assertOpen). */
+  assertLive(entry: RemoteEntry): void;
   setValue(entry: RemoteEntry, value: VariableValue): void;
 }
 
@@ -36,7 +38,7 @@ export class RemoteVariableHandle implements VariableHandle {
 
   get(): VariableValue {
     const owner = this.owner;
-    if (owner.closed) owner.assertOpen();
+    if (owner.closed || this.entry.removed === true) owner.assertLive(this.entry);
     return this.codec.load(owner.store.view, this.offset);
   }
 
@@ -56,7 +58,12 @@ export class RemoteVariableHandle implements VariableHandle {
   }
 
   version(): bigint {
-    this.owner.assertOpen();
+    this.owner.assertLive(this.entry);
     return BigInt(this.entry.version);
+  }
+
+  /** False once the server removed the variable: the accessor then makes a new handle for the name. */
+  get live(): boolean {
+    return this.entry.removed !== true;
   }
 }

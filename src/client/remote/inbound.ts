@@ -3,6 +3,7 @@ import type { SnapshotChunkBody, SyncBatchBody } from '../../protocol/messages.j
 import type { ChangeEvents } from './change-events.js';
 import type { RemoteDirectory, RemoteEntry } from './directory.js';
 import type { Reconciler } from './reconciler.js';
+import { dropRemoved } from './removal.js';
 import type { SnapshotLoad } from './snapshot-load.js';
 
 export type { Loading } from './snapshot-load.js';
@@ -20,8 +21,8 @@ export class Inbound {
 
   constructor(
     version: number,
-    private readonly directory: RemoteDirectory,
-    private readonly reconciler: Reconciler<RemoteEntry>,
+    readonly directory: RemoteDirectory,
+    readonly reconciler: Reconciler<RemoteEntry>,
     private readonly events: ChangeEvents,
   ) {
     this.versionSeen = version;
@@ -68,13 +69,21 @@ export class Inbound {
     load.finish(chunk.version);
   }
 
-  /** A change to the service by anyone else (our own acknowledged writes are not echoed): definitions, then values. */
+  /** A change to the service by anyone else (our own acknowledged writes are not echoed): removals, definitions, then values. */
   batch(batch: SyncBatchBody): void {
     if (this.stopped) return;
     const changed: RemoteEntry[] = [];
+    const removed: string[] = [];
+    const added: string[] = [];
+    for (const index of batch.removed ?? []) {
+      const gone = dropRemoved(this, index);
+      if (gone !== undefined) removed.push(gone.meta.name);
+    }
     for (const d of batch.defs ?? []) {
-      const added = this.directory.add(d);
-      if (added !== undefined) changed.push(added);
+      const entry = this.directory.add(d);
+      if (entry === undefined) continue;
+      changed.push(entry);
+      added.push(entry.meta.name);
     }
     for (const [index, version, bytes] of batch.updates) {
       const e = this.directory.at(index);
@@ -84,7 +93,7 @@ export class Inbound {
     }
     this.noteVersion(batch.version);
     if (batch.version > this.resumeAt) this.resumeAt = batch.version;
-    this.events.emit(changed, batch.version);
+    this.events.emit(changed, batch.version, { added, removed });
   }
 
   /** The connection is gone: a snapshot still arriving fails with `reason`; later ones are taken in. */

@@ -5,6 +5,8 @@ export interface Synced {
   readonly index: number;
   readonly meta: { readonly offset: number; readonly size: number };
   version: number;
+  /** Removed by the server: whatever is still on its way for it is ignored. */
+  readonly removed?: boolean;
 }
 
 /** One variable's change in one report. */
@@ -53,6 +55,19 @@ export class Reconciler<V extends Synced = Synced> {
   /** A local write into `current`. */
   wrote(index: number): void {
     this.unsent.add(index);
+  }
+
+  /**
+   * The server removed the variable: nothing of ours is pending for it any more (a report in flight skips
+   * it), and its bytes go to zero in both buffers, as the server zeroed them, so no diff finds them again.
+   */
+  removed(variable: V): void {
+    const index = variable.index;
+    this.unsent.delete(index);
+    this.inFlight.delete(index);
+    this.held.delete(index);
+    const { offset, size } = variable.meta;
+    this.store.putBoth(offset, size, new Uint8Array(size));
   }
 
   /** Does the variable hold a change of ours the server has not answered? */
@@ -107,6 +122,7 @@ export class Reconciler<V extends Synced = Synced> {
     const last = changes.length - 1;
     for (let i = 0; i <= last; i++) {
       const [v, bytes] = changes[i]!;
+      if (v.removed === true) continue; // skipped by the server; its space may be another variable's by now
       this.store.shadow.set(bytes, v.meta.offset);
       // An older server names only the version after the whole report; its changes were applied in order,
       // one version each, so change i got about version - (last - i).
@@ -125,6 +141,7 @@ export class Reconciler<V extends Synced = Synced> {
   refused(changes: readonly SentChange<V>[]): V[] {
     const changed: V[] = [];
     for (const [v, bytes] of changes) {
+      if (v.removed === true) continue;
       if (!this.release(v.index)) continue; // a later report carries a newer value: it decides
       const { offset, size } = v.meta;
       let touched = false;
@@ -145,6 +162,7 @@ export class Reconciler<V extends Synced = Synced> {
 
   /** A server update: into both buffers, or held back while the variable is ours. */
   update(variable: V, version: number, bytes: Uint8Array): void {
+    if (variable.removed === true) return;
     const index = variable.index;
     if (this.isOurs(index)) {
       const h = this.held.get(index);

@@ -2,22 +2,24 @@ import { CommyError, ErrorCode } from '../../core/errors.js';
 import type { FileAccessor, VariableHandle } from '../../core/file-accessor.js';
 import type { FileChangeEvent } from '../../core/file-change-event.js';
 import type { MutateOptions } from '../../core/mutate-options.js';
+import { layoutHashOf } from '../../core/layout-hash.js';
 import { assertValidName } from '../../core/names.js';
 import { VariableMetadata } from '../../core/variable-metadata.js';
 import { assertFits, sameLayout } from '../../core/variable-rules.js';
 import type { VariableValue } from '../../core/variable-type.js';
 import type { ResumePoint, SnapshotBody, SnapshotChunkBody, SubscriptionBody, SyncBatchBody } from '../../protocol/messages.js';
 import type { Reattachable } from '../reattachable.js';
-import { ChangeEvents } from './change-events.js';
+import { ChangeEvents, type ChangeTap } from './change-events.js';
 import type { RemoteContext } from './context.js';
 import { withDeadline } from './deadline.js';
-import { definedEnd, RemoteDirectory, type RemoteEntry } from './directory.js';
+import { definedEnd, RemoteDirectory, removedError, type RemoteEntry } from './directory.js';
 import { FilterSwitch, resubscribe, type LoadSite } from './filter-switch.js';
 import { RemoteVariableHandle, type HandleOwner } from './handle.js';
 import { Inbound } from './inbound.js';
 import type { SendGroup } from './outbound-group.js';
 import { Outbox } from './outbox.js';
 import { Reconciler } from './reconciler.js';
+import { dropRemoved } from './removal.js';
 import { SnapshotLoad, type LoadTarget } from './snapshot-load.js';
 import { RemoteStore } from './store.js';
 import { WritePath } from './write-path.js';
@@ -89,7 +91,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     const path = new WritePath(this.store, this.directory, this.reconciler, this.inbound, this.events, ctx);
     this.outbox = new Outbox(send, path, ctx, () => ctx.nextOpId());
     const { target, inbound, outbox } = this;
-    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: { tenant, service, create: true } };
+    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: { tenant, service, create: true }, fileId: () => this.fileId };
     this.filter = new FilterSwitch(this.site, {
       attachment: () => (this.online && !this.closedFlag ? this.attachment : undefined),
       sid: () => this.sidValue,
@@ -124,6 +126,17 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   /** This subscription's id on the current connection. */
   get sid(): number {
     return this.sidValue;
+  }
+
+  /** The mirror file backing this buffer (ClientOptions.mirror), until the file closes. */
+  get mirrorPath(): string | undefined {
+    return this.events.tap?.path;
+  }
+
+  /** Backs this buffer with a mirror file: `tap` hears every change (client/mirror-file.ts). */
+  mirror(tap: ChangeTap): void {
+    this.assertOpen();
+    this.events.tap = tap;
   }
 
   get closed(): boolean {
@@ -165,6 +178,32 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     return entry?.meta ?? new VariableMetadata(name, reply.def[2], reply.def[3], meta.typeId);
   }
 
+  /**
+   * Removes the variable at the server (admin): every client drops it. Here it is gone once the server has
+   * answered; a write of it still unsent is dropped with it.
+   */
+  async removeVariable(name: string): Promise<bigint> {
+    this.lookup(name);
+    const reply = await this.ctx.conn.request('RemoveVariable', { sid: this.sid, name }, 'VariableRemoved');
+    // The answer or the SyncBatch saying so, whichever comes first, drops it.
+    const gone = this.closedFlag ? undefined : dropRemoved(this.target, reply.index);
+    if (gone !== undefined) {
+      this.inbound.noteVersion(reply.version);
+      this.events.emit([], reply.version, { removed: [gone.meta.name] });
+    }
+    return BigInt(reply.version);
+  }
+
+  layoutHash(): string {
+    this.assertOpen();
+    return layoutHashOf(this.directory.list());
+  }
+
+  assertLive(entry: RemoteEntry): void {
+    this.assertOpen();
+    if (entry.removed === true) throw removedError(this.serviceId, entry.meta.name);
+  }
+
   variables(): VariableMetadata[] {
     this.assertOpen();
     return this.directory.list();
@@ -172,7 +211,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
 
   handle(name: string): VariableHandle {
     let h = this.handles.get(name);
-    if (h === undefined || this.closedFlag) {
+    if (h === undefined || this.closedFlag || !h.live) {
       h = new RemoteVariableHandle(this, this.lookup(name));
       this.handles.set(name, h);
     }
@@ -188,11 +227,12 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
 
   /** The typed write: checked, stored in `current` (get() sees it at once), sent at the end of the turn. */
   setValue(entry: RemoteEntry, value: VariableValue): void {
-    if (this.closedFlag) this.assertOpen();
+    if (this.closedFlag || entry.removed === true) this.assertLive(entry);
     if (this.readOnly) throw this.readOnlyError();
     const checked = entry.codec.check(value);
     entry.codec.store(this.store.view, entry.meta.offset, checked);
     this.reconciler.wrote(entry.index);
+    this.events.wrote(entry);
     this.outbox.schedule();
   }
 
@@ -203,6 +243,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     if (this.readOnly) throw this.readOnlyError();
     RemoteStore.put(this.store.current, entry.meta.offset, entry.meta.size, bytes);
     this.reconciler.wrote(entry.index);
+    this.events.wrote(entry);
     await this.bounded(this.outbox.deliver(entry.index), `writeVariable ${name}`);
   }
 
@@ -298,6 +339,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   private async leave(): Promise<void> {
     await this.filter.idle(); // a switch holds the outbox: what it holds is sent below
     if (this.closedFlag) return;
+    this.events.closing(); // a mirror file's last writes go into the buffer, sent just below
     const waits = this.outbox.drain();
     this.detach(undefined);
     for (const r of await Promise.allSettled(waits)) {

@@ -3,6 +3,7 @@ import type { VariableDef } from '../../protocol/messages.js';
 import type { ChangeEvents } from './change-events.js';
 import type { RemoteDirectory, RemoteEntry } from './directory.js';
 import type { Reconciler } from './reconciler.js';
+import { dropRemoved } from './removal.js';
 import type { RemoteStore } from './store.js';
 
 /** How a subscription whose snapshot arrives in chunks learns that the last one came (or never will). */
@@ -34,11 +35,22 @@ export class SnapshotLoad {
   private readonly changed = new Set<RemoteEntry>();
   private problem: CommyError | undefined;
 
+  /** Indexes a full snapshot defined: with `pruned`, the known variables it lacks were removed. */
+  private readonly defined = new Set<number>();
+  private readonly removed: string[] = [];
+  private readonly added: string[] = [];
+  private prunedDone = false;
+
+  /**
+   * `pruned` (a reset of the same file): the filter the snapshot covers; a known variable it covers that the
+   * snapshot does not define was removed, and a name defined at another index was removed and registered again.
+   */
   constructor(
     private readonly target: LoadTarget,
     private readonly floor: number | undefined,
     private readonly version: number,
     private readonly loading: Loading,
+    private readonly pruned?: (name: string) => boolean,
   ) {}
 
   defs(defs: readonly VariableDef[]): void {
@@ -56,7 +68,9 @@ export class SnapshotLoad {
       store.putBoth(offset, bytes.length, bytes);
       return;
     }
-    if (this.problem !== undefined || bytes.length === 0) return;
+    if (this.problem !== undefined) return;
+    this.pruneOnce(); // every definition came before the data: drop the removed ones before their space is filled again
+    if (bytes.length === 0) return;
     const end = offset + bytes.length;
     for (const e of directory.touched([[offset, end]])) {
       const { offset: at, size } = e.meta;
@@ -75,8 +89,9 @@ export class SnapshotLoad {
       this.loading.reject(this.problem);
       return;
     }
+    this.pruneOnce();
     const at = version ?? this.version;
-    this.target.events.emit([...this.changed], at);
+    this.target.events.emit([...this.changed], at, { added: this.added, removed: this.removed });
     this.loading.resolve(at);
   }
 
@@ -84,14 +99,37 @@ export class SnapshotLoad {
     this.loading.reject(err);
   }
 
+  /** Known variables the full snapshot covers and lacks: removed (docs/protocol.md, Variable lifecycle). */
+  private pruneOnce(): void {
+    const covers = this.pruned;
+    if (covers === undefined || this.prunedDone) return;
+    this.prunedDone = true;
+    for (const e of this.target.directory.entriesNow()) {
+      if (!this.defined.has(e.index) && covers(e.meta.name)) this.drop(e);
+    }
+  }
+
+  private drop(e: RemoteEntry): void {
+    dropRemoved(this.target, e.index);
+    this.changed.delete(e);
+    this.removed.push(e.meta.name);
+  }
+
   /** A definition after a reconnection: the same variable as before, or a new one; anything else is another file. */
   private redefine(def: VariableDef): void {
     const [index, name, offset, size, typeId, version] = def;
     const { directory } = this.target;
+    this.defined.add(index);
+    const renamed = directory.named(name);
+    // In the same file, a name at another index is a new variable: the one this client knew was removed.
+    if (this.pruned !== undefined && renamed !== undefined && renamed.index !== index) this.drop(renamed);
     const known = directory.at(index) ?? directory.named(name);
     if (known === undefined) {
       const added = directory.add(def);
-      if (added !== undefined) this.changed.add(added);
+      if (added !== undefined) {
+        this.changed.add(added);
+        this.added.push(name);
+      }
     } else if (known.index !== index || known.meta.name !== name || known.meta.offset !== offset || known.meta.size !== size || known.meta.typeId !== typeId) {
       this.problem ??= new CommyError(
         ErrorCode.INVALID_FILE,

@@ -1,15 +1,15 @@
 import { hostId } from '../../core/host-id.js';
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
-import { PROTOCOL_VERSION, type MessageOf } from '../../protocol/messages.js';
+import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type MessageOf } from '../../protocol/messages.js';
 import { Permissions } from '../permissions.js';
 import type { Reply, Session } from '../session.js';
 
 /** Authenticate: the key's grants for one tenant (a connection may authenticate to several, one at a time). */
 export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Promise<Reply> {
   const { tenant, method, credential, protocol } = m.body;
-  if (protocol !== PROTOCOL_VERSION) {
-    throw new CommyError(ErrorCode.INVALID_MESSAGE, `protocol ${protocol} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+  if (protocol < MIN_PROTOCOL_VERSION || protocol > PROTOCOL_VERSION) {
+    throw new CommyError(ErrorCode.INVALID_MESSAGE, `protocol ${protocol} is not supported; this server speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`);
   }
   let perms: Permissions;
   try {
@@ -24,7 +24,7 @@ export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Pr
   return encodeFrame('Authenticated', m.id, {
     clientId: s.clientId,
     hostId: hostId(),
-    protocol: PROTOCOL_VERSION,
+    protocol, // the client's: every later version only adds (docs/protocol.md, Versions)
     keyId: perms.grants.keyId,
     maxChangesPerReport: s.ctx.limits.maxChangesPerReport,
   });

@@ -4,7 +4,7 @@ import { authenticate } from './auth.js';
 import { getServiceFilePath } from './file-path.js';
 import { cancelQuery, query } from './query.js';
 import { readVariable } from './read.js';
-import { registerVariable } from './register.js';
+import { registerVariable, removeVariable } from './register.js';
 import { subscribe, unsubscribe } from './subscribe.js';
 import { mutate, reportChanges, writeVariable } from './write.js';
 
@@ -32,6 +32,7 @@ export const ROUTES: { readonly [K in MessageTypeName]?: Route<K> } = {
   Subscription: { handle: subscribe, lane: 'ordered' },
   Unsubscribe: { handle: unsubscribe, lane: 'ordered' },
   RegisterVariable: { handle: registerVariable, lane: 'ordered' },
+  RemoveVariable: { handle: removeVariable, lane: 'ordered' },
   ReadVariable: { handle: readVariable, lane: 'ordered' },
   WriteVariable: { handle: writeVariable, lane: 'ordered' },
   ReportVariableChanges: { handle: reportChanges, lane: 'ordered' },

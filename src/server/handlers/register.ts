@@ -5,6 +5,22 @@ import type { MessageOf } from '../../protocol/messages.js';
 import type { Reply, Session } from '../session.js';
 import { defOf } from '../snapshot.js';
 
+/**
+ * RemoveVariable (admin): the variable leaves the directory; every subscriber that knows it is told (SyncBatch
+ * removed), a resume from before it is a reset. Its space is reused by later registrations; its slot is not.
+ */
+export async function removeVariable(s: Session, m: MessageOf<'RemoveVariable'>): Promise<Reply> {
+  const sub = s.subscription(m.body.sid, 'admin');
+  const { name } = m.body;
+  s.assertName(name, 'variable name');
+  const host = sub.host;
+  const entry = host.file.entry(name); // VARIABLE_NOT_FOUND before waiting for anything
+  const version = await s.whenFree(() => host.remove(name), `${host.serviceId}/${name}`);
+  const { tenant, service } = host;
+  s.ctx.audit.record({ event: 'VariableRemoved', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });
+  return encodeFrame('VariableRemoved', m.id, { sid: sub.sid, index: entry.index, version: Number(version) });
+}
+
 /** RegisterVariable (admin): checked against the tenant's quotas, then published in the file's directory. */
 export async function registerVariable(s: Session, m: MessageOf<'RegisterVariable'>): Promise<Reply> {
   const sub = s.subscription(m.body.sid, 'admin');

@@ -45,13 +45,14 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
     `ReportVariableChanges ${sub.host.serviceId} ${m.body.changes.map(([index]) => index).join(',')}`,
     async (): Promise<VariableChangesAcknowledgedBody> => {
       const file = sub.host.file;
-      const entries = m.body.changes.map((change) => entryOf(file, change));
+      const entries = m.body.changes.map((change) => entryOf(file, change, true));
       const values = m.body.changes.map(([, bytes]) => bytes);
-      const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub })), `variables of ${sub.host.serviceId}`);
+      const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub, skipRemoved: true })), `variables of ${sub.host.serviceId}`);
       if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
       const versions = written.map(Number);
-      s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: entries.map((e) => e.meta.name) });
-      const version = versions.length > 0 ? versions[versions.length - 1]! : Number(file.version);
+      const names = entries.flatMap((e, i) => (versions[i] === 0 ? [] : [e.meta.name]));
+      s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: names });
+      const version = Math.max(0, ...versions) || Number(file.version);
       return { serviceId: sub.host.serviceId, count: versions.length, version, versions };
     },
     (ack) => 1 + (ack.versions?.length ?? 0),
@@ -79,9 +80,12 @@ export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply>
   return encodeFrame('MutationResponse', m.id, body);
 }
 
-/** The reported variable, by directory index (looking again at the directory once for one just registered). */
-function entryOf(file: ServiceFile, [index, bytes]: ReportChange): DirEntry {
-  const entry = file.entryAt(index) ?? (file.refresh(), file.entryAt(index));
+/**
+ * The reported variable, by directory index (looking again at the directory once for one just registered).
+ * With `removedToo`, a removed variable's slot is given too (a report skips it: see ApplyOptions.skipRemoved).
+ */
+function entryOf(file: ServiceFile, [index, bytes]: ReportChange, removedToo = false): DirEntry {
+  const entry = removedToo ? file.slots()[index] : (file.entryAt(index) ?? (file.refresh(), file.entryAt(index)));
   if (entry === undefined) throw new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `no variable at index ${index}`);
   assertFits(entry.meta, bytes.length);
   return entry;
