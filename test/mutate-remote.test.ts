@@ -35,10 +35,13 @@ test('remote mutate: the same opId is applied once', async (t) => {
   const vf = await client.getVirtualServiceFile('acme', 'once');
   await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
   const first = await vf.mutate('n', 1n, { opId: 1_000_001 });
-  const again = await vf.mutate('n', 2n, { opId: 1_000_001 });
+  vf.set('n', 5n); // moved on since: a retry of the first mutation must not apply it again
+  await vf.flush();
+  const again = await vf.mutate('n', 1n, { opId: 1_000_001 });
   assert.equal(again.version, first.version, 'the first answer');
   const reader = await connect();
-  assert.equal((await reader.getVirtualServiceFile('acme', 'once')).get('n'), 1n, 'not applied again');
+  assert.equal((await reader.getVirtualServiceFile('acme', 'once')).get('n'), 5n, 'not applied again');
+  assert.equal(vf.get('n'), 5n, "the retry's older answer does not put its value back here either");
 });
 
 test('remote mutate: a compare-and-set race between 5 client processes never loses an increment', async (t) => {

@@ -146,7 +146,7 @@ test('outbox: deliver() awaits the report that carries the variable, even one al
   await outbox.deliver(5); // nothing pending for it: resolves at once
 });
 
-test('outbox: stop() sends nothing more and releases the flushes waiting for a wave', async () => {
+test('outbox: stop() sends nothing more; a flush waiting for a wave rejects, its write never sent', async () => {
   const { outbox, peer, wire } = rig();
   peer.next = [change(0)];
   outbox.schedule();
@@ -154,12 +154,52 @@ test('outbox: stop() sends nothing more and releases the flushes waiting for a w
   peer.next = [change(1)];
   const waiting = outbox.deliver(1);
   outbox.stop();
-  await waiting; // released with nothing sent
+  await assert.rejects(waiting, { code: 'NOT_CONNECTED', message: /closed before the write was sent/ });
+  assert.deepEqual(peer.errors, [], 'the dropped write was awaited: its caller heard, not onError');
   outbox.schedule();
   await turn();
   assert.equal(outbox.drain().length, 1, 'a stopped outbox sends nothing; the report already in flight is still answered');
   assert.equal(wire.length, 1);
   assert.deepEqual(peer.log, ['send 0']);
+});
+
+test('outbox: stop() while paused: flushAll() rejects, writes nobody awaits go to onError once, with their count', async () => {
+  const { outbox, peer, wire } = rig();
+  outbox.pause();
+  peer.next = [change(0), change(1), change(2)];
+  const flushing = outbox.flushAll();
+  outbox.stop();
+  await assert.rejects(flushing, { code: 'NOT_CONNECTED', message: /closed before the write was sent/ });
+  assert.deepEqual(peer.errors, [], 'awaited by the flush: not reported again');
+
+  const other = rig();
+  other.outbox.pause();
+  other.peer.next = [change(0), change(1), change(2)];
+  other.outbox.schedule();
+  const writing = other.outbox.deliver(1);
+  await turn();
+  other.outbox.stop(undefined, 'acme/svc');
+  await assert.rejects(writing, { code: 'NOT_CONNECTED' });
+  assert.deepEqual(
+    other.peer.errors.map((e) => [e.code, e.message]),
+    [['NOT_CONNECTED', 'service acme/svc was closed before the writes of 2 variables were sent: they are lost']],
+    'one error for the two variables nobody awaited',
+  );
+  assert.equal(wire.length + other.wire.length, 0, 'nothing sent');
+  await assert.rejects(other.outbox.flushAll(), { code: 'NOT_CONNECTED' }, 'a flush after stop() fails at once');
+});
+
+test('outbox: stop() while a write waits behind a report lost with the connection: it rejects, outcome unknown', async () => {
+  const { outbox, peer, wire } = rig();
+  peer.next = [change(0)];
+  outbox.schedule();
+  await turn();
+  wire.shift()!.answer.fail(new CommyError(ErrorCode.NOT_CONNECTED, 'gone'));
+  await turn();
+  outbox.pause();
+  const writing = outbox.deliver(0); // nothing new for 0: it waits for the parked report carrying it
+  outbox.stop();
+  await assert.rejects(writing, { code: 'NOT_CONNECTED', message: /outcome unknown/ });
 });
 
 // ---- outcome unknown: TIMEOUT and a lost connection are not refusals ----

@@ -174,8 +174,12 @@ test('offline during a removal: the resume is a reset, and the client ends witho
   await file.close();
   vf.set('gone', 5n); // an offline write to a variable that no longer exists: dropped with it, never written elsewhere
 
-  await serverIn(t, dataDir, port);
+  const second = await serverIn(t, dataDir, port);
   await until(() => vf.variables().some((v) => v.name === 'new') && vf.get('new') === 3n && vf.get('keep') === 4n, 'the client resyncs');
   assert.deepEqual(vf.variables().map((v) => v.name).sort(), ['keep', 'new']);
   assert.throws(() => vf.get('gone'), code('VARIABLE_NOT_FOUND'));
+  // Torn down in order (the client, then its server), not by after-hooks that run in registration order.
+  await c.close();
+  second.child.send({ type: 'quit' });
+  await second.child.exited;
 });

@@ -1,3 +1,4 @@
+import { MAX_CALLER_OP_ID } from '../core/mutate-options.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { MAX_CHANGES_PER_REPORT, type AuthenticatedBody } from '../protocol/messages.js';
 import { asCommyError, clientClosedError } from './client-errors.js';
@@ -40,7 +41,8 @@ export class ClientLink {
   private conn: Connection | undefined;
   private remoteContext: MutableRemoteContext | undefined;
   private connecting: Promise<void> | undefined;
-  private lastOpId = 0;
+  /** The client's own operation ids start above the range callers pick from (MAX_CALLER_OP_ID), so none collides. */
+  private lastOpId = MAX_CALLER_OP_ID;
   private readonly policy: ReconnectPolicy | undefined;
   private reconnector: Reconnector | undefined;
 
@@ -144,9 +146,14 @@ export class ClientLink {
    * it, remote files stop (NOT_CONNECTED) and waits end; local files keep working until close().
    */
   private onConnectionLost(conn: Connection | undefined, reason: CommyError): void {
-    // A connection being tried by a reconnection attempt: that attempt fails on its own.
-    if (conn === undefined || conn !== this.conn || this.site.state.value !== 'open') return;
+    // A connection still authenticating for a reconnection attempt: its requests fail with it, and so does the attempt.
+    if (conn === undefined || conn !== this.conn) return;
     if (this.site.isClosing()) return;
+    if (this.site.state.value === 'reconnecting') {
+      this.attemptLost(reason);
+      return;
+    }
+    if (this.site.state.value !== 'open') return;
     this.site.options.onError(reason);
     if (this.policy === undefined) {
       this.lostForGood(reason);
@@ -155,6 +162,16 @@ export class ClientLink {
     this.suspendAll(reason);
     this.site.state.set('reconnecting');
     void this.reconnect();
+  }
+
+  /**
+   * The connection of a reconnection attempt died while it was resubscribing the files. Requests waiting for an
+   * answer fail with it, but a snapshot whose chunks were still arriving waits for pushes that will never come:
+   * suspending every file fails such a load, so the attempt fails and the reconnector tries again after its
+   * backoff. Files already resubscribed on it wait again, as after any loss. Not reported: the outage was.
+   */
+  private attemptLost(reason: CommyError): void {
+    this.suspendAll(reason);
   }
 
   private lostForGood(reason: CommyError): void {
@@ -185,16 +202,22 @@ export class ClientLink {
     try {
       for (const [tenant, credentials] of this.auth.remembered()) await this.auth.authenticateOn(conn, tenant, credentials);
       if (this.site.isClosing()) throw clientClosedError();
+      // Lost already (no request was waiting to notice): fail now rather than subscribe on a dead connection.
+      if (!conn.isOpen) throw this.lostWhileReconnecting();
       // A previous attempt may have resubscribed some files on a connection that then failed.
       if (this.conn !== undefined && this.conn !== conn) this.suspendAll(new CommyError(ErrorCode.NOT_CONNECTED, 'reconnecting'));
       this.conn = conn;
       await Promise.all([...this.site.files.live()].map((file) => this.reattach(file)));
-      if (!conn.isOpen || this.site.isClosing()) throw new CommyError(ErrorCode.NOT_CONNECTED, `connection to ${this.site.url} lost while reconnecting`);
+      if (!conn.isOpen || this.site.isClosing()) throw this.lostWhileReconnecting();
     } catch (err) {
       await conn.close();
       throw err;
     }
     this.site.state.set('open');
+  }
+
+  private lostWhileReconnecting(): CommyError {
+    return new CommyError(ErrorCode.NOT_CONNECTED, `connection to ${this.site.url} lost while reconnecting`);
   }
 
   /** Resubscribes one file; one that cannot go on (its right withdrawn, its file replaced) stops, with why. */

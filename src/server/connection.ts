@@ -165,7 +165,9 @@ export class Connection implements Outlet {
    * ahead of a pipelined Authenticate); what it answers still waits its turn in that queue (see defer).
    */
   private receive(data: Buffer, isBinary: boolean): void {
-    const allowed = this.rate.take();
+    // Unsubscribe and QueryCancel only release what the server holds: refusing them for rate would keep it
+    // working for a client that asked it to stop (their cost is a decode and a lookup, like a refusal's).
+    const allowed = this.rate.take() || releasesOnly(data);
     this.limitInput(data.length);
     const lane = this.laneOf(data, isBinary);
     if (lane === 'immediate' && this.handler!.authenticated && this.immediate < MAX_RUNNING_REQUESTS) {
@@ -341,4 +343,9 @@ function peekRequestId(data: Buffer): number {
     return id <= 0x7fffffff ? id : 0; // not a valid id: answering it as another one could settle the wrong request
   }
   return 0;
+}
+
+/** A frame that can only make the server do less (its type byte, read without decoding). */
+function releasesOnly(data: Buffer): boolean {
+  return data.length > 1 && (data[1] === MessageType.Unsubscribe || data[1] === MessageType.QueryCancel);
 }

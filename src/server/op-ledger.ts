@@ -20,6 +20,19 @@ export interface OpLedgerLimits {
   readonly maxWeight: number;
 }
 
+/**
+ * What a write was, for the ledger's `what`: its kind, target and the parts that decide its outcome (the value
+ * bytes, an expected version). A retry must be the same write: the same id with another value or another
+ * expected version is refused (INVALID_MESSAGE), never answered with the first write's result as if it were
+ * this one's. The bytes count through a 32-bit FNV-1a digest and their length: a change detector for one
+ * client's own mistakes, not a security boundary (an id is only ever compared within its own client identity).
+ */
+export function writeFingerprint(kind: string, target: string, bytes: Uint8Array, expected?: number): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  return `${kind} ${target} ${bytes.length}:${(h >>> 0).toString(16)}${expected !== undefined ? ` @${expected}` : ''}`;
+}
+
 interface Entry {
   readonly identity: string;
   /** What the operation was (its kind and target): the same id for another write is refused. */

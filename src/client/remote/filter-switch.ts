@@ -28,8 +28,6 @@ export interface LoadSite {
   readonly outbox: Outbox;
   /** tenant, service, create: the Subscription without `variables` and `since`. */
   readonly ref: SubscriptionBody;
-  /** The incarnation of the file the buffers hold (undefined before the first snapshot said). */
-  fileId(): string | undefined;
 }
 
 /** What switching needs besides. */
@@ -71,9 +69,9 @@ export function resubscribe(site: LoadSite, body: SubscriptionBody, how: Resubsc
     };
     const floor = resumed && body.since !== undefined ? body.since.version : -1;
     const done = (version: number): void => how.done(snapshot, version, resumed, settle);
-    // A full snapshot of the same file is the whole directory the filter covers: what it lacks was removed.
-    const sameFile = snapshot.fileId !== undefined && snapshot.fileId === (body.since?.fileId ?? site.fileId());
-    const pruned = floor === -1 && sameFile ? (body.variables === undefined ? matchAll : compileGlobs(body.variables)) : undefined;
+    // A full snapshot is the whole directory the filter covers: what it lacks is gone (removed, or not in the
+    // file that replaced the one this client knew).
+    const pruned = floor === -1 ? (body.variables === undefined ? matchAll : compileGlobs(body.variables)) : undefined;
     const load = new SnapshotLoad(site.target, floor, snapshot.version, { resolve: done, reject: failed }, pruned);
     load.defs(snapshot.variables);
     load.data(0, snapshot.data);

@@ -1,6 +1,7 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import { splitByCost } from '../../protocol/frame-split.js';
 import type { GroupAck, OutboundChange, OutboundGroup, SendGroup } from './outbound-group.js';
+import { stopReason, type StopReason } from './outbox-stop.js';
 
 /** Read at every flush: the client learns maxChangesPerReport when it authenticates. */
 export interface ReportLimits {
@@ -40,10 +41,28 @@ interface Report {
   unknown: boolean;
 }
 
-/** The flush that waits behind the reports in flight (or for the connection); resolves with what it sent. */
+/**
+ * What a wave did: the reports it sent, or, when the outbox stopped before it could go, the variables whose
+ * changes it never sent. Its callers look for their own: a flush fails if any was dropped, a writeVariable()
+ * only if its variable was.
+ */
+interface WaveResult {
+  readonly sent: readonly Report[];
+  readonly dropped?: DroppedChanges;
+}
+
+/** Changes that never left the buffer because the outbox stopped, and what their awaiting callers get. */
+interface DroppedChanges {
+  readonly indices: ReadonlySet<number>;
+  readonly error: CommyError;
+}
+
+/** The flush that waits behind the reports in flight (or for the connection); resolves with what it did. */
 interface Wave {
-  promise: Promise<Report[]>;
-  resolve(sent: Report[]): void;
+  promise: Promise<WaveResult>;
+  resolve(result: WaveResult): void;
+  /** The variables its callers await ('all' once a flushAll() joined): the others, if dropped, go to onError. */
+  awaited: Set<number> | 'all';
 }
 
 /** The reports in flight that carry one variable, and the last of them. */
@@ -90,6 +109,8 @@ export class Outbox {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private online = true;
   private stopped = false;
+  /** Why stop() was called: what a flush asked for afterwards fails with. */
+  private stoppedBy: StopReason | undefined;
   /** hold(): told once no report is in flight. */
   private idle: (() => void) | undefined;
   private readonly endOfTurn = (): void => {
@@ -119,20 +140,30 @@ export class Outbox {
     queueMicrotask(this.endOfTurn);
   }
 
-  /** Sends every pending change and resolves once every report pending at the call is acknowledged. */
+  /**
+   * Sends every pending change and resolves once every report pending at the call is acknowledged. Rejects
+   * if the outbox stops first with any of them unsent (StopReason.unsent) or unanswered (StopReason.unknown).
+   */
   async flushAll(): Promise<void> {
+    this.assertRunning();
     const earlier = [...this.inflight, ...this.parked];
     for (const report of earlier) report.watched = true;
-    const sent = earlier.length > 0 || !this.online ? await this.nextWave() : this.flushNow();
+    const { sent, dropped } = earlier.length > 0 || !this.online ? await this.nextWave('all') : { sent: this.flushNow() };
+    if (dropped !== undefined && dropped.indices.size > 0) throw dropped.error;
     for (const report of sent) report.watched = true;
     await Promise.all([...earlier, ...sent].map((r) => r.promise));
   }
 
-  /** Sends pending changes and resolves once the one to variable `index` is acknowledged. */
+  /** Sends pending changes and resolves once the one to variable `index` is acknowledged (rejects as flushAll()). */
   async deliver(index: number): Promise<void> {
-    const sent = this.inflight.size > 0 || this.parked.length > 0 || !this.online ? await this.nextWave() : this.flushNow();
+    this.assertRunning();
+    // Taken before waiting: if stop() ends this report meanwhile, its carrier is gone but its rejection stays.
+    const carried = this.carriers.get(index)?.last;
+    const waits = this.inflight.size > 0 || this.parked.length > 0 || !this.online;
+    const { sent, dropped } = waits ? await this.nextWave(index) : { sent: this.flushNow() };
+    if (dropped?.indices.has(index) === true) throw dropped.error;
     // Not sent: the same bytes are already in flight, or the server already holds them.
-    const report = sent.find((r) => r.group.changes.some((c) => c.index === index)) ?? this.carriers.get(index)?.last;
+    const report = sent.find((r) => r.group.changes.some((c) => c.index === index)) ?? this.carriers.get(index)?.last ?? carried;
     if (report === undefined) return;
     report.watched = true;
     await report.promise;
@@ -174,18 +205,46 @@ export class Outbox {
   }
 
   /**
-   * Sends nothing more; flushes waiting for a wave resolve with nothing sent. Reports that can no longer be
-   * answered (parked, or timed out) fail with `reason`; those in flight on a live connection are still answered.
+   * Sends nothing more. Nothing still in the buffer is ever sent: flushes waiting for it reject (`unsent`), and
+   * onError hears once of the variables nobody awaits. Reports that can no longer be answered (parked, or timed
+   * out) fail with `unknown`; those in flight on a live connection are still answered. Without a `cause` the
+   * service was closed; with one (a connection lost for good, the server ending it) that is what they get.
    */
-  stop(reason?: CommyError): void {
+  stop(cause?: CommyError, serviceId?: string): void {
+    if (this.stopped) return;
+    const why = stopReason(serviceId, cause);
     this.stopped = true;
+    this.stoppedBy = why;
     this.queued = false;
     this.afterAck = false;
-    this.wave?.resolve([]);
-    this.wave = undefined;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    const err = reason ?? new CommyError(ErrorCode.NOT_CONNECTED, 'closed before the server acknowledged these changes');
+    this.dropUnsent(why);
+    this.failOrphans(why.unknown);
+  }
+
+  /** A flush asked for after stop() would wait for a wave that never comes: it fails at once instead. */
+  private assertRunning(): void {
+    if (this.stoppedBy !== undefined) throw this.stoppedBy.unsent;
+  }
+
+  /**
+   * What is still in the buffer will never be sent: the waiting wave's callers learn which of their variables
+   * were dropped (they reject), and the writes nobody awaits are reported once, rather than lost unheard.
+   */
+  private dropUnsent(why: StopReason): void {
+    const wave = this.wave;
+    this.wave = undefined;
+    const indices = new Set(this.peer.collect().map((c) => c.index));
+    this.peer.flushed();
+    wave?.resolve({ sent: [], dropped: { indices, error: why.unsent } });
+    const awaited = wave?.awaited;
+    const unawaited = awaited === 'all' ? 0 : [...indices].filter((i) => awaited?.has(i) !== true).length;
+    if (unawaited > 0) this.peer.onError(why.dropped(unawaited));
+  }
+
+  /** Reports sent and never to be answered now (parked, or timed out): their watchers get `err`. */
+  private failOrphans(err: CommyError): void {
     const orphans = [...this.parked, ...[...this.inflight].filter((r) => r.unknown)];
     this.parked = [];
     for (const report of orphans) {
@@ -195,17 +254,17 @@ export class Outbox {
   }
 
   /**
-   * Joins the flush that goes out when the reports in flight are answered (or the connection is back).
-   * Waiting rather than pipelining keeps at most one wave of reports in flight, however many flush() calls pile up.
+   * Joins the flush that goes out when the reports in flight are answered (or the connection is back), as a
+   * caller awaiting variable `awaits` (or all of them). Waiting rather than pipelining keeps at most one wave of
+   * reports in flight, however many flush() calls pile up.
    */
-  private nextWave(): Promise<Report[]> {
+  private nextWave(awaits: number | 'all'): Promise<WaveResult> {
     this.afterAck = true;
-    if (this.wave === undefined) {
-      let resolve: (sent: Report[]) => void = noop;
-      const promise = new Promise<Report[]>((r) => (resolve = r));
-      this.wave = { promise, resolve };
-    }
-    return this.wave.promise;
+    this.wave ??= newWave();
+    const wave = this.wave;
+    if (awaits === 'all') wave.awaited = 'all';
+    else if (wave.awaited !== 'all') wave.awaited.add(awaits);
+    return wave.promise;
   }
 
   /** Collects what changed and sends it, in as few groups as the frame limit and the server's cap allow. */
@@ -226,7 +285,7 @@ export class Outbox {
       this.peer.flushed();
       return sent;
     } finally {
-      wave?.resolve(sent);
+      wave?.resolve({ sent });
     }
   }
 
@@ -349,6 +408,12 @@ export class Outbox {
       if (c !== undefined && --c.reports === 0) this.carriers.delete(index);
     }
   }
+}
+
+function newWave(): Wave {
+  let resolve: (result: WaveResult) => void = noop;
+  const promise = new Promise<WaveResult>((r) => (resolve = r));
+  return { promise, resolve, awaited: new Set<number>() };
 }
 
 function newReport(group: OutboundGroup): Report {

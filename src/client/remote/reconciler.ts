@@ -160,8 +160,13 @@ export class Reconciler<V extends Synced = Synced> {
     for (const [v] of changes) if (this.release(v.index)) this.unsent.add(v.index);
   }
 
-  /** A server update: into both buffers, or held back while the variable is ours. */
-  update(variable: V, version: number, bytes: Uint8Array): void {
+  /**
+   * A server update: into both buffers, or held back while the variable is ours. One older than what this
+   * client has is dropped (a resent mutation answered from the server's memory of operation ids names the
+   * version it committed then): versions never go back, and the newer value the server has stays. Only a
+   * reset (`lower`: a full snapshot, perhaps of another file numbered from scratch) may lower a version.
+   */
+  update(variable: V, version: number, bytes: Uint8Array, lower = false): void {
     if (variable.removed === true) return;
     const index = variable.index;
     if (this.isOurs(index)) {
@@ -169,6 +174,7 @@ export class Reconciler<V extends Synced = Synced> {
       if (h === undefined || version >= h.version) this.held.set(index, { variable, version, bytes });
       return;
     }
+    if (version < variable.version && !lower) return;
     this.store.putBoth(variable.meta.offset, variable.meta.size, bytes);
     variable.version = version;
   }

@@ -91,7 +91,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     const path = new WritePath(this.store, this.directory, this.reconciler, this.inbound, this.events, ctx);
     this.outbox = new Outbox(send, path, ctx, () => ctx.nextOpId());
     const { target, inbound, outbox } = this;
-    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: { tenant, service, create: true }, fileId: () => this.fileId };
+    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: { tenant, service, create: true } };
     this.filter = new FilterSwitch(this.site, {
       attachment: () => (this.online && !this.closedFlag ? this.attachment : undefined),
       sid: () => this.sidValue,
@@ -330,7 +330,10 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
 
   // ---- lifetime -----------------------------------------------------------------------------------
 
-  /** Sends what is pending, waits for its acknowledgement, then leaves the service (Unsubscribe). */
+  /**
+   * Sends what is pending, waits for its acknowledgement, then leaves the service (Unsubscribe). While the
+   * client reconnects nothing can go: writes never sent and reports never answered fail NOT_CONNECTED instead.
+   */
   close(): Promise<void> {
     this.closing ??= this.leave();
     return this.closing;
@@ -356,7 +359,8 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     this.closedFlag = true;
     this.closedReason = reason;
     this.inbound.stop(reason ?? new CommyError(ErrorCode.NOT_CONNECTED, `service ${this.serviceId} closed while its snapshot was arriving`));
-    this.outbox.stop(reason);
+    // Writes still in the buffer are never sent now: their callers reject, unawaited ones go to onError.
+    this.outbox.stop(reason, this.serviceId);
     this.events.clear();
     this.handles.clear();
     this.ctx.route(this.sidValue, undefined);

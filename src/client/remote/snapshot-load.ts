@@ -42,8 +42,9 @@ export class SnapshotLoad {
   private prunedDone = false;
 
   /**
-   * `pruned` (a reset of the same file): the filter the snapshot covers; a known variable it covers that the
-   * snapshot does not define was removed, and a name defined at another index was removed and registered again.
+   * `pruned` (a full snapshot after a reconnection): the filter it covers. A known variable it covers that the
+   * snapshot does not define was removed (or the file was replaced by one without it), and a name defined at
+   * another index is a new variable.
    */
   constructor(
     private readonly target: LoadTarget,
@@ -78,7 +79,7 @@ export class SnapshotLoad {
       // Between a resume's runs lie zeros for variables it does not carry: only whole, carried ones count.
       if (at < offset || at + size > end || version === undefined || version <= this.floor) continue;
       const before = e.version;
-      reconciler.update(e, version, bytes.subarray(at - offset, at - offset + size));
+      reconciler.update(e, version, bytes.subarray(at - offset, at - offset + size), this.floor === -1);
       if (version !== before) this.changed.add(e);
     }
   }
@@ -120,9 +121,14 @@ export class SnapshotLoad {
     const [index, name, offset, size, typeId, version] = def;
     const { directory } = this.target;
     this.defined.add(index);
-    const renamed = directory.named(name);
-    // In the same file, a name at another index is a new variable: the one this client knew was removed.
-    if (this.pruned !== undefined && renamed !== undefined && renamed.index !== index) this.drop(renamed);
+    if (this.pruned !== undefined) {
+      // A full snapshot: a name at another index, or another name at this index, is a new variable; the one
+      // this client knew there was removed (or belonged to the file this one replaced).
+      const renamed = directory.named(name);
+      if (renamed !== undefined && renamed.index !== index) this.drop(renamed);
+      const other = directory.at(index);
+      if (other !== undefined && other.meta.name !== name) this.drop(other);
+    }
     const known = directory.at(index) ?? directory.named(name);
     if (known === undefined) {
       const added = directory.add(def);
@@ -136,6 +142,8 @@ export class SnapshotLoad {
         `${this.target.serviceId} was replaced by a file with another layout (${name} moved or changed): open it again`,
       );
     }
+    // A full snapshot states every version afresh: one of a replaced file may be lower than the old file's.
+    else if (this.floor === -1) known.version = version;
     this.versions.set(index, version);
   }
 }

@@ -3,6 +3,7 @@ import { assertFits } from '../../core/variable-rules.js';
 import type { DirEntry, ServiceFile } from '../../local/service-file.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
 import type { MessageOf, ReportChange, VariableChangesAcknowledgedBody } from '../../protocol/messages.js';
+import { writeFingerprint } from '../op-ledger.js';
 import type { Reply, Session } from '../session.js';
 
 /**
@@ -14,7 +15,7 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
   const { tenant, service, name, value, opId } = m.body;
   const perms = s.check(tenant, service, 'write');
   s.assertName(name, 'variable name');
-  const ack = await s.once(tenant, opId, `WriteVariable ${tenant}/${service}/${name}`, () =>
+  const ack = await s.once(tenant, opId, writeFingerprint('WriteVariable', `${tenant}/${service}/${name}`, value), () =>
     s.withService(tenant, service, async (host): Promise<VariableChangesAcknowledgedBody> => {
       const entry = host.file.entry(name);
       assertFits(entry.meta, value.length);
@@ -68,7 +69,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
 export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply> {
   const { sid, index, value, opId, expectedVersion } = m.body;
   const sub = s.subscription(sid, 'write');
-  const body = await s.once(sub.host.tenant, opId, `Mutate ${sub.host.serviceId} ${index}`, async () => {
+  const body = await s.once(sub.host.tenant, opId, writeFingerprint('Mutate', `${sub.host.serviceId} ${index}`, value, expectedVersion), async () => {
     const entry = entryOf(sub.host.file, [index, value]);
     const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion] }));
     const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
