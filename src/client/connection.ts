@@ -91,8 +91,9 @@ export class Connection {
     return this.stateValue;
   }
 
+  /** Open, and its socket too: a socket already closing (its close event not yet handled) cannot send. */
   get isOpen(): boolean {
-    return this.stateValue === 'open';
+    return this.stateValue === 'open' && this.transport?.isOpen === true;
   }
 
   /**

@@ -66,8 +66,11 @@ export async function mutateRemote(site: MutationSite, entry: RemoteEntry, value
       try {
         return await send(site, entry, body, bytes);
       } catch (err) {
-        // Lost with the connection: its outcome is unknown, and asking again under the same id is safe.
+        // Lost with the connection: its outcome is unknown, and asking again under the same id is safe. Never
+        // at once: a send refused on the spot would otherwise loop in microtasks, and the event loop would never
+        // get to the socket's close event that ends the wait.
         if (!isCommyError(err, ErrorCode.NOT_CONNECTED)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, OFFLINE_POLL_MS));
       }
     }
   })();
