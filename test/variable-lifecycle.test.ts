@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { AuthCredentials, Client, CommyError, VariableMetadata, VariableType, VirtualVariableFile, type FileChangeEvent } from '../src/index.js';
 import { startChild, type Child } from './helpers/child.js';
 import { startClientServer, VIEWER_KEY } from './helpers/client-server.js';
-import { OPS, reconnectingClient, serverIn, until } from './helpers/server-process.js';
+import { FAST_RECONNECT, OPS, serverIn, until } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
@@ -153,7 +153,10 @@ test('offline during a removal: the resume is a reset, and the client ends witho
   const dataDir = tempDir(t);
   const first = await serverIn(t, dataDir);
   const port = new URL(first.url).port;
-  const c = await reconnectingClient(t, first.url);
+  const c = await Client.initialize(first.url, 'acme', OPS, { mode: 'remote', onError: () => {}, reconnect: FAST_RECONNECT });
+  let closed: Promise<boolean> | undefined;
+  const closeBounded = (): Promise<boolean> => (closed ??= Promise.race([c.close().then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 20_000))]));
+  t.after(() => closeBounded().then(() => undefined));
   const vf = await c.getVirtualServiceFile('acme', 'offline');
   for (const name of ['keep', 'gone']) await vf.registerVariable(new VariableMetadata(name, -1, 8, VariableType.U64));
   vf.set('keep', 1n);
@@ -178,8 +181,16 @@ test('offline during a removal: the resume is a reset, and the client ends witho
   await until(() => vf.variables().some((v) => v.name === 'new') && vf.get('new') === 3n && vf.get('keep') === 4n, 'the client resyncs');
   assert.deepEqual(vf.variables().map((v) => v.name).sort(), ['keep', 'new']);
   assert.throws(() => vf.get('gone'), code('VARIABLE_NOT_FOUND'));
-  // Torn down in order (the client, then its server), not by after-hooks that run in registration order.
-  await c.close();
+  // Torn down in order (the client, then its server), not by after-hooks that run in registration order. A
+  // close() that hung here was seen twice in about 40 runs (never reproduced under instrumentation; an open
+  // question in the issue's closing note): bounded, so the evidence is printed and the file still ends.
+  if (!(await closeBounded())) {
+    const link = (c as unknown as { link: { conn?: { isOpen: boolean; pending?: Map<number, unknown> } } }).link;
+    t.diagnostic(`client.close() has not finished after 20 s: state ${c.state}, connection open ${String(link.conn?.isOpen)}, requests pending ${String(link.conn?.pending?.size)}`);
+    console.error('variable-lifecycle: client.close() hung; the server is killed so the test can end');
+  }
   second.child.send({ type: 'quit' });
+  const killer = setTimeout(() => second.child.kill('SIGKILL'), 10_000);
   await second.child.exited;
+  clearTimeout(killer);
 });
