@@ -65,3 +65,36 @@ test('commy serve: a wrong key is refused', { timeout: 60_000 }, async (t) => {
   server.stop();
   await server.exited;
 });
+
+test('commy serve: audit lines are batched yet reach the file within moments, and SIGTERM loses none of them', { timeout: 120_000 }, async (t) => {
+  const server = await serve(t);
+  const client = await Client.initialize(server.url, 'dev', AuthCredentials.apiKey(server.key), { mode: 'remote' });
+  const vf = await client.getVirtualServiceFile('dev', 'audited');
+  await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
+  const auditFile = join(server.cwd, 'commy-data', 'audit.log');
+  const changes = (): number => {
+    let text = '';
+    try {
+      text = readFileSync(auditFile, 'utf8');
+    } catch {
+      return 0; // not created yet
+    }
+    return text.split('\n').filter((l) => l.includes('"VariablesChanged"')).length;
+  };
+  vf.set('n', 1n);
+  await vf.flush();
+  // One short line is far below the batch size: only the periodic flush writes it while the server runs.
+  const deadline = Date.now() + 20_000;
+  while (changes() < 1) {
+    assert.ok(Date.now() < deadline, 'the audit line of a write never reached the file while the server ran');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  for (let i = 2; i <= 300; i++) {
+    vf.set('n', BigInt(i));
+    await vf.flush();
+  }
+  await client.close();
+  server.stop(); // at once: whatever is still buffered must be written on the way out
+  assert.equal(await server.exited, 0);
+  assert.equal(changes(), 300, 'one audit line per acknowledged write');
+});

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { decodeFrame, encodeFrame } from '../src/protocol/frame-codec.js';
+import { SharedSyncBatch } from '../src/protocol/sync-batch-frame.js';
 import { CommyError } from '../src/index.js';
-import { MessageType } from '../src/protocol/messages.js';
+import { MessageType, type Update } from '../src/protocol/messages.js';
 
 const ALLOWED = new Set(['INVALID_MESSAGE', 'UNKNOWN_MESSAGE', 'MESSAGE_TOO_LARGE']);
 
@@ -104,4 +105,19 @@ test('fuzz: random bytes and random MessagePack never crash the decoder', () => 
     }),
     { numRuns: 20_000, interruptAfterTimeLimit: 15_000 },
   );
+});
+
+test('a shared SyncBatch decodes, for every sid, exactly as the same batch encoded alone', () => {
+  const updates: Update[] = [
+    [0, 7, Uint8Array.of(1, 2, 3)],
+    [300, 2 ** 40, new Uint8Array(70_000).fill(9)],
+  ];
+  const shared = new SharedSyncBatch(123_456, updates);
+  for (const sid of [1, 127, 128, 65_536, 0x7fffffff]) {
+    const frame = shared.frameFor(sid);
+    assert.equal(frame.length, shared.byteLength);
+    const got = decodeFrame(frame, 1 << 20);
+    const alone = decodeFrame(encodeFrame('SyncBatch', 0, { sid, version: 123_456, updates }), 1 << 20);
+    assert.deepEqual(got, alone);
+  }
 });

@@ -286,3 +286,8 @@ export function withRequestId(err: unknown, id: number): unknown {
 export function requestIdOf(err: unknown): number {
   return (err as { requestId?: number }).requestId ?? 0;
 }
+
+/** A message body alone, encoded as in a frame (see sync-batch-frame.ts, which splices bodies into frames). */
+export function encodeBody(body: object): Uint8Array {
+  return packr.pack(body);
+}

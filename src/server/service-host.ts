@@ -2,12 +2,11 @@ import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import { removedError } from '../local/directory.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
-import { splitByCost } from '../protocol/frame-split.js';
-import type { SyncBatchBody, Update } from '../protocol/messages.js';
+import { Broadcaster, type BroadcastSource } from './broadcaster.js';
 import type { ChangeFeed, ChangeFeedFactory, FeedChange } from './change-feed.js';
 import { localChangeFeed } from './local-change-feed.js';
-import { defOf, snapshotFrames } from './snapshot.js';
-import { RETRY_MAX_MS, RETRY_MIN_MS, Subscriber, type Outlet } from './subscriber.js';
+import { snapshotFrames } from './snapshot.js';
+import { Subscriber, type Outlet } from './subscriber.js';
 import type { SubscriptionSpec } from './subscription-spec.js';
 
 export { Subscriber, type Outlet } from './subscriber.js';
@@ -47,7 +46,8 @@ export class ServiceHost {
   /** Why the service stopped (its file was damaged by another process); undefined while it works. */
   broken: CommyError | undefined;
   /** Every change at or below this version has been reported by the feed (see FeedChange.settled). */
-  private settled = 0n;
+  private settledVersion = 0n;
+  private readonly broadcaster: Broadcaster;
   /** Removed slots already passed on to subscribers. */
   private readonly removals = new Set<number>();
 
@@ -58,8 +58,27 @@ export class ServiceHost {
     private readonly options: BroadcastOptions,
   ) {
     this.serviceId = `${tenant}/${service}`;
+    this.broadcaster = new Broadcaster(this.broadcastSource());
     this.feed = (options.feed ?? localChangeFeed)(file, this.serviceId);
     this.feed.start({ change: (c) => this.onChange(c), error: (err) => this.feedFailed(err) });
+  }
+
+  /** What the broadcaster sees of this host (the settled version as it moves). */
+  private broadcastSource(): BroadcastSource {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const host = this;
+    const { tick, maxFrameBytes } = this.options;
+    return {
+      file: this.file,
+      serviceId: this.serviceId,
+      get settled() {
+        return host.settledVersion;
+      },
+      tick,
+      maxFrameBytes,
+      fail: (err) => (err instanceof CommyError ? this.fail(err) : this.report(err)),
+      report: (err) => this.report(err),
+    };
   }
 
   get subscriberCount(): number {
@@ -95,7 +114,7 @@ export class ServiceHost {
   /** The snapshot is out: updates may flow. */
   loaded(sub: Subscriber): void {
     sub.loading = false;
-    if (this.owes(sub, this.file.slots().length)) this.schedule(sub);
+    if (this.owes(sub, this.file.slots().length)) this.broadcaster.mark(sub);
   }
 
   /** The highest version at which a variable was removed (0 if none was): a resume from below it is a reset. */
@@ -113,6 +132,7 @@ export class ServiceHost {
   unsubscribe(subscriber: Subscriber): void {
     subscriber.closed = true;
     this.subscribers.delete(subscriber);
+    this.broadcaster.drop(subscriber);
   }
 
   /**
@@ -165,7 +185,7 @@ export class ServiceHost {
   }
 
   private onChange(change: FeedChange): void {
-    if (change.settled > this.settled) this.settled = change.settled;
+    if (change.settled > this.settledVersion) this.settledVersion = change.settled;
     if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(change, this.options.onLocalWrite);
     if (change.removedVariables.length > 0) this.passOnRemovals();
     if (this.subscribers.size === 0) return;
@@ -174,7 +194,7 @@ export class ServiceHost {
     const slotCount = this.file.slots().length;
     for (const sub of this.subscribers) {
       for (const e of changed) if (sub.wants(e.index, e.meta.name)) sub.dirty.add(e.index);
-      if (this.owes(sub, slotCount)) this.schedule(sub);
+      if (this.owes(sub, slotCount)) this.broadcaster.mark(sub);
     }
   }
 
@@ -213,110 +233,6 @@ export class ServiceHost {
     for (const [pid, names] of byPid) report(this, pid, names);
   }
 
-  private schedule(sub: Subscriber, delayMs?: number): void {
-    if (sub.scheduled || sub.loading) return;
-    sub.scheduled = true;
-    const run = () => {
-      sub.scheduled = false;
-      try {
-        this.flush(sub);
-      } catch (err) {
-        // A service file corrupted by a local writer must not take the server down with it.
-        if (isCommyError(err, ErrorCode.INVALID_FILE) && this.file.damaged) this.fail(err);
-        else this.report(err);
-      }
-    };
-    const tick = delayMs ?? this.options.tick;
-    if (tick === 'immediate') setImmediate(run);
-    else setTimeout(run, tick);
-  }
-
-  /** Looks again later, waiting longer each time the subscriber is held back. */
-  private retry(sub: Subscriber): void {
-    const wait = sub.retryMs;
-    sub.retryMs = Math.min(wait * 2, RETRY_MAX_MS);
-    this.schedule(sub, wait);
-  }
-
-  /** Sends the subscriber's dirty set (new wanted definitions first), unless its socket is backed up. */
-  private flush(sub: Subscriber): void {
-    if (sub.closed || sub.loading || !sub.outlet.open || this.file.closed) return;
-    if (sub.outlet.overBudget()) {
-      this.retry(sub);
-      return;
-    }
-    const entries = this.file.slots();
-    const added = entries.slice(sub.knownDefs).filter((e) => !e.removed && sub.wants(e.index, e.meta.name));
-    sub.knownDefs = entries.length;
-    if (sub.spec.mode === 'names') this.flushNames(sub, entries);
-    else this.flushValues(sub, entries, added);
-  }
-
-  /**
-   * Updates as SyncBatches; removals and new definitions ride with the first batch, before any update (a name
-   * removed and registered again is a new slot: the old index goes first).
-   */
-  private flushValues(sub: Subscriber, entries: readonly DirEntry[], added: readonly DirEntry[]): void {
-    const defs = added.map((e) => defOf(e, this.file.entryVersion(e)));
-    const removed = [...sub.removed];
-    sub.removed.clear();
-    const updates: Update[] = [];
-    let held = false;
-    for (const index of sub.dirty) {
-      const e = entries[index];
-      const update = e === undefined || e.removed ? undefined : this.updateOf(sub, e);
-      if (update === BUSY) held = true; // a writer is mid-write: stays dirty, sent once it is done
-      else {
-        sub.dirty.delete(index);
-        if (update !== undefined) updates.push(update);
-      }
-    }
-    if (held) this.retry(sub);
-    else sub.retryMs = RETRY_MIN_MS;
-    if (updates.length === 0 && defs.length === 0 && removed.length === 0) return;
-    // A resume point: every change reported so far is in this batch or was sent before (or is held mid-write,
-    // and will get a version above this one).
-    const version = Number(this.settled);
-    const batches = splitByCost(updates, (u) => u[2].length + 16, this.options.maxFrameBytes / 2);
-    batches.forEach((batch, i) => {
-      const body: SyncBatchBody = { sid: sub.sid, version, updates: batch };
-      if (i === 0 && removed.length > 0) body.removed = removed;
-      if (i === 0 && defs.length > 0) body.defs = defs;
-      sub.outlet.send(encodeFrame('SyncBatch', 0, body));
-    });
-  }
-
-  /** The variable's update for this subscriber: undefined when it is the client's own write, BUSY mid-write. */
-  private updateOf(sub: Subscriber, e: DirEntry): Update | undefined | typeof BUSY {
-    const mine = sub.own.get(e.index);
-    if (mine !== undefined) {
-      sub.own.delete(e.index);
-      if (Number(this.file.entryVersion(e)) === mine) return undefined; // nobody wrote it since the client's own write
-    }
-    const copy = this.file.tryReadCopy(e);
-    return copy === BUSY ? BUSY : [e.index, Number(copy.version), copy.bytes];
-  }
-
-  /**
-   * A 'names' subscriber's dirty set as VariablesUpdated pushes (one per flush unless the names exceed the
-   * frame budget). New variables need no definitions: they are in the directory it maps.
-   */
-  private flushNames(sub: Subscriber, entries: readonly DirEntry[]): void {
-    const names = [...sub.dirty].flatMap((index) => entries[index]?.meta.name ?? []);
-    const removed = [...sub.removed].flatMap((index) => entries[index]?.meta.name ?? []);
-    sub.dirty.clear();
-    sub.removed.clear();
-    if (names.length === 0 && removed.length === 0) return;
-    const version = Number(this.file.version);
-    // Removals first: a client must drop a name before it hears of a new variable of the same name.
-    for (const gone of removed.length === 0 ? [] : splitByCost(removed, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
-      sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables: [], removed: gone, sid: sub.sid }));
-    }
-    for (const variables of names.length === 0 ? [] : splitByCost(names, (n) => n.length + 2, this.options.maxFrameBytes / 2)) {
-      sub.outlet.send(encodeFrame('VariablesUpdated', 0, { serviceId: this.serviceId, version, variables, sid: sub.sid }));
-    }
-  }
-
   /** A file that another process made unusable (corrupt directory, truncated) ends the service for everyone. */
   private feedFailed(err: unknown): void {
     if (isCommyError(err, ErrorCode.INVALID_FILE)) this.fail(err);
@@ -337,6 +253,7 @@ export class ServiceHost {
     this.broken = err;
     for (const sub of this.subscribers) {
       sub.closed = true;
+      this.broadcaster.drop(sub);
       sub.outlet.send(encodeFrame('Unsubscribed', 0, { sid: sub.sid, errorCode: err.code, message: err.message }));
     }
     this.subscribers.clear();
@@ -344,7 +261,10 @@ export class ServiceHost {
   }
 
   close(): void {
-    for (const sub of this.subscribers) sub.closed = true;
+    for (const sub of this.subscribers) {
+      sub.closed = true;
+      this.broadcaster.drop(sub);
+    }
     this.subscribers.clear();
     this.feed.close();
     this.file.close();

@@ -33,8 +33,9 @@ export class Subscriber {
   readonly removed = new Set<number>();
   /** Directory entries looked at for definitions to send (each wanted one is sent once, in order). */
   knownDefs = 0;
-  scheduled = false;
   closed = false;
+  /** Set while a held-back flush waits to be tried again (see Broadcaster.retry). */
+  retryTimer: NodeJS.Timeout | undefined;
   /** While its snapshot is still being sent, updates wait (they would overtake the snapshot's chunks). */
   loading = true;
   /** Current wait before retrying a held-back flush. */
