@@ -8,6 +8,7 @@ import { createAuditLog } from '../src/server/audit.js';
 import { Authenticator } from '../src/server/auth.js';
 import { loadConfig } from '../src/server/config.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
+import { PermissionsCache } from '../src/server/permissions.js';
 import { OpLedger } from '../src/server/op-ledger.js';
 import { ServiceRegistry } from '../src/server/service-registry.js';
 import { Session, type SessionLink } from '../src/server/session.js';
@@ -56,6 +57,7 @@ function world(t: Harnessed) {
     registry,
     ledger: OpLedger.of(DEFAULT_LIMITS),
     authenticator: new Authenticator(config.tenants),
+    permissions: new PermissionsCache(DEFAULT_LIMITS),
     audit: createAuditLog({ enabled: false }),
     limits: DEFAULT_LIMITS,
     onError: (err: unknown) => assert.fail(String(err)),
@@ -70,7 +72,7 @@ function world(t: Harnessed) {
     registry,
     session(): { session: Session; link: RecordingLink; ask<K extends MessageTypeName>(type: K, body: MessageBodies[K]): Promise<Message> } {
       const link = new RecordingLink();
-      const session = new Session(link, { ...ctx, peer: { source: '127.0.0.1', authenticated() {} } });
+      const session = new Session(link, ctx, { source: '127.0.0.1', authenticated() {} });
       sessions.push(session);
       /** Handles one request as the connection would: the reply, or the error it would be answered with. */
       const ask = async <K extends MessageTypeName>(type: K, body: MessageBodies[K]): Promise<Message> => {

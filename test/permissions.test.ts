@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Permissions, globMatch, type Action } from '../src/server/permissions.js';
+import { Permissions, PermissionsCache, globMatch, type Action } from '../src/server/permissions.js';
 import type { Grants } from '../src/server/auth.js';
 import { ErrorCode, isCommyError } from '../src/core/errors.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
@@ -120,4 +120,18 @@ test('the limits given are the ones applied', () => {
   const generous = { maxPatterns: 20_000, maxPatternLength: 1 << 20 };
   const many = Array.from({ length: 10_000 }, (_, i) => `svc-${i}`);
   assert.ok(new Permissions(grants(many), generous).can('read', 'svc-9999'));
+});
+
+test('PermissionsCache: equal grants share one compiled Permissions, other grants get their own, refused grants are not kept', () => {
+  const cache = new PermissionsCache();
+  const ops = (read: string[]): Grants => ({ tenant: 'acme', keyId: 'ops', read, write: [], admin: [] });
+  const a = cache.of(ops(['plant-*']));
+  assert.equal(cache.of(ops(['plant-*'])), a, 'a second connection with the same key holds the same object');
+  assert.notEqual(cache.of(ops(['plant-*', 'x'])), a);
+  assert.notEqual(cache.of({ ...ops(['plant-*']), keyId: 'other' }), a);
+  assert.equal(a.can('read', 'plant-7'), true);
+  assert.equal(a.can('write', 'plant-7'), false);
+  const tooMany = ops(Array.from({ length: 10_000 }, (_, i) => `p${i}`));
+  assert.throws(() => cache.of(tooMany), { code: 'AUTH_FAILED' });
+  assert.throws(() => cache.of(tooMany), { code: 'AUTH_FAILED' }, 'refused again: nothing was cached');
 });

@@ -26,6 +26,11 @@ export interface ConnectionOptions {
   onError(err: unknown): void;
 }
 
+/** The start of every connection's queues (one shared promise: an idle connection holds none of its own). */
+const SETTLED: Promise<void> = Promise.resolve();
+
+
+
 /** While the output is over budget, requests wait unread: look again after this long (doubling to the max). */
 const ROOM_FIRST_WAIT_MS = 2;
 const ROOM_MAX_WAIT_MS = 100;
@@ -48,9 +53,9 @@ export class Connection implements Outlet {
   private readonly inputRate: ByteRate;
   private inputRateTimer: NodeJS.Timeout | undefined;
   private slowConsumerTimer: NodeJS.Timeout | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  private chain: Promise<void> = SETTLED;
   /** Answers of immediate frames waiting for output room (in their own queue: never behind a request). */
-  private deferred: Promise<void> = Promise.resolve();
+  private deferred: Promise<void> = SETTLED;
   /** Bytes of frames received and not yet handled (see receive). */
   private queuedBytes = 0;
   private inputPaused = false;
@@ -64,9 +69,9 @@ export class Connection implements Outlet {
    * Cancellable requests queued and not started yet, by request id (ids come from the frames' first bytes):
    * how many cancels each got meanwhile.
    */
-  private readonly queuedCancellable = new Map<number, number>();
-  /** Cancellable requests running now, by request id. */
-  private readonly running = new Map<number, AbortController>();
+  private queuedCancellable: Map<number, number> | undefined;
+  /** Cancellable requests running now, by request id (both maps made on first use: most connections run none). */
+  private running: Map<number, AbortController> | undefined;
   private ended = false;
 
   constructor(
@@ -93,14 +98,14 @@ export class Connection implements Outlet {
 
   /** Aborts the running request `id` (a cancellable one); false if none runs under that id. */
   cancel(id: number): boolean {
-    const controller = this.running.get(id);
+    const controller = this.running?.get(id);
     if (controller !== undefined) {
       controller.abort(cancelled(id));
       return true;
     }
     // Still queued behind ordered requests: it is aborted the moment it starts (a cancel never misses it).
-    const queued = this.queuedCancellable.get(id);
-    if (queued !== undefined) this.queuedCancellable.set(id, queued + 1);
+    const queued = this.queuedCancellable?.get(id);
+    if (queued !== undefined) this.queuedCancellable!.set(id, queued + 1);
     return queued !== undefined;
   }
 
@@ -110,8 +115,8 @@ export class Connection implements Outlet {
     this.ended = true;
     clearTimeout(this.slowConsumerTimer);
     clearTimeout(this.inputRateTimer);
-    for (const controller of this.running.values()) controller.abort(new CommyError(ErrorCode.CLOSED, 'connection closed'));
-    this.running.clear();
+    for (const controller of this.running?.values() ?? []) controller.abort(new CommyError(ErrorCode.CLOSED, 'connection closed'));
+    this.running = undefined;
     this.handler?.closed();
   }
 
@@ -177,9 +182,9 @@ export class Connection implements Outlet {
     }
     const queuedLane = lane === 'immediate' ? 'ordered' : lane; // an immediate frame that had to wait is ordered now
     const id = lane === 'cancellable' ? peekRequestId(data) : 0;
-    if (id !== 0) this.queuedCancellable.set(id, this.queuedCancellable.get(id) ?? 0);
+    if (id !== 0) (this.queuedCancellable ??= new Map()).set(id, this.queuedCancellable.get(id) ?? 0);
     this.enqueue(data.length, () => this.handle(data, isBinary, allowed, queuedLane)).finally(() => {
-      if (id !== 0) this.queuedCancellable.delete(id);
+      if (id !== 0) this.queuedCancellable?.delete(id);
     });
   }
 
@@ -189,8 +194,12 @@ export class Connection implements Outlet {
    */
   private enqueue(bytes: number, work: () => Promise<void>): Promise<void> {
     this.count(bytes);
-    this.chain = this.chain.then(work).finally(() => this.dequeued(bytes));
-    return this.chain;
+    const chain = this.chain.then(work).finally(() => {
+      this.dequeued(bytes);
+      if (this.chain === chain) this.chain = SETTLED; // drained: an idle connection keeps no promise of its own
+    });
+    this.chain = chain;
+    return chain;
   }
 
   /** Counts what waits (frames not handled, answers not sent) against the budget: past it, stop reading. */
@@ -301,16 +310,17 @@ export class Connection implements Outlet {
   /** Starts a cancellable request beside the ordered lane; its id names it for cancel() until it ends. */
   private start(message: Message): void {
     const id = message.id;
-    if (this.running.size >= MAX_RUNNING_REQUESTS || this.running.has(id)) {
-      const why = this.running.has(id) ? `request ${id} is already running` : `at most ${MAX_RUNNING_REQUESTS} cancellable requests at once`;
-      this.send(this.errorFrame(id, new CommyError(this.running.has(id) ? ErrorCode.INVALID_MESSAGE : ErrorCode.RATE_LIMITED, why)));
+    const running = (this.running ??= new Map());
+    if (running.size >= MAX_RUNNING_REQUESTS || running.has(id)) {
+      const why = running.has(id) ? `request ${id} is already running` : `at most ${MAX_RUNNING_REQUESTS} cancellable requests at once`;
+      this.send(this.errorFrame(id, new CommyError(running.has(id) ? ErrorCode.INVALID_MESSAGE : ErrorCode.RATE_LIMITED, why)));
       return;
     }
     const controller = new AbortController();
-    if ((this.queuedCancellable.get(id) ?? 0) > 0) controller.abort(cancelled(id));
-    this.running.set(id, controller);
+    if ((this.queuedCancellable?.get(id) ?? 0) > 0) controller.abort(cancelled(id));
+    running.set(id, controller);
     void this.run(message, controller.signal, (frame) => this.send(frame)).finally(() => {
-      if (this.running.get(id) === controller) this.running.delete(id);
+      if (running.get(id) === controller) running.delete(id);
     });
   }
 

@@ -1,6 +1,7 @@
 import { compileGlobs, type GlobLimits, type GlobMatcher } from '../core/glob.js';
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import type { Grants } from './auth.js';
+import { LruMap } from '../core/lru-map.js';
 import { DEFAULT_LIMITS } from './limits.js';
 
 export { globMatch } from '../core/glob.js';
@@ -43,6 +44,30 @@ export class Permissions {
       default:
         return false;
     }
+  }
+}
+
+/** Distinct grants remembered (keys of the config, or distinct JWT claims): beyond it the least recent is forgotten. */
+export const PERMISSIONS_CACHE_SIZE = 1000;
+
+/**
+ * One Permissions per distinct grants, shared by every connection that holds them: compiled globs are the largest
+ * part of what an authenticated connection would otherwise keep for itself (idle connections cost memory).
+ */
+export class PermissionsCache {
+  private readonly cache = new LruMap<string, Permissions>(PERMISSIONS_CACHE_SIZE);
+
+  constructor(private readonly limits: GlobLimits = DEFAULT_LIMITS) {}
+
+  of(grants: Grants): Permissions {
+    // JSON keeps the lists apart whatever they hold (no separator a glob could contain can confuse two keys).
+    const key = JSON.stringify([grants.tenant, grants.keyId, grants.read, grants.write, grants.admin, grants.hybrid ?? true]);
+    let perms = this.cache.get(key);
+    if (perms === undefined) {
+      perms = new Permissions(grants, this.limits); // throws AUTH_FAILED for grants past the limits: nothing cached
+      this.cache.set(key, perms);
+    }
+    return perms;
   }
 }
 

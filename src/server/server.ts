@@ -11,12 +11,13 @@ import { Authenticator, type AuthStats } from './auth.js';
 import type { ThrottlePolicy } from './auth-throttle.js';
 import { isServerConfig, loadConfig, withLimits, type LimitsInput, type ServerConfig } from './config.js';
 import { filePolicyOf } from './file-policy.js';
-import { Connection } from './connection.js';
+import { Connection, type ConnectionOptions } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
 import { createServerLogger, type Logger } from './logger.js';
 import { OpLedger } from './op-ledger.js';
 import { ServiceRegistry } from './service-registry.js';
 import { Session, type SessionContext } from './session.js';
+import { PermissionsCache } from './permissions.js';
 import { loadTls, type TlsMaterial } from './tls.js';
 
 export interface ServerOptions {
@@ -53,7 +54,7 @@ const HARD_FRAME_FACTOR = 4;
 export class Server implements ServerState {
   readonly config: ServerConfig;
   /** Open connections: their sockets (for close()) and sessions. */
-  private readonly sockets = new Map<WebSocket, Session>();
+  private readonly sockets = new Map<Session, WebSocket>();
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
   /** Tickets of the connections open now, by socketKey. */
@@ -86,7 +87,7 @@ export class Server implements ServerState {
     };
     const http = tls ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key }) : createHttpServer(httpOptions);
     http.maxConnections = config.limits.maxConnections + config.limits.maxUnauthenticatedConnections;
-    const wss = new WebSocketServer({ noServer: true, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
+    const wss = new WebSocketServer({ noServer: true, clientTracking: false, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
     const policies = new Map(Object.entries(config.tenants).flatMap(([t, c]) => {
       const policy = filePolicyOf(c.files);
       return policy === undefined ? [] : [[t, policy] as const];
@@ -116,7 +117,11 @@ export class Server implements ServerState {
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, server));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => server.admit(socket));
-    http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, { registry, authenticator, audit, ledger, limits: config.limits, onError }));
+    // Made once and shared by every connection: per-connection objects are what an idle connection costs.
+    const permissions = new PermissionsCache(config.limits);
+    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => server.ended(s) };
+    const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError };
+    http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, ctx, wire));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(config.port, config.host, () => {
@@ -134,7 +139,7 @@ export class Server implements ServerState {
   /** Subscriptions held by all connections. */
   get subscriptionCount(): number {
     let n = 0;
-    for (const session of this.sockets.values()) n += session.subscriptions.size;
+    for (const session of this.sockets.keys()) n += session.subscriptions.size;
     return n;
   }
 
@@ -192,29 +197,32 @@ export class Server implements ServerState {
     const key = socketKey(socket);
     this.tickets.set(key, ticket);
     ticket.onEvict = () => socket.destroy();
-    socket.once('close', () => {
+    socket.on('close', () => {
       ticket.release();
       if (this.tickets.get(key) === ticket) this.tickets.delete(key);
     });
   }
 
-  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: Omit<SessionContext, 'peer'>): void {
-    const ticket = this.tickets.get(socketKey(socket));
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: SessionContext, wire: ConnectionOptions): void {
+    const key = socketKey(socket);
+    const ticket = this.tickets.get(key);
+    this.tickets.delete(key); // the connection holds its ticket from here on
     if (this.closingPromise !== undefined || ticket === undefined) {
       refuseUpgrade(socket, 'closing', 'server closing');
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      const conn = new Connection(ws, { limits: ctx.limits, redact: ctx.registry.root, onError: ctx.onError });
-      const session = new Session(conn, { ...ctx, peer: ticket });
+      const conn = new Connection(ws, wire);
+      const session = new Session(conn, ctx, ticket);
       conn.attach(session);
       ticket.onEvict = () => evict(ws);
-      this.sockets.set(ws, session);
-      ws.on('close', () => {
-        this.sockets.delete(ws);
-        ticket.release();
-      });
+      this.sockets.set(session, ws); // until Session.closed() calls ctx.ended (the ticket goes with the TCP socket)
     });
+  }
+
+  /** A session's connection closed (whatever closed it). */
+  private ended(session: Session): void {
+    this.sockets.delete(session);
   }
 
   /** Closes every connection (1001), stops listening, closes every service file. Idempotent. */
@@ -232,7 +240,7 @@ export class Server implements ServerState {
 
   /** Every connection gets its close frame (1001); one that has not answered within the grace is cut off. */
   private async closeSockets(): Promise<void> {
-    const open = [...this.sockets.keys()];
+    const open = [...this.sockets.values()];
     const closed = open.map((ws) => new Promise<void>((resolve) => (ws.readyState === ws.CLOSED ? resolve() : ws.once('close', () => resolve()))));
     for (const ws of open) ws.close(CloseCode.GOING_AWAY, 'server closing');
     const grace = setTimeout(() => {

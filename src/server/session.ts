@@ -11,7 +11,7 @@ import { untilNotBusy } from './busy-retry.js';
 import { ROUTES, type Handler, type Lane } from './handlers/index.js';
 import type { Limits } from './limits.js';
 import type { OpLedger } from './op-ledger.js';
-import type { Permissions, Action } from './permissions.js';
+import type { Permissions, PermissionsCache, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
 import type { ServiceRegistry } from './service-registry.js';
 import type { SubscriptionSpec } from './subscription-spec.js';
@@ -21,15 +21,33 @@ export interface SessionContext {
   /** Applied writes by client identity and operation id (shared by every connection of the server). */
   ledger: OpLedger;
   authenticator: Authenticator;
+  /** Compiled grants, shared by the connections that hold the same ones. */
+  permissions: PermissionsCache;
   audit: AuditLog;
   limits: Limits;
   onError(err: unknown): void;
-  /**
-   * This connection's admission (admission.ts Ticket): `source` is its address as the per-address limits and
-   * the auth throttle count it (taken from the socket); authenticated() moves it out of the unauthenticated pool.
-   */
-  peer: { readonly source: string; authenticated(): void };
+  /** The session's connection is gone (after it let go of everything it held). */
+  ended?(session: Session): void;
 }
+
+/**
+ * A connection's admission (admission.ts Ticket): `source` is its address as the per-address limits and the auth
+ * throttle count it (taken from the socket); authenticated() moves it out of the unauthenticated pool.
+ */
+export interface Peer {
+  readonly source: string;
+  authenticated(): void;
+}
+
+/** What a connection authenticated as, per tenant. */
+interface Grant {
+  readonly perms: Permissions;
+  /** The client's own key for its operation ids (see identityOf), if it gave one. */
+  readonly clientKey: string | undefined;
+}
+
+/** Shared by every connection that holds nothing yet (idle connections cost no map of their own). */
+const NO_SUBSCRIPTIONS: ReadonlyMap<number, Subscriber> = new Map();
 
 /** What a session needs of its connection (connection.ts; a test can give it anything that records frames). */
 export interface SessionLink extends Outlet {
@@ -52,12 +70,12 @@ export type Reply = Uint8Array | undefined;
  */
 export class Session {
   readonly clientId = `c${nextClient++}-${randomBytes(4).toString('hex')}`;
-  private readonly grants = new Map<string, Permissions>();
-  /** Per tenant, whose operation ids these are: the key and the client's clientKey (or this connection alone). */
-  private readonly identities = new Map<string, string>();
-  readonly subscriptions = new Map<number, Subscriber>();
+  /** Per tenant authenticated for: most connections have one, so a Map only from the second. */
+  private grants: Grant | Map<string, Grant> | undefined;
+  private grantTenant = '';
+  private subs: Map<number, Subscriber> | undefined;
   /** Services this connection was handed the file of (GetServiceFilePath): held open until it closes. */
-  private readonly leases = new Set<ServiceHost>();
+  private leases: Set<ServiceHost> | undefined;
   private nextSid = 1;
   private failedAuth = 0;
   private authTimer: NodeJS.Timeout | undefined;
@@ -65,12 +83,24 @@ export class Session {
   constructor(
     readonly link: SessionLink,
     readonly ctx: SessionContext,
+    readonly peer: Peer,
   ) {
     this.authTimer = setTimeout(() => this.authExpired(), ctx.limits.authTimeoutMs);
   }
 
   get authenticated(): boolean {
-    return this.grants.size > 0;
+    return this.grants !== undefined;
+  }
+
+  /** This connection's live subscriptions, by sid. */
+  get subscriptions(): ReadonlyMap<number, Subscriber> {
+    return this.subs ?? NO_SUBSCRIPTIONS;
+  }
+
+  private grantOf(tenant: string): Grant | undefined {
+    const g = this.grants;
+    if (g instanceof Map) return g.get(tenant);
+    return g !== undefined && this.grantTenant === tenant ? g : undefined;
   }
 
   /** The lane of a message type (by its number, read before decoding). */
@@ -94,9 +124,14 @@ export class Session {
    * `clientKey`, the client's operation ids outlive this connection (its retries after a reconnect match).
    */
   grant(tenant: string, perms: Permissions, clientKey?: string): void {
-    this.grants.set(tenant, perms);
-    this.identities.set(tenant, `${tenant}/${perms.grants.keyId}/${clientKey ?? `connection:${this.clientId}`}`);
-    this.ctx.peer.authenticated();
+    const grant: Grant = { perms, clientKey };
+    const g = this.grants;
+    if (g === undefined || (!(g instanceof Map) && this.grantTenant === tenant)) {
+      this.grants = grant;
+      this.grantTenant = tenant;
+    } else if (g instanceof Map) g.set(tenant, grant);
+    else this.grants = new Map([[this.grantTenant, g], [tenant, grant]]);
+    this.peer.authenticated();
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
   }
@@ -108,7 +143,7 @@ export class Session {
 
   private authExpired(): void {
     this.authTimer = undefined;
-    if (this.grants.size > 0) return;
+    if (this.grants !== undefined) return;
     this.link.send(encodeError(0, ErrorCode.AUTH_FAILED, `no successful authentication within ${this.ctx.limits.authTimeoutMs} ms`));
     this.link.close(CloseCode.AUTH_TIMEOUT, 'authentication timeout');
   }
@@ -116,7 +151,7 @@ export class Session {
   /** The key's grants for this tenant (PERMISSION_DENIED when this connection has not authenticated for it). */
   permissions(tenant: string): Permissions {
     this.assertName(tenant, 'tenant name');
-    const perms = this.grants.get(tenant);
+    const perms = this.grantOf(tenant)?.perms;
     if (perms === undefined) throw new CommyError(ErrorCode.PERMISSION_DENIED, `this connection is not authenticated for tenant ${tenant}`);
     return perms;
   }
@@ -137,7 +172,7 @@ export class Session {
   }
 
   keyId(tenant: string): string {
-    return this.grants.get(tenant)?.grants.keyId ?? '';
+    return this.grantOf(tenant)?.perms.grants.keyId ?? '';
   }
 
   // ---- services ---------------------------------------------------------------------------------
@@ -157,10 +192,11 @@ export class Session {
    * audits, and forwards) that client's writes. At most maxSubscriptionsPerConnection services per connection.
    */
   lease(host: ServiceHost): void {
-    if (this.leases.has(host)) return;
-    this.assertRoom(this.leases.size, 'mapped services');
+    const leases = (this.leases ??= new Set());
+    if (leases.has(host)) return;
+    this.assertRoom(leases.size, 'mapped services');
     this.ctx.registry.retain(host);
-    this.leases.add(host);
+    leases.add(host);
   }
 
   /** A new subscription to `host`, holding it open until endSubscription (or the connection's end). */
@@ -168,14 +204,14 @@ export class Session {
     this.assertRoom(this.subscriptions.size, 'subscriptions');
     const subscriber = host.subscribe(this.nextSid++, this.link, spec, readOnly);
     this.ctx.registry.retain(host);
-    this.subscriptions.set(subscriber.sid, subscriber);
+    (this.subs ??= new Map()).set(subscriber.sid, subscriber);
     return subscriber;
   }
 
   /** Ends a subscription and lets its service go idle. */
   endSubscription(sub: Subscriber): void {
-    if (this.subscriptions.get(sub.sid) !== sub) return;
-    this.subscriptions.delete(sub.sid);
+    if (this.subs?.get(sub.sid) !== sub) return;
+    this.subs.delete(sub.sid);
     sub.host.unsubscribe(sub);
     this.ctx.registry.release(sub.host);
   }
@@ -209,8 +245,10 @@ export class Session {
    * answer. `what`: the write's kind and target (a retry names the same); `weigh`: what its answer costs to remember.
    */
   once<T>(tenant: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
-    const identity = this.identities.get(tenant);
-    if (identity === undefined) return op(); // not authenticated for it: op's own checks refuse it
+    const grant = this.grantOf(tenant);
+    if (grant === undefined) return op(); // not authenticated for it: op's own checks refuse it
+    // Whose operation ids these are: the key and the client's clientKey (or this connection alone).
+    const identity = `${tenant}/${grant.perms.grants.keyId}/${grant.clientKey ?? `connection:${this.clientId}`}`;
     return this.ctx.ledger.once(tenant, identity, opId, what, op, weigh);
   }
 
@@ -223,7 +261,8 @@ export class Session {
   closed(): void {
     clearTimeout(this.authTimer);
     for (const sub of [...this.subscriptions.values()]) this.endSubscription(sub);
-    for (const host of this.leases) this.ctx.registry.release(host);
-    this.leases.clear();
+    for (const host of this.leases ?? []) this.ctx.registry.release(host);
+    this.leases = undefined;
+    this.ctx.ended?.(this);
   }
 }

@@ -2,7 +2,7 @@ import { hostId } from '../../core/host-id.js';
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
 import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type MessageOf } from '../../protocol/messages.js';
-import { Permissions } from '../permissions.js';
+import type { Permissions } from '../permissions.js';
 import type { Reply, Session } from '../session.js';
 
 /** Authenticate: the key's grants for one tenant (a connection may authenticate to several, one at a time). */
@@ -13,9 +13,9 @@ export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Pr
   }
   let perms: Permissions;
   try {
-    const grants = await s.ctx.authenticator.authenticate(tenant, method, credential, s.ctx.peer.source);
+    const grants = await s.ctx.authenticator.authenticate(tenant, method, credential, s.peer.source);
     // Globs past the pattern limits (a token carrying thousands) are refused like a bad credential.
-    perms = new Permissions(grants, s.ctx.limits);
+    perms = s.ctx.permissions.of(grants);
   } catch (err) {
     s.authFailed();
     throw err;
