@@ -66,3 +66,14 @@ test('each tenant is bounded on its own: one that makes up many identities never
   assert.ok(ledger.size <= 1 + 200, `bounded: ${ledger.size}`);
   assert.equal(await ledger.once('acme', 'acme/ops/k', 1, 'w', c.op, () => 1), first, 'acme\'s retry still gets its first answer');
 });
+
+test('a client that writes far past its per-client bound, with some writes failing, keeps the ledger\'s memory bounded', async () => {
+  const ledger = new OpLedger({ ttlMs: 3_600_000, maxPerClient: 10, maxWeight: 1_000_000 });
+  for (let id = 1; id <= 50_000; id++) {
+    const op = id % 7 === 0 ? () => Promise.reject(new Error('refused')) : async () => id;
+    await ledger.once('acme', 'alice', id, 'w', op, () => 1).catch(() => undefined);
+  }
+  assert.ok(ledger.size <= 10, `remembered ${ledger.size}`);
+  assert.ok(ledger.queued <= 2 * (2 * 10 + 1024) + 10, `queued ${ledger.queued}: forgotten entries are let go`);
+  assert.equal(await ledger.once('acme', 'alice', 50_000, 'w', async () => -1, () => 1), 50_000, 'the newest is still answered from memory');
+});

@@ -26,6 +26,9 @@ export interface ConnectionOptions {
   onError(err: unknown): void;
 }
 
+/** What an ordered or immediate request is given as its signal: only cancellable ones can be aborted. */
+const NEVER_ABORTED: AbortSignal = new AbortController().signal;
+
 /** The start of every connection's queues (one shared promise: an idle connection holds none of its own). */
 const SETTLED: Promise<void> = Promise.resolve();
 
@@ -215,7 +218,7 @@ export class Connection implements Outlet {
   private async handleNow(data: Buffer, isBinary: boolean, allowed: boolean): Promise<void> {
     const out: Uint8Array[] = [];
     const message = this.admit(data, isBinary, allowed, (frame) => out.push(frame));
-    if (message !== undefined) await this.run(message, new AbortController().signal, (frame) => out.push(frame));
+    if (message !== undefined) await this.run(message, NEVER_ABORTED, (frame) => out.push(frame));
     for (const frame of out) this.defer(frame);
   }
 
@@ -271,7 +274,7 @@ export class Connection implements Outlet {
     const message = this.admit(data, isBinary, allowed, send);
     if (message === undefined) return;
     if (lane === 'cancellable') this.start(message);
-    else await this.run(message, new AbortController().signal, send);
+    else await this.run(message, NEVER_ABORTED, send);
   }
 
   /** The decoded message, or undefined after answering (`out`) why it is refused: not binary, over the rate, unauthenticated, malformed. */

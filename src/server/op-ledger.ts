@@ -35,11 +35,65 @@ export function writeFingerprint(kind: string, target: string, bytes: Uint8Array
 
 interface Entry {
   readonly identity: string;
+  readonly opId: number;
   /** What the operation was (its kind and target): the same id for another write is refused. */
   readonly what: string;
   readonly result: Promise<unknown>;
   readonly at: number;
   weight: number;
+  /** False once forgotten: queues drop such entries when they reach them. */
+  live: boolean;
+}
+
+/**
+ * A first-in first-out queue on an array: taking from the front is O(1), and the taken part is dropped in bulk.
+ * (A Map used as a queue is not: V8 leaves a hole per deleted entry at its front, and every look at the oldest
+ * entry walks over all of them until the next rehash — a hot path walked thousands of holes per write.)
+ */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head++];
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  /** Keeps only the items `keep` says (in order): how forgotten entries in the middle are let go in bulk. */
+  retain(keep: (item: T) => boolean): void {
+    this.items = this.items.slice(this.head).filter(keep);
+    this.head = 0;
+  }
+}
+
+/** Forgotten entries a queue may hold beyond its live ones before it is compacted (amortized O(1) per write). */
+const SLACK = 1024;
+
+function isLive(entry: Entry): boolean {
+  return entry.live;
+}
+
+/** One client identity's remembered operations: by id, and oldest first. */
+interface ClientOps {
+  readonly byId: Map<number, Entry>;
+  readonly order: Fifo<Entry>;
 }
 
 /**
@@ -66,6 +120,13 @@ export class OpLedger {
     return n;
   }
 
+  /** Entries held in the ledger's queues, forgotten ones included (for tests: memory stays near `size`). */
+  get queued(): number {
+    let n = 0;
+    for (const t of this.tenants.values()) n += t.queued;
+    return n;
+  }
+
   /** See TenantLedger.once; `tenant` is whose memory the operation counts against. */
   once<T>(tenant: string, identity: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
     if (opId === undefined) return op();
@@ -77,10 +138,10 @@ export class OpLedger {
 
 /** One tenant's operations: bounded by time, per client identity and by weight. */
 class TenantLedger {
-  /** By `identity \0 opId`, oldest first (a Map keeps insertion order). */
-  private readonly entries = new Map<string, Entry>();
-  /** Each identity's keys, oldest first (a Set keeps insertion order). */
-  private readonly perClient = new Map<string, Set<string>>();
+  /** Every remembered operation, oldest first (forgotten ones are skipped when reached). */
+  private readonly all = new Fifo<Entry>();
+  private readonly clients = new Map<string, ClientOps>();
+  private count = 0;
   private weight = 0;
 
   constructor(
@@ -90,7 +151,13 @@ class TenantLedger {
 
   /** Operations remembered now (for tests and metrics). */
   get size(): number {
-    return this.entries.size;
+    return this.count;
+  }
+
+  get queued(): number {
+    let n = this.all.length;
+    for (const c of this.clients.values()) n += c.order.length;
+    return n;
   }
 
   /**
@@ -100,8 +167,7 @@ class TenantLedger {
    */
   once<T>(identity: string, opId: number, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
     this.expire();
-    const key = `${identity}\u0000${opId}`;
-    const known = this.entries.get(key);
+    const known = this.clients.get(identity)?.byId.get(opId);
     if (known !== undefined) {
       // A retry is the same write; the same id on another one is a client's bug: answering with the first
       // write's result would report as done a write that was never made.
@@ -109,58 +175,57 @@ class TenantLedger {
       return known.result as Promise<T>;
     }
     const result = op();
-    const entry: Entry = { identity, what, result, at: this.now(), weight: 1 };
-    this.add(key, entry);
+    const entry: Entry = { identity, opId, what, result, at: this.now(), weight: 1, live: true };
+    this.add(entry);
     result.then(
-      (value) => this.weigh(key, entry, weigh(value)),
-      () => this.remove(key, entry), // nothing was applied: a retry runs again
+      (value) => this.weigh(entry, weigh(value)),
+      () => this.remove(entry), // nothing was applied: a retry runs again
     );
     return result;
   }
 
-  private add(key: string, entry: Entry): void {
-    this.entries.set(key, entry);
+  private add(entry: Entry): void {
+    let client = this.clients.get(entry.identity);
+    if (client === undefined) this.clients.set(entry.identity, (client = { byId: new Map(), order: new Fifo() }));
+    client.byId.set(entry.opId, entry);
+    client.order.push(entry);
+    this.all.push(entry);
+    this.count++;
     this.weight += entry.weight;
-    let keys = this.perClient.get(entry.identity);
-    if (keys === undefined) this.perClient.set(entry.identity, (keys = new Set()));
-    keys.add(key);
-    if (keys.size > this.limits.maxPerClient) {
-      const oldest = keys.values().next().value as string;
-      this.remove(oldest, this.entries.get(oldest)!);
-    }
+    while (client.byId.size > this.limits.maxPerClient) this.remove(client.order.shift()!);
+    // Entries forgotten out of order (pushed out per client, failed) stay queued until compacted: memory stays
+    // within a constant factor of what is remembered.
+    if (client.order.length > 2 * client.byId.size + SLACK) client.order.retain(isLive);
+    if (this.all.length > 2 * this.count + SLACK) this.all.retain(isLive);
     this.trim();
   }
 
-  private weigh(key: string, entry: Entry, weight: number): void {
-    if (this.entries.get(key) !== entry) return;
+  private weigh(entry: Entry, weight: number): void {
+    if (!entry.live) return;
     this.weight += weight - entry.weight;
     entry.weight = weight;
     this.trim();
   }
 
-  private remove(key: string, entry: Entry): void {
-    if (this.entries.get(key) !== entry) return;
-    this.entries.delete(key);
+  private remove(entry: Entry): void {
+    if (!entry.live) return;
+    entry.live = false;
+    this.count--;
     this.weight -= entry.weight;
-    const keys = this.perClient.get(entry.identity);
-    keys?.delete(key);
-    if (keys?.size === 0) this.perClient.delete(entry.identity);
+    const client = this.clients.get(entry.identity);
+    if (client === undefined || client.byId.get(entry.opId) !== entry) return;
+    client.byId.delete(entry.opId);
+    if (client.byId.size === 0) this.clients.delete(entry.identity);
   }
 
   /** Forgets what is older than the time limit (the oldest entries come first). */
   private expire(): void {
     const oldest = this.now() - this.limits.ttlMs;
-    for (const [key, entry] of this.entries) {
-      if (entry.at > oldest) break;
-      this.remove(key, entry);
-    }
+    for (let e = this.all.peek(); e !== undefined && (!e.live || e.at <= oldest); e = this.all.peek()) this.remove(this.all.shift()!);
   }
 
   /** Forgets the oldest entries while over the total weight. */
   private trim(): void {
-    for (const [key, entry] of this.entries) {
-      if (this.weight <= this.limits.maxWeight) break;
-      this.remove(key, entry);
-    }
+    while (this.weight > this.limits.maxWeight && this.all.length > 0) this.remove(this.all.shift()!);
   }
 }

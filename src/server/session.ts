@@ -42,8 +42,10 @@ export interface Peer {
 /** What a connection authenticated as, per tenant. */
 interface Grant {
   readonly perms: Permissions;
-  /** The client's own key for its operation ids (see identityOf), if it gave one. */
+  /** The client's own key for its operation ids, if it gave one. */
   readonly clientKey: string | undefined;
+  /** Whose operation ids these are (made at the first write that has one, then kept: its hash is cached). */
+  identity?: string;
 }
 
 /** Shared by every connection that holds nothing yet (idle connections cost no map of their own). */
@@ -248,8 +250,8 @@ export class Session {
     const grant = this.grantOf(tenant);
     if (grant === undefined) return op(); // not authenticated for it: op's own checks refuse it
     // Whose operation ids these are: the key and the client's clientKey (or this connection alone).
-    const identity = `${tenant}/${grant.perms.grants.keyId}/${grant.clientKey ?? `connection:${this.clientId}`}`;
-    return this.ctx.ledger.once(tenant, identity, opId, what, op, weigh);
+    grant.identity ??= `${tenant}/${grant.perms.grants.keyId}/${grant.clientKey ?? `connection:${this.clientId}`}`;
+    return this.ctx.ledger.once(tenant, grant.identity, opId, what, op, weigh);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */
@@ -266,3 +268,4 @@ export class Session {
     this.ctx.ended?.(this);
   }
 }
+
