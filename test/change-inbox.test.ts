@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { ChangeInbox } from '../src/client/change-inbox.js';
 import { EventQueue } from '../src/core/event-queue.js';
 import { mergeChangeEvents } from '../src/core/file-change-event.js';
@@ -107,4 +108,29 @@ test('a timed-out take() leaves no waiter behind to swallow the next item', asyn
   assert.equal(await q.take({ timeoutMs: 1 }), null);
   q.push(ev('s', 'a', 1n));
   assert.equal(q.poll()?.version, 1n);
+});
+
+test('merging events of the same variables written again and again keeps their union, ranges and the newest version', () => {
+  const layout = { a: [0, 8], b: [8, 16], c: [32, 40] } as const;
+  fc.assert(
+    fc.property(fc.array(fc.record({ names: fc.subarray(['a', 'b', 'c'] as const, { minLength: 1 }), version: fc.bigInt({ min: 1n, max: 1000n }) }), { minLength: 1, maxLength: 20 }), (events) => {
+      const made = events.map(({ names, version }): FileChangeEvent => ({
+        filePath: 'f',
+        serviceId: 't/s',
+        changedVariables: [...names].sort((x, y) => layout[x][0] - layout[y][0]),
+        byteRanges: [...names].sort((x, y) => layout[x][0] - layout[y][0]).map((n) => [layout[n][0], layout[n][1]] as [number, number]),
+        version,
+        addedVariables: [],
+        removedVariables: [],
+      }));
+      const merged = made.reduce((into, next) => mergeChangeEvents(into, next));
+      const union = new Set(events.flatMap((e) => e.names));
+      assert.deepEqual(new Set(merged.changedVariables), union);
+      const covered = (at: number): boolean => merged.byteRanges.some(([s, e]) => s <= at && at < e);
+      for (const [name, [s, e]] of Object.entries(layout)) {
+        for (let at = s; at < e; at++) assert.equal(covered(at), union.has(name as keyof typeof layout), `byte ${at} of ${name}`);
+      }
+      assert.equal(merged.version, events.reduce((m, e) => (e.version > m ? e.version : m), 0n));
+    }),
+  );
 });

@@ -39,7 +39,10 @@ interface Pending {
   late?(body: unknown): void;
   lateFail?(err: CommyError): void;
   more?(body: unknown): boolean;
-  timer: ReturnType<typeof setTimeout>;
+  /** The request's type, for its TIMEOUT message. */
+  what: MessageTypeName;
+  /** performance.now() past which it times out. */
+  deadline: number;
 }
 
 /** A timed-out request that still wants its answer. */
@@ -59,7 +62,14 @@ const MAX_REQUEST_ID = 0x7fffffff;
  * frame decoding, and dispatch of server pushes. Knows the wire, not what the messages mean.
  */
 export class Connection {
+  /** Requests waiting for their replies, in the order of their deadlines (every request gets the same timeout). */
   private readonly pending = new Map<number, Pending>();
+  /**
+   * One timer for all of them, set for the oldest deadline: a request costs no timer of its own (a setTimeout
+   * and clearTimeout per request were a visible part of a remote round trip).
+   */
+  private sweeper: ReturnType<typeof setTimeout> | undefined;
+  private readonly sweep = (): void => this.expireDue();
   /** Requests that timed out but want their late reply (ReplyHandlers.late), by id, oldest first. */
   private readonly lateReplies = new Map<number, AwaitedLate>();
   private nextId = 1;
@@ -118,15 +128,15 @@ export class Connection {
       handlers.fail(new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a ${frame.length}-byte ${type} exceeds the ${this.options.maxFrameBytes}-byte frame limit`));
       return undefined;
     }
-    const timer = setTimeout(() => this.expire(id, type), this.options.requestTimeoutMs);
-    this.pending.set(id, {
+    this.track(id, {
       expect,
       reply: handlers.reply as (body: unknown) => void,
       fail: handlers.fail,
       late: handlers.late as ((body: unknown) => void) | undefined,
       lateFail: handlers.lateFail,
       more: handlers.more as ((body: unknown) => boolean) | undefined,
-      timer,
+      what: type,
+      deadline: 0,
     });
     transport.send(frame);
     return id;
@@ -188,13 +198,31 @@ export class Connection {
     const p = this.pending.get(id);
     if (p === undefined) return undefined;
     this.pending.delete(id);
-    clearTimeout(p.timer);
     return p;
   }
 
-  private expire(id: number, type: MessageTypeName): void {
-    const p = this.pending.get(id);
-    if (p === undefined) return;
+  /** Waits for request `id`'s reply until the request timeout from now. */
+  private track(id: number, p: Pending): void {
+    p.deadline = performance.now() + this.options.requestTimeoutMs;
+    this.pending.set(id, p);
+    this.sweeper ??= setTimeout(this.sweep, this.options.requestTimeoutMs);
+  }
+
+  /** Times out every request past its deadline (the oldest come first), then waits for the next one's. */
+  private expireDue(): void {
+    this.sweeper = undefined;
+    const now = performance.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) {
+        this.sweeper = setTimeout(this.sweep, Math.max(1, Math.ceil(p.deadline - now)));
+        return;
+      }
+      this.expire(id, p);
+    }
+  }
+
+  private expire(id: number, p: Pending): void {
+    const type = p.what;
     this.pending.delete(id);
     // A late reply finds no pending request and is dropped, unless the request wants to hear of it.
     if (p.late !== undefined) this.awaitLate(id, { expect: p.expect, late: p.late, lateFail: p.lateFail });
@@ -257,8 +285,7 @@ export class Connection {
 
   /** A stream's next reply is awaited under the same id, with a fresh timeout. */
   private keepPending(id: number, p: Pending): void {
-    p.timer = setTimeout(() => this.expire(id, p.expect), this.options.requestTimeoutMs);
-    this.pending.set(id, p);
+    this.track(id, p);
   }
 
   private lost(code: number, reason: string): void {
@@ -276,8 +303,9 @@ export class Connection {
   private failAll(err: CommyError): void {
     const all = [...this.pending.values()];
     this.pending.clear();
+    clearTimeout(this.sweeper);
+    this.sweeper = undefined;
     for (const p of all) {
-      clearTimeout(p.timer);
       try {
         p.fail(err);
       } catch (e) {

@@ -41,6 +41,10 @@ export function changeEventOf(filePath: string, serviceId: string, variables: re
 
 /** Folds `next` into `into` (used when a slow consumer lets events pile up: nothing is lost, only merged). */
 export function mergeChangeEvents(into: FileChangeEvent, next: FileChangeEvent): FileChangeEvent {
+  if (sameVariablesAgain(into, next)) {
+    // The usual pile-up (the same variables written again and again): nothing to merge but the version.
+    return next.version > into.version ? { ...into, filePath: next.filePath, version: next.version } : into;
+  }
   // In order: a variable removed by `next` is no longer changed or added; one `next` adds (again) is not removed.
   const gone = new Set(next.removedVariables);
   const names = new Set(into.changedVariables.filter((n) => !gone.has(n)));
@@ -65,6 +69,14 @@ export function mergeChangeEvents(into: FileChangeEvent, next: FileChangeEvent):
     addedVariables: [...added],
     removedVariables: [...removed],
   };
+}
+
+/** `next` changes only variables `into` already names, and neither adds nor removes any (so its ranges are in `into`'s). */
+function sameVariablesAgain(into: FileChangeEvent, next: FileChangeEvent): boolean {
+  if (next.addedVariables.length > 0 || next.removedVariables.length > 0 || into.removedVariables.length > 0) return false;
+  if (next.changedVariables.length > 8) return false; // not worth a scan: the general merge is linear
+  for (const name of next.changedVariables) if (!into.changedVariables.includes(name)) return false;
+  return true;
 }
 
 /** Gives `event` to every listener; one that throws goes to `onError` and does not starve the others. */
