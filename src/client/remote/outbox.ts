@@ -313,9 +313,13 @@ export class Outbox {
       reply: (ack) => {
         if (!current()) return;
         this.answered(report);
-        this.peer.acknowledged(report.group, ack);
-        report.resolve();
-        this.sendDeferred();
+        try {
+          this.peer.acknowledged(report.group, ack);
+        } finally {
+          // Applied by the server whatever happens here: its callers (and close()) must never wait forever.
+          report.resolve();
+          this.sendDeferred();
+        }
       },
       // A group that cannot go fails inside send(): settle it after this flush, like any other failure,
       // so flush() and writeVariable() callers find the report and get the error.

@@ -46,11 +46,11 @@ export class WritePath implements OutboxPeer {
 
   acknowledged(group: OutboundGroup, ack: GroupAck): void {
     this.inbound.noteVersion(ack.version);
-    const changes = this.entries(group);
-    this.reconciler.acknowledged(changes, ack);
+    const { changes, versions } = this.present(group, ack);
+    this.reconciler.acknowledged(changes, { version: ack.version, versions });
     // The server does not echo our own writes back: the ack is their change event (a local file's watcher
     // reports a process's own writes too).
-    this.events.emit(changes.map(([e]) => e), this.inbound.version);
+    this.events.emit(changes.flatMap(([e]) => (e.removed === true ? [] : [e])), this.inbound.version);
   }
 
   refused(group: OutboundGroup, retry: boolean): void {
@@ -63,7 +63,30 @@ export class WritePath implements OutboxPeer {
     this.ctx.onError(err);
   }
 
+  /**
+   * The group's changes whose variables this client still knows. One dropped by a resync meanwhile (a reset that
+   * pruned it) has no entry left: its answer concerns nobody, and there is nothing to apply it to.
+   */
   private entries(group: OutboundGroup): SentChange<RemoteEntry>[] {
-    return group.changes.map((c) => [this.directory.at(c.index)!, c.bytes]);
+    return group.changes.flatMap((c): SentChange<RemoteEntry>[] => {
+      const e = this.directory.at(c.index);
+      return e === undefined ? [] : [[e, c.bytes]];
+    });
+  }
+
+  /** entries() with each one's version from the ack, stated for each (positions change when some are dropped). */
+  private present(group: OutboundGroup, ack: GroupAck): { changes: SentChange<RemoteEntry>[]; versions: number[] } {
+    const last = group.changes.length - 1;
+    const changes: SentChange<RemoteEntry>[] = [];
+    const versions: number[] = [];
+    group.changes.forEach((c, i) => {
+      const e = this.directory.at(c.index);
+      if (e === undefined) return;
+      changes.push([e, c.bytes]);
+      // An older server names only the version after the whole report; its changes were applied in order,
+      // one version each, so change i got about version - (last - i).
+      versions.push(ack.versions?.[i] ?? ack.version - (last - i));
+    });
+    return { changes, versions };
   }
 }
