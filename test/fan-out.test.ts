@@ -101,3 +101,31 @@ test('a subscriber that stops reading holds nobody back, skips versions, and end
   assertMonotonic(fast);
   assertMonotonic(stopped);
 });
+
+test('subscribers that leave in the middle of broadcasts (closed sockets, unsubscribes) never stall the others or the server', async (t) => {
+  const s = await startClientServer(t);
+  const writer = await s.connect();
+  const vf = await writer.getVirtualServiceFile('acme', 'churn');
+  await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
+  const watchers = await Promise.all(Array.from({ length: 240 }, () => watch(s.url, 'churn', 'n')));
+  t.after(() => watchers.forEach((w) => w.client.close()));
+  const leaving = watchers.filter((_, i) => i % 2 === 1);
+  const staying = watchers.filter((_, i) => i % 2 === 0);
+  const writes = 600;
+  for (let i = 1; i <= writes; i++) {
+    vf.set('n', BigInt(i));
+    const flushed = vf.flush();
+    if (i % 5 === 0 && leaving.length > 0) {
+      const gone = leaving.pop()!;
+      if (i % 10 === 0) gone.client.ws.terminate(); // gone without a word
+      else void gone.client.request('Unsubscribe', { sid: gone.sid }); // asked to stop
+    }
+    await flushed;
+  }
+  await until(
+    () => staying.every((w) => last(w) === BigInt(writes)),
+    () => `${staying.filter((w) => last(w) !== BigInt(writes)).length} remaining subscribers not on the final value`,
+  );
+  for (const w of staying) assertMonotonic(w);
+  await until(() => s.server.subscriptionCount === staying.length + 1, () => `${s.server.subscriptionCount} subscriptions held (want ${staying.length + 1})`);
+});
