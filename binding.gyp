@@ -7,6 +7,7 @@
         "native/mapping.cc",
         "native/futex.cc",
         "native/watcher.cc",
+        "native/wake.cc",
         "native/diff.cc",
         "native/sigbus.cc"
       ],

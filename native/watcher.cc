@@ -1,5 +1,6 @@
 // watch(): a native thread per watcher waits on a shared futex word and
-// notifies JS through a thread-safe function.
+// notifies JS through a thread-safe function. Change watchers use it only as
+// their fallback (no watcher slot, or no socket): see wake.cc.
 #include "watcher.h"
 
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <mutex>
 
 #include "common.h"
+#include "env-data.h"
 #include "futex.h"
 
 namespace commy {
@@ -58,10 +60,6 @@ struct WatchCore : std::enable_shared_from_this<WatchCore> {
 };
 
 namespace {
-
-struct AddonData {
-  Napi::FunctionReference watcher_ctor;
-};
 
 void CleanupHook(void* arg) {
   WatchCore* core = static_cast<WatchCore*>(arg);
@@ -214,8 +212,7 @@ Napi::Value Watch(const Napi::CallbackInfo& info) {
   core->bitset = bitset;
   core->initial = __atomic_load_n(core->word, __ATOMIC_SEQ_CST);
 
-  AddonData* data = env.GetInstanceData<AddonData>();
-  Napi::Object obj = data->watcher_ctor.New({});
+  Napi::Object obj = GetEnvData(env)->watcher_ctor.New({});
   if (env.IsExceptionPending()) return Napi::Value();
   Watcher::Unwrap(obj)->core_ = core;
 
@@ -319,9 +316,7 @@ void CloseWatchers(Mapping* m) {
 }
 
 void InitWatcher(Napi::Env env, Napi::Object exports) {
-  AddonData* data = new AddonData;
-  data->watcher_ctor = Napi::Persistent(Watcher::Define(env));
-  env.SetInstanceData(data);
+  GetEnvData(env)->watcher_ctor = Napi::Persistent(Watcher::Define(env));
   exports.Set("watch", Napi::Function::New(env, Watch, "watch"));
 }
 

@@ -1,5 +1,6 @@
-// Change watchers: one native thread per watcher sleeping on a futex word of
-// a mapping and calling back into JS (coalesced) when the word changes.
+// Futex watchers: one native thread per watcher sleeping on a futex word of
+// a mapping and calling back into JS (coalesced) when the word changes. The
+// fallback of a change watcher that has no wake channel (wake.h).
 #pragma once
 
 #include <napi.h>

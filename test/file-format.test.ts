@@ -44,6 +44,8 @@ test('the header records magic, version, layout, tenant and service', async (t) 
 for (const [what, mutate] of [
   ['wrong magic', (p: string) => patch(p, 0, Buffer.from('NOTCOMMY'))],
   ['a future format version', (p: string) => patch(p, H.FORMAT_VERSION, Buffer.from([FORMAT_VERSION + 1, 0, 0, 0]))],
+  // Version 1 watchers slept on a futex that version 2 writers no longer wake (docs/file-format.md, Format versions).
+  ['format version 1', (p: string) => patch(p, H.FORMAT_VERSION, Buffer.from([1, 0, 0, 0]))],
   ['a truncated header', (p: string) => { const fd = openSync(p, 'r+'); ftruncateSync(fd, 100); closeSync(fd); }],
   ['a truncated data region', (p: string) => { const fd = openSync(p, 'r+'); ftruncateSync(fd, dataStartFor(DEFAULT_MAX_VARIABLES) + 8); closeSync(fd); }],
   ['an empty file', (p: string) => writeFileSync(p, '')],
@@ -60,6 +62,12 @@ for (const [what, mutate] of [
     assert.deepEqual(readFileSync(path), before);
   });
 }
+
+test('a version 1 file is refused with a message that says why', async (t) => {
+  const path = await makeFile(t);
+  patch(path, H.FORMAT_VERSION, Buffer.from([1, 0, 0, 0]));
+  await assert.rejects(VirtualVariableFile.open(path), (e: Error & { code?: string }) => e.code === 'INVALID_FILE' && /format version 1; this commy reads version 2 \(made by an older commy/.test(e.message));
+});
 
 test('a path with NUL is refused', async () => {
   await assert.rejects(VirtualVariableFile.open('bad\0path.mem', { create: true }), { code: 'INVALID_NAME' });

@@ -99,18 +99,22 @@ for (const first of ['read', 'write'] as const) {
   });
 }
 
-test('a file truncated to nothing while its watcher thread sleeps: the thread takes the SIGBUS, the process lives and warns', { timeout: 120_000 }, async (t) => {
-  const { path } = makeFile(t);
-  const child = startChild('truncation-watcher', [path, 'x'], t);
-  await child.next('watching');
-  truncateElsewhere(path, 0);
-  const seen = await child.next<{ code: string; message: string; readCode: string }>('survived', 60_000);
-  assert.equal(seen.code, 'INVALID_FILE');
-  assert.match(seen.message, /is damaged: it was truncated or shrunk by another process/);
-  assert.equal(seen.readCode, 'INVALID_FILE');
-  const exit = await child.exited;
-  assert.deepEqual(exit, { code: 0, signal: null });
-});
+for (const fallback of [false, true]) {
+  const who = fallback ? 'its fallback futex thread (no slot free) takes' : 'its next look (the safety net) takes';
+  test(`a file truncated to nothing while its watcher is parked: ${who} the SIGBUS, the process lives and warns`, { timeout: 120_000 }, async (t) => {
+    const { path } = makeFile(t);
+    const child = startChild('truncation-watcher', [path, 'x', ...(fallback ? ['fallback'] : [])], t);
+    const { bit } = await child.next<{ bit: number }>('watching');
+    assert.equal(bit === 0, fallback, fallback ? 'no slot: the futex thread' : 'a slot: the wake channel');
+    truncateElsewhere(path, 0);
+    const seen = await child.next<{ code: string; message: string; readCode: string }>('survived', 60_000);
+    assert.equal(seen.code, 'INVALID_FILE');
+    assert.match(seen.message, /is damaged: it was truncated or shrunk by another process/);
+    assert.equal(seen.readCode, 'INVALID_FILE');
+    const exit = await child.exited;
+    assert.deepEqual(exit, { code: 0, signal: null });
+  });
+}
 
 // ---- 2. header fields ------------------------------------------------------------------------------
 

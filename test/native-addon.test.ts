@@ -2,16 +2,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { native, type NativeWatcher } from '../src/native/addon.js';
+import { native, type NativeWakeChannel, type NativeWatcher } from '../src/native/addon.js';
 import { H, MAGIC, readHeader, type HeaderInfo } from '../src/local/file-format.js';
 import { ServiceFile } from '../src/local/service-file.js';
 import { startChild } from './helpers/child.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
- * The native addon's own contract (native/*.cc), called raw on a real service file: the watchers sleep on the
- * header's VERSION word and count themselves in WAITERS (or, with a watcher bit, mark PARKED), as ChangeWatcher
- * does. What has to run in a process of its own (exit, worker teardown, uncaught exceptions, gc churn) runs in
+ * The native addon's own contract (native/*.cc), called raw on a real service file: the futex watchers sleep on
+ * the header's VERSION word and count themselves in WAITERS (or, with a watcher bit, mark PARKED), as
+ * ChangeWatcher's fallback does; the wake channels publish their tokens in WATCH_TOKENS, as ChangeWatcher does
+ * (its protocol around them is test/wake-channel.test.ts). What has to run in a process of its own (exit, worker teardown, uncaught exceptions, gc churn) runs in
  * test/fixtures/native-addon-child.ts. Diff correctness against the byte loop is test/byte-diff.test.ts.
  */
 
@@ -339,6 +340,103 @@ test('a Watcher constructed from JS is inert', (t) => {
   w.close();
 });
 
+// ---- wake channels ----------------------------------------------------------------------------------
+
+const TOKENS = H.WATCH_TOKENS;
+const tokenAt = (buf: ArrayBuffer, slot: number): bigint => Atomics.load(new BigUint64Array(buf), (TOKENS >> 3) + slot);
+
+/** A channel on watcher slot `slot` of `buf` counting its calls; closed after the test. */
+function channel(t: T, buf: ArrayBuffer, slot: number, token: bigint, onCall: () => void = () => {}): { ch: NativeWakeChannel; calls: () => number } {
+  let calls = 0;
+  const ch = native.wakeChannel(buf, TOKENS + 8 * slot, token, (...args: unknown[]) => {
+    assert.equal(args.length, 0);
+    calls++;
+    onCall();
+  });
+  t.after(() => ch.close());
+  return { ch, calls: () => calls };
+}
+
+test('wakeChannel: publishes its token once bound; wakeChannels sends one byte per bit with a token, and queued bytes make one call', async (t) => {
+  const { path, info } = makeFile(t);
+  const buf = mapFile(t, path, info.maxFileSize);
+  const { ch, calls } = channel(t, buf, 3, 0xfeedn);
+  assert.equal(tokenAt(buf, 3), 0xfeedn);
+  assert.equal(ch.unref(), ch);
+  assert.equal(native.wakeChannels(buf, TOKENS, 0), 0);
+  assert.equal(native.wakeChannels(buf, TOKENS, 1 << 5), 0, 'a slot without a token is skipped');
+  assert.equal(native.wakeChannels(buf, TOKENS, 1 << 3), 1);
+  assert.equal(native.wakeChannels(buf, TOKENS, (1 << 3) | 1), 1);
+  assert.equal(calls(), 0, 'never from inside the send: the event loop calls back');
+  await until(() => calls() === 1, 'the callback');
+  await sleep(20);
+  assert.equal(calls(), 1, 'both queued bytes were read by one call');
+  const { calls: calls31 } = channel(t, buf, 31, 0xffffffffffffffffn);
+  assert.equal(native.wakeChannels(buf, TOKENS, 1 << 31), 1, 'bit 31 as an int32');
+  assert.equal(native.wakeChannels(buf, TOKENS, 0x80000000), 1, 'and as a uint32');
+  await until(() => calls31() >= 1, 'slot 31\'s callback');
+});
+
+test('wakeChannel: the token is the address: a second bind is ERR_COMMY_WAKE (EADDRINUSE); close() frees it at once and is idempotent', (t) => {
+  const { path, info } = makeFile(t);
+  const buf = mapFile(t, path, info.maxFileSize);
+  const { ch } = channel(t, buf, 0, 0xabcn);
+  assert.throws(
+    () => native.wakeChannel(buf, TOKENS + 8, 0xabcn, () => {}),
+    (e: Err & { syscall?: string; errno?: number }) => e.code === 'ERR_COMMY_WAKE' && e.syscall === 'bind' && /in use/.test(e.message),
+  );
+  assert.equal(tokenAt(buf, 1), 0n, 'a failed channel publishes nothing');
+  ch.close();
+  ch.close();
+  assert.equal(ch.ref(), ch);
+  const again = native.wakeChannel(buf, TOKENS + 8, 0xabcn, () => {});
+  again.close();
+  const orphan = new (ch.constructor as new () => NativeWakeChannel)();
+  orphan.ref();
+  orphan.unref();
+  orphan.close();
+});
+
+test('wakeChannel: the callback runs like any Node event: its microtasks before the next macrotask; close() inside it', async (t) => {
+  const { path, info } = makeFile(t);
+  const buf = mapFile(t, path, info.maxFileSize);
+  const order: string[] = [];
+  let ch!: NativeWakeChannel;
+  ({ ch } = channel(t, buf, 2, 0x77n, () => {
+    order.push('callback');
+    queueMicrotask(() => order.push('microtask'));
+    setImmediate(() => order.push('immediate'));
+    ch.close();
+  }));
+  native.wakeChannels(buf, TOKENS, 1 << 2);
+  await until(() => order.length === 3, 'the callback, its microtask and its immediate');
+  assert.deepEqual(order, ['callback', 'microtask', 'immediate']);
+  native.wakeChannels(buf, TOKENS, 1 << 2);
+  await sleep(20);
+  assert.equal(order.length, 3, 'closed inside its callback: never called again');
+});
+
+test('wakeChannel / wakeChannels: bad arguments throw with a code', (t) => {
+  const { path, info } = makeFile(t);
+  const buf = mapFile(t, path, info.maxFileSize);
+  const n = native as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const noop = () => {};
+  assert.throws(() => native.wakeChannel(buf, TOKENS, 0n, noop), code(RangeError, 'ERR_OUT_OF_RANGE'), 'token 0');
+  assert.throws(() => native.wakeChannel(buf, TOKENS, 1n << 64n, noop), code(RangeError, 'ERR_OUT_OF_RANGE'), 'token 2^64');
+  assert.throws(() => n.wakeChannel!(buf, TOKENS, 5, noop), code(RangeError, 'ERR_OUT_OF_RANGE'), 'token as a number');
+  assert.throws(() => native.wakeChannel(buf, TOKENS + 4, 5n, noop), code(RangeError, 'ERR_OUT_OF_RANGE'), 'misaligned');
+  assert.throws(() => native.wakeChannel(buf, info.maxFileSize - 4, 5n, noop), code(RangeError, 'ERR_OUT_OF_RANGE'), 'past the end');
+  assert.throws(() => n.wakeChannel!(buf, TOKENS, 5n, 'nope'), code(TypeError, 'ERR_INVALID_ARG_TYPE'));
+  assert.throws(() => native.wakeChannel(new ArrayBuffer(8), 0, 5n, noop), code(TypeError, 'ERR_INVALID_ARG_VALUE'));
+  const ro = mapFile(t, path, info.maxFileSize, false);
+  assert.throws(() => native.wakeChannel(ro, TOKENS, 5n, noop), code(Error, 'ERR_COMMY_READONLY'));
+  assert.throws(() => native.wakeChannels(buf, info.maxFileSize - 8, 1), code(RangeError, 'ERR_OUT_OF_RANGE'), '32 tokens past the end');
+  assert.throws(() => native.wakeChannels(buf, TOKENS, 2 ** 32), code(RangeError, 'ERR_OUT_OF_RANGE'));
+  assert.throws(() => native.wakeChannels(buf, TOKENS, 1.5), code(RangeError, 'ERR_OUT_OF_RANGE'));
+  assert.throws(() => n.wakeChannels!(buf, TOKENS, '1'), code(TypeError, 'ERR_INVALID_ARG_TYPE'));
+  assert.equal(tokenAt(buf, 0), 0n, 'no refused channel published a token');
+});
+
 // ---- in a process of its own --------------------------------------------------------------------------
 
 test('an exception thrown in a watcher callback is an uncaught exception; the process and its watchers go on', { timeout: 120_000 }, async (t) => {
@@ -386,6 +484,57 @@ test('process exit while a change notification is queued for an unref\'d watcher
   const { path } = makeFile(t);
   const child = startChild('native-addon-child', ['exit-pending', path], t);
   await child.next('ready');
+  assert.deepEqual(await child.exited, { code: 0, signal: null });
+});
+
+test('wake channels in a process of their own: an exception in the callback is uncaught and the process goes on; unref\'d does not hold the process, ref\'d does until closed, process.exit() is clean', { timeout: 120_000 }, async (t) => {
+  const { path, info } = makeFile(t);
+  const thrower = startChild('native-addon-child', ['channel-throw', path], t);
+  assert.equal((await thrower.next<{ message: string }>('caught')).message, 'boom');
+  assert.deepEqual(await thrower.exited, { code: 0, signal: null });
+
+  const unrefd = startChild('native-addon-child', ['channel-exit-unref', path], t);
+  await unrefd.next('ready');
+  assert.deepEqual(await unrefd.exited, { code: 0, signal: null });
+
+  const marker = join(tempDir(t), 'fired');
+  const refd = startChild('native-addon-child', ['channel-exit-ref', path, marker], t);
+  const { token } = await refd.next<{ token: string }>('ready');
+  if (refd.proc.connected) await new Promise((r) => refd.proc.once('disconnect', r));
+  const buf = mapFile(t, path, info.maxFileSize);
+  assert.equal(tokenAt(buf, 0).toString(), token);
+  assert.equal(native.wakeChannels(buf, TOKENS, 1), 1);
+  assert.deepEqual(await refd.exited, { code: 0, signal: null });
+  assert.ok(existsSync(marker), 'the ref\'d channel kept the process alive until its callback closed it');
+
+  const exiting = startChild('native-addon-child', ['channel-exit-process-exit', path], t);
+  await exiting.next('ready');
+  assert.deepEqual(await exiting.exited, { code: 7, signal: null });
+});
+
+test('wakeChannels: bytes left unread by 320 stopped readers do not stop a writer (its socket is replaced when its send buffer is full)', { timeout: 120_000 }, async (t) => {
+  const files = Array.from({ length: 11 }, () => makeFile(t));
+  const child = startChild('native-addon-child', ['channel-hold', files.slice(0, 10).map((f) => f.path).join(',')], t);
+  assert.equal((await child.next<{ channels: number }>('ready')).channels, 320);
+  child.kill('SIGSTOP');
+  let sent = 0;
+  for (const f of files.slice(0, 10)) sent += native.wakeChannels(mapFile(t, f.path, f.info.maxFileSize), TOKENS, -1);
+  // One socket's send buffer holds about 280 such bytes: without a fresh socket the rest would fail.
+  assert.equal(sent, 320, 'every stopped reader got its byte');
+  const last = files[10]!;
+  const buf = mapFile(t, last.path, last.info.maxFileSize);
+  const { calls } = channel(t, buf, 0, 0x1a57n);
+  assert.equal(native.wakeChannels(buf, TOKENS, 1), 1);
+  await until(() => calls() === 1, 'a live reader to be woken after them');
+  child.kill('SIGKILL');
+});
+
+test('worker threads with a live ref\'d wake channel: terminate() closes it (an async env cleanup hook) and frees its address; an unref\'d one lets the worker end', { timeout: 120_000 }, async (t) => {
+  const { path } = makeFile(t);
+  const child = startChild('native-addon-child', ['channel-workers', path], t);
+  const done = await child.next<{ rebound: boolean[]; exitCode: number }>('done');
+  assert.deepEqual(done.rebound, [true, true, true, true, true, true], 'each torn-down channel freed its address');
+  assert.equal(done.exitCode, 0);
   assert.deepEqual(await child.exited, { code: 0, signal: null });
 });
 

@@ -24,7 +24,7 @@ export interface NotifyContext {
 }
 
 /**
- * Change events for a read-only mapping, which cannot run a watcher thread (it would store into the
+ * Change events for a read-only mapping, which cannot run a change watcher (it would store into the
  * file): the server watches the file and pushes the changed variables' names over a `notify`
  * subscription; the values are read from the mapping itself.
  */

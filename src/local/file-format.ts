@@ -1,7 +1,8 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 
 /**
- * The service file format, version 1 (docs/file-format.md is the prose of this file).
+ * The service file format, version 2 (docs/file-format.md is the prose of this file). Version 2 changed how
+ * watchers are woken (wake channels: see WATCH_TOKENS), which version 1 processes cannot follow.
  *
  *   [0, 4096)                    header
  *   [4096, dataStart)            variable directory: maxVariables entries of 128 bytes (sparse until used)
@@ -11,7 +12,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
  * touched with atomic instructions (Atomics.*); the offsets below keep them naturally aligned.
  */
 export const MAGIC = 'COMMYSVC';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 export const HEADER_SIZE = 4096;
 export const ENTRY_SIZE = 128;
 export const DATA_ALIGN = 8;
@@ -37,14 +38,14 @@ export const H = {
   FILE_ID: 40, // 16 random bytes: this file's incarnation
   CREATED_MS: 56, // u64
   // Hot words, written concurrently by every process: atomics only.
-  VERSION: 64, // u64 service version; its low 32 bits are the futex word watchers sleep on
-  WAITERS: 72, // i32 number of watchers without a watcher bit asleep on VERSION
+  VERSION: 64, // u64 service version; its low 32 bits are the futex word fallback watchers sleep on
+  WAITERS: 72, // i32 number of fallback watchers (no wake channel) asleep on VERSION
   VAR_COUNT: 76, // u32 published directory entries
   LAYOUT_GEN: 80, // u32 bumped whenever the directory or the file size changes
   REG_LOCK: 84, // i32 pid holding the registration lock, 0 when free
   DATA_END: 88, // u64 allocation high-water mark, relative to dataStart
   DATA_CAPACITY: 96, // u64 bytes of data region the file currently holds
-  PARKED: 104, // i32 bit mask: watchers (by watcher bit) asleep on VERSION
+  PARKED: 104, // i32 bit mask: watchers (by watcher bit) parked on their wake channel; a writer takes the bits it wakes
   REG_LOCK_START: 108, // u32 start time of REG_LOCK's holder (low 32 bits of /proc/PID/stat field 22), 0 unknown
   TENANT_LEN: 128, // u8
   SERVICE_LEN: 129, // u8
@@ -52,12 +53,13 @@ export const H = {
   SERVICE: 256, // 64 bytes
   WATCH_SLOTS: 512, // 32 × i32: pid owning each watcher bit, 0 when free
   WATCH_STARTS: 640, // 32 × u32: start time of each watcher slot's owner, 0 unknown
+  WATCH_TOKENS: 768, // 32 × u64: each watcher slot's wake channel token (its socket address), 0 none
 } as const;
 
 /** Longest tenant or service name the header holds. */
 export const HEADER_NAME_MAX = 64;
 
-/** Watcher bits: a process's watcher owns one, so the process's own writes can skip waking it. */
+/** Watcher bits: a process's watcher owns one (and a wake channel), so the process's own writes can skip waking it. */
 export const WATCH_SLOT_COUNT = 32;
 export const ALL_WATCH_BITS = 0xffffffff;
 
@@ -154,7 +156,8 @@ export function readHeader(label: string, page: Buffer, fileSize: number): Heade
   if (page.toString('ascii', H.MAGIC, H.MAGIC + 8) !== MAGIC) throw invalid(label, 'wrong magic');
   const version = page.readUInt32LE(H.FORMAT_VERSION);
   if (version !== FORMAT_VERSION) {
-    throw invalid(label, `format version ${version}; this commy reads version ${FORMAT_VERSION}${version > FORMAT_VERSION ? ' (upgrade commy)' : ''}`);
+    const hint = version > FORMAT_VERSION ? ' (upgrade commy)' : version >= 1 ? ' (made by an older commy, whose processes are woken another way)' : '';
+    throw invalid(label, `format version ${version}; this commy reads version ${FORMAT_VERSION}${hint}`);
   }
   if (page.readUInt32LE(H.HEADER_SIZE) !== HEADER_SIZE || page.readUInt32LE(H.ENTRY_SIZE) !== ENTRY_SIZE) {
     throw invalid(label, 'unexpected header or entry size');

@@ -73,7 +73,7 @@ export function fileServiceId(file: ServiceFile): string {
 type Listener = (event: FileChangeEvent) => void;
 
 /**
- * Where a LocalFileAccessor's change events come from. By default its own futex watcher thread
+ * Where a LocalFileAccessor's change events come from. By default its own change watcher
  * (ChangeWatcher); a read-only mapping cannot run one, so a client gives it the server's notices instead.
  */
 export interface ChangeSource {
@@ -122,7 +122,7 @@ export class LocalFileAccessor implements FileAccessor {
   private lent: { copy: Uint8Array; pristine: Uint8Array } | undefined;
 
   /**
-   * `changes` replaces the file's own watcher thread as the source of change events (a read-only mapping
+   * `changes` replaces the file's own change watcher as the source of change events (a read-only mapping
    * needs one: it cannot run a watcher). Without it, a writable file gets a ChangeWatcher, and a read-only
    * one no change events at all (watch() throws PERMISSION_DENIED).
    */

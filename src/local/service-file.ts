@@ -31,7 +31,7 @@ export const DEFAULT_MAX_VARIABLE_SIZE = 64 * 1024;
  * | value-write.ts  | where a local write goes: beginWrite/finishWrite around every write |
  * | value-read.ts   | seqlock reads, waiting or not (tryRead, tryReadCopy) |
  * | writer-lock.ts  | writer locks: waiting, taking without waiting, recovering a gone holder's |
- * | wake-up.ts      | the microtask-batched futex wake of watchers, and this process's watcher hook |
+ * | wake-up.ts      | the microtask-batched wake of watchers (parked bits taken, a byte each), and this process's watcher hook |
  */
 export class ServiceFile extends FileMapping {
   readonly maxVariableSize: number;
@@ -81,14 +81,14 @@ export class ServiceFile extends FileMapping {
   // ---- watchers (change-watcher.ts) ---------------------------------------------------------------------
 
   /**
-   * Hooks this process's ChangeWatcher in: its listeners hear this process's own writes directly (where the
-   * futex wake would be), and its bit is left out of the wake (no self wake-up). Returns the unhook.
+   * Hooks this process's ChangeWatcher in: its listeners hear this process's own writes directly (in the wake's
+   * microtask), and its bit is left out of the wake (no self wake-up). Returns the unhook.
    */
   attachWatcher(hooks: WatcherHooks): () => void {
     return this.wakeUps.attach(hooks);
   }
 
-  /** This process's watcher bit (0 without one): its own thread never needs waking by its own writes. */
+  /** This process's watcher bit (0 without one): its own writes never take it, nor send it a byte. */
   get ownWatchBit(): number {
     return this.wakeUps.ownWatchBit;
   }

@@ -3,11 +3,25 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { CommyError, ErrorCode } from '../core/errors.js';
 
-/** A native thread waiting on a shared futex word; calls back on the JS thread when the word changes. */
+/**
+ * A native thread waiting on a shared futex word; calls back on the JS thread when the word changes. The
+ * fallback of a change watcher that has no wake channel (docs/file-format.md, Change notification).
+ */
 export interface NativeWatcher {
   close(): void;
   ref(): void;
   unref(): void;
+}
+
+/**
+ * A wake channel: a datagram socket bound to the abstract address `\0commy-w-<token as 16 hex digits>`, polled
+ * by this thread's own event loop. Each readable event drains it and calls back, on this thread, with no
+ * arguments. Unref'd until ref(); close() is idempotent and frees the address at once.
+ */
+export interface NativeWakeChannel {
+  close(): void;
+  ref(): this;
+  unref(): this;
 }
 
 export type DiffImpl = 'auto' | 'avx512' | 'avx2' | 'u64';
@@ -26,6 +40,17 @@ export interface NativeAddon {
    * the word at `waitersOffset` as a bit mask (OR while parked); with all bits, it counts itself there.
    */
   watch(buffer: ArrayBuffer, wordOffset: number, waitersOffset: number, timeoutMs: number, callback: () => void, bitset?: number): NativeWatcher;
+  /**
+   * Binds and polls the wake channel of `token` (a non-zero u64), then stores the token in the mapping at
+   * `tokenOffset` (needs a writable mapping): a writer can only learn an address that is already bound. Throws
+   * ERR_COMMY_WAKE (with errno and syscall) when the socket cannot be had: EADDRINUSE, EMFILE...
+   */
+  wakeChannel(buffer: ArrayBuffer, tokenOffset: number, token: bigint, callback: () => void): NativeWakeChannel;
+  /**
+   * One byte to the wake channel of each slot in `bits`: slot i's token is the u64 at `tokensOffset + 8 i` (32
+   * slots; a zero token is skipped). Failures are ignored (a gone reader, a full queue). Returns the bytes sent.
+   */
+  wakeChannels(buffer: ArrayBuffer, tokensOffset: number, bits: number): number;
   /** Flat [start, end) pairs of the byte runs that differ. */
   diff(a: Uint8Array, b: Uint8Array, impl?: DiffImpl): Uint32Array;
   diffImpls(): string[];

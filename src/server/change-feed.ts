@@ -22,7 +22,7 @@ export interface FeedSink {
 }
 
 /**
- * Where a service host learns that its service changed, whoever changed it. Today: the local futex watcher
+ * Where a service host learns that its service changed, whoever changed it. Today: the local change watcher
  * on the mapped file (local-change-feed.ts), which sees this server's writes and every local process's. A
  * cluster backplane (Redis) is a second implementation. Every implementation passes the contract suite in
  * test/helpers/change-feed-contract.ts: every change reported, in version order, none after close(), and a

@@ -2,7 +2,7 @@ import { ChangeWatcher } from '../local/change-watcher.js';
 import type { ServiceFile } from '../local/service-file.js';
 import type { ChangeFeed, FeedSink } from './change-feed.js';
 
-/** The single-server feed: the mapped file's futex watcher (src/local/change-watcher.ts). */
+/** The single-server feed: the mapped file's change watcher (src/local/change-watcher.ts). */
 export class LocalChangeFeed implements ChangeFeed {
   private watcher: ChangeWatcher | undefined;
 

@@ -28,7 +28,7 @@ export interface BroadcastOptions {
   tick: 'immediate' | number;
   /** Keep each SyncBatch under this size. */
   maxFrameBytes: number;
-  /** Where changes come from (default: the local futex watcher). */
+  /** Where changes come from (default: the local change watcher). */
   feed?: ChangeFeedFactory;
   /** Changes written by another process straight into the mapping (a local client): for the audit log. */
   onLocalWrite?: (host: ServiceHost, pid: number, variables: string[]) => void;

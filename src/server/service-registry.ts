@@ -24,7 +24,7 @@ interface OpenService {
  * Tenants' services on disk: `<dataDir>/tenants/<tenant>/<service>.mem`. Names are validated before any
  * path is built, and the result is checked to stay under dataDir: a name from the wire is never a path.
  *
- * Every open service costs an fd, a mapping and a watcher thread, so the registry bounds them: a service
+ * Every open service costs an fd, a mapping and a change watcher (a socket, or a thread), so the registry bounds them: a service
  * nobody retains is closed `serviceIdleMs` after its last use, and at `maxOpenServices` the longest-idle
  * one makes room for a new one. Per-tenant quotas (services, variables, bytes) are checked here too.
  */
@@ -212,7 +212,7 @@ export class ServiceRegistry {
     try {
       return new ServiceHost(tenant, service, file, this.broadcast);
     } catch (err) {
-      file.close(); // e.g. no watcher thread: do not leak the fd and the mapping
+      file.close(); // e.g. no watcher to be had: do not leak the fd and the mapping
       throw err;
     }
   }
