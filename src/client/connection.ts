@@ -70,6 +70,7 @@ export class Connection {
    */
   private sweeper: ReturnType<typeof setTimeout> | undefined;
   private readonly sweep = (): void => this.expireDue();
+  private sweeping = false;
   /** Requests that timed out but want their late reply (ReplyHandlers.late), by id, oldest first. */
   private readonly lateReplies = new Map<number, AwaitedLate>();
   private nextId = 1;
@@ -205,19 +206,28 @@ export class Connection {
   private track(id: number, p: Pending): void {
     p.deadline = performance.now() + this.options.requestTimeoutMs;
     this.pending.set(id, p);
-    this.sweeper ??= setTimeout(this.sweep, this.options.requestTimeoutMs);
+    if (this.sweeper === undefined && !this.sweeping) this.sweeper = setTimeout(this.sweep, this.options.requestTimeoutMs);
   }
 
-  /** Times out every request past its deadline (the oldest come first), then waits for the next one's. */
+  /**
+   * Times out every request past its deadline (the oldest come first), then waits for the next one's. A TIMEOUT
+   * handler may send a request meanwhile: the one timer is set after the sweep, never beside it.
+   */
   private expireDue(): void {
     this.sweeper = undefined;
-    const now = performance.now();
-    for (const [id, p] of this.pending) {
-      if (p.deadline > now) {
-        this.sweeper = setTimeout(this.sweep, Math.max(1, Math.ceil(p.deadline - now)));
-        return;
+    this.sweeping = true;
+    try {
+      const now = performance.now();
+      for (const [id, p] of this.pending) {
+        if (p.deadline > now) break;
+        this.expire(id, p);
       }
-      this.expire(id, p);
+    } finally {
+      this.sweeping = false;
+    }
+    const next = this.pending.values().next().value;
+    if (next !== undefined && this.sweeper === undefined) {
+      this.sweeper = setTimeout(this.sweep, Math.max(1, Math.ceil(next.deadline - performance.now())));
     }
   }
 

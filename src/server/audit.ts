@@ -62,6 +62,8 @@ export const DEFAULT_AUDIT_MAX_FILES = 5;
  */
 export const AUDIT_BATCH_BYTES = 8 * 1024;
 export const AUDIT_FLUSH_MS = 100;
+/** How long a stop waits for the audit file's last lines before giving them up (a full or stuck disk). */
+export const AUDIT_CLOSE_MS = 3000;
 
 const silent: AuditLog = { record: () => {}, close: async () => {} };
 
@@ -84,7 +86,14 @@ function stdoutLog(): AuditLog {
   const logger = auditLogger(destination);
   return {
     record: (event) => logger.info(bounded(event)),
-    close: () => new Promise<void>((resolve) => destination.flush(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, AUDIT_CLOSE_MS); // stdout that is not read must not hold a stop
+        destination.flush(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
   };
 }
 
@@ -170,9 +179,20 @@ class RotatingFile implements DestinationStream {
     this.size = 0;
   }
 
-  /** end(): writes what is still buffered, then closes the fd. */
+  /**
+   * end(): writes what is still buffered, then closes the fd. A writer that cannot write (a full disk: sonic-boom
+   * retries forever) is destroyed after AUDIT_CLOSE_MS, its unwritten lines reported lost, so a stop never hangs.
+   */
   private retire(boom: Boom): void {
-    const closed = new Promise<void>((resolve) => boom.once('close', () => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    const closed = new Promise<void>((resolve) => {
+      boom.once('close', () => resolve());
+      timer = setTimeout(() => {
+        this.warnings.warn({ err: new Error('audit log writer did not finish') }, `commy audit log: ${this.path} could not be written within ${AUDIT_CLOSE_MS} ms; its last buffered lines are lost`);
+        boom.destroy();
+        resolve();
+      }, AUDIT_CLOSE_MS);
+    }).finally(() => clearTimeout(timer));
     this.retiring.add(closed);
     void closed.then(() => this.retiring.delete(closed));
     boom.end();

@@ -4,7 +4,7 @@ import { encodeFrame } from '../protocol/frame-codec.js';
 import { SharedSyncBatch } from '../protocol/sync-batch-frame.js';
 import { splitByCost } from '../protocol/frame-split.js';
 import type { SyncBatchBody, Update } from '../protocol/messages.js';
-import { defOf } from './snapshot.js';
+import { defOf, readOrGone } from './snapshot.js';
 import { RETRY_MAX_MS, RETRY_MIN_MS, type Subscriber } from './subscriber.js';
 
 /** What a broadcaster needs from its service host. */
@@ -114,49 +114,63 @@ export class Broadcaster {
    */
   private flushValues(sub: Subscriber, entries: readonly DirEntry[], added: readonly DirEntry[], round: Round): void {
     const updates: Update[] = [];
-    let held = false;
+    /** The lowest version of a variable held mid-write: this batch's resume point must stay below it. */
+    let heldFloor: number | undefined;
     for (const index of sub.dirty) {
       const e = entries[index];
       const update = e === undefined || e.removed ? undefined : round.read(e);
-      if (update === BUSY) held = true; // a writer is mid-write: stays dirty, sent once it is done
-      else {
+      if (update === BUSY) {
+        // A writer is mid-write: it stays dirty, sent once it is done. Its last completed write is not sent
+        // either, so no resume point may cover it (a writer that dies there leaves no newer version behind).
+        const v = Number(this.source.file.entryVersion(e!)) - 1;
+        heldFloor = heldFloor === undefined ? v : Math.min(heldFloor, v);
+      } else {
         sub.dirty.delete(index);
         if (update !== undefined && !isOwnEcho(sub, update)) updates.push(update);
       }
     }
-    if (held) this.retry(sub);
+    if (heldFloor !== undefined) this.retry(sub);
     else sub.retryMs = RETRY_MIN_MS;
-    if (added.length === 0 && sub.removed.size === 0) {
+    if (added.length === 0 && sub.removed.size === 0 && heldFloor === undefined) {
       if (updates.length > 0) this.sendShared(sub, updates, round);
       return;
     }
-    this.sendOwn(sub, updates, added);
+    const settled = Number(this.source.settled);
+    this.sendOwn(sub, updates, added, heldFloor === undefined ? settled : Math.min(settled, Math.max(heldFloor, 0)));
   }
 
   /** The common case (values only): the frame bytes are shared with every subscriber owed the same updates. */
   private sendShared(sub: Subscriber, updates: Update[], round: Round): void {
     const batch = round.batch(updates, this.source.maxFrameBytes / 2);
-    if (batch !== undefined) sub.outlet.send(batch.frameFor(sub.sid));
-    else this.sendOwn(sub, updates, []);
+    if (batch === undefined) {
+      this.sendOwn(sub, updates, [], round.version);
+      return;
+    }
+    sub.outlet.send(batch.frameFor(sub.sid));
+    sub.resumeSent = round.version;
   }
 
-  /** Batches encoded for this subscriber alone: with its removals and new definitions, or too large for one frame. */
-  private sendOwn(sub: Subscriber, updates: Update[], added: readonly DirEntry[]): void {
+  /**
+   * Batches encoded for this subscriber alone: with its removals and new definitions, held-back variables, or
+   * too large for one frame. `version` is the resume point this flush may promise: every change at or below it
+   * is in these batches or was sent before. Only the last batch says so; the ones before it repeat the resume
+   * point already sent (a connection lost between two of them must not resume past the rest).
+   */
+  private sendOwn(sub: Subscriber, updates: Update[], added: readonly DirEntry[], version: number): void {
     const file = this.source.file;
     const defs = added.map((e) => defOf(e, file.entryVersion(e)));
     const removed = [...sub.removed];
     sub.removed.clear();
     if (updates.length === 0 && defs.length === 0 && removed.length === 0) return;
-    // A resume point: every change reported so far is in this batch or was sent before (or is held mid-write,
-    // and will get a version above this one).
-    const version = Number(this.source.settled);
     const batches = splitByCost(updates, updateCost, this.source.maxFrameBytes / 2);
+    const last = batches.length - 1;
     batches.forEach((batch, i) => {
-      const body: SyncBatchBody = { sid: sub.sid, version, updates: batch };
+      const body: SyncBatchBody = { sid: sub.sid, version: i === last ? version : sub.resumeSent, updates: batch };
       if (i === 0 && removed.length > 0) body.removed = removed;
       if (i === 0 && defs.length > 0) body.defs = defs;
       sub.outlet.send(encodeFrame('SyncBatch', 0, body));
     });
+    if (version > sub.resumeSent) sub.resumeSent = version;
   }
 
   /**
@@ -195,16 +209,18 @@ export class Broadcaster {
 class Round {
   private readonly reads = new Map<number, Update | typeof BUSY>();
   private readonly batches = new Map<string, SharedSyncBatch | undefined>();
-  private readonly version: number;
+  /** The resume point of this slice's shared batches. */
+  readonly version: number;
 
   constructor(private readonly source: BroadcastSource) {
     this.version = Number(source.settled);
   }
 
-  read(e: DirEntry): Update | typeof BUSY {
+  read(e: DirEntry): Update | typeof BUSY | undefined {
     let update = this.reads.get(e.index);
     if (update === undefined) {
-      const copy = this.source.file.tryReadCopy(e);
+      const copy = readOrGone(this.source.file, e);
+      if (copy === undefined) return undefined; // removed by another process meanwhile: its removal is passed on
       update = copy === BUSY ? BUSY : [e.index, Number(copy.version), copy.bytes];
       this.reads.set(e.index, update);
     }

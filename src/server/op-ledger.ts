@@ -85,6 +85,8 @@ class Fifo<T> {
 
 /** Forgotten entries a queue may hold beyond its live ones before it is compacted (amortized O(1) per write). */
 const SLACK = 1024;
+/** The same for one identity's queue: small, since a tenant may have many identities. */
+const CLIENT_SLACK = 8;
 
 function isLive(entry: Entry): boolean {
   return entry.live;
@@ -172,7 +174,9 @@ class TenantLedger {
       // A retry is the same write; the same id on another one is a client's bug: answering with the first
       // write's result would report as done a write that was never made.
       if (known.what !== what) return Promise.reject(new CommyError(ErrorCode.INVALID_MESSAGE, `operation id ${opId} was used for another write`));
-      return known.result as Promise<T>;
+      // A retry that waits for the first attempt: if that one fails (nothing was applied; e.g. its connection died
+      // while it waited for a lock), the retry runs on its own rather than inherit the dead attempt's error.
+      return (known.result as Promise<T>).catch(() => this.once(identity, opId, what, op, weigh));
     }
     const result = op();
     const entry: Entry = { identity, opId, what, result, at: this.now(), weight: 1, live: true };
@@ -195,7 +199,7 @@ class TenantLedger {
     while (client.byId.size > this.limits.maxPerClient) this.remove(client.order.shift()!);
     // Entries forgotten out of order (pushed out per client, failed) stay queued until compacted: memory stays
     // within a constant factor of what is remembered.
-    if (client.order.length > 2 * client.byId.size + SLACK) client.order.retain(isLive);
+    if (client.order.length > 2 * client.byId.size + CLIENT_SLACK) client.order.retain(isLive);
     if (this.all.length > 2 * this.count + SLACK) this.all.retain(isLive);
     this.trim();
   }
@@ -216,6 +220,9 @@ class TenantLedger {
     if (client === undefined || client.byId.get(entry.opId) !== entry) return;
     client.byId.delete(entry.opId);
     if (client.byId.size === 0) this.clients.delete(entry.identity);
+    // Forgotten through the tenant's queue (time, weight): this identity's queue lets go of them too, in bulk,
+    // whether or not it writes again (many identities each holding a few live entries must not hold more).
+    else if (client.order.length > 2 * client.byId.size + CLIENT_SLACK) client.order.retain(isLive);
   }
 
   /** Forgets what is older than the time limit (the oldest entries come first). */

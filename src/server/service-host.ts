@@ -91,6 +91,7 @@ export class ServiceHost {
    */
   subscribe(sid: number, outlet: Outlet, spec: SubscriptionSpec, readOnly: boolean): Subscriber {
     const subscriber = new Subscriber(sid, this, outlet, spec, readOnly);
+    subscriber.resumeSent = Number(this.settledVersion); // at most what its snapshot will say
     this.subscribers.add(subscriber);
     subscriber.knownDefs = this.file.slots().length;
     return subscriber;

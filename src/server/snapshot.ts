@@ -1,3 +1,4 @@
+import { ErrorCode, isCommyError } from '../core/errors.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
 import { splitByCost } from '../protocol/frame-split.js';
@@ -121,8 +122,19 @@ function readRun(file: ServiceFile, owe: (e: DirEntry) => void, entries: readonl
   for (const e of entries) {
     const { offset, end: varEnd } = e.meta;
     if (offset < start || varEnd > end) continue;
-    // A busy one is left as zeros and owed as a later update.
-    if (file.tryReadCopy(e, out, offset - start) === BUSY) owe(e);
+    // A busy one is left as zeros and owed as a later update; one removed meanwhile (by another process) is left
+    // as zeros too: its removal reaches the subscriber like any other.
+    if (readOrGone(file, e, out, offset - start) === BUSY) owe(e);
   }
   return out;
+}
+
+/** tryReadCopy, with a variable removed by another process since the directory was listed read as undefined. */
+export function readOrGone(file: ServiceFile, e: DirEntry, into?: Uint8Array, at?: number): ReturnType<ServiceFile['tryReadCopy']> | undefined {
+  try {
+    return file.tryReadCopy(e, into, at);
+  } catch (err) {
+    if (isCommyError(err, ErrorCode.VARIABLE_NOT_FOUND)) return undefined;
+    throw err;
+  }
 }

@@ -38,6 +38,8 @@ export class Subscriber {
   retryTimer: NodeJS.Timeout | undefined;
   /** While its snapshot is still being sent, updates wait (they would overtake the snapshot's chunks). */
   loading = true;
+  /** The last resume point sent in a SyncBatch (a split batch's earlier parts repeat it). */
+  resumeSent = 0;
   /** Current wait before retrying a held-back flush. */
   retryMs = RETRY_MIN_MS;
 

@@ -6,7 +6,7 @@ import { splitByCost } from '../../protocol/frame-split.js';
 import type { MessageOf, QueriedService, Update } from '../../protocol/messages.js';
 import type { ServiceHost } from '../service-host.js';
 import type { Reply, Session } from '../session.js';
-import { defOf } from '../snapshot.js';
+import { defOf, readOrGone } from '../snapshot.js';
 
 /** What one definition (and value) costs in a page beyond its name and bytes, generously counted. */
 const ITEM_OVERHEAD = 48;
@@ -50,11 +50,14 @@ async function describe(s: Session, host: ServiceHost, wanted: GlobMatcher | und
   }
 }
 
+/** What readAll gets for a variable another process removed while the query ran. */
+const GONE = Symbol('gone');
+
 async function readAll(s: Session, host: ServiceHost, entries: readonly DirEntry[]): Promise<Update[]> {
   const out: Update[] = [];
   for (const e of entries) {
-    const copy = await s.whenFree(() => host.file.tryReadCopy(e), `${host.serviceId}/${e.meta.name}`);
-    out.push([e.index, Number(copy.version), copy.bytes]);
+    const copy = await s.whenFree(() => readOrGone(host.file, e) ?? GONE, `${host.serviceId}/${e.meta.name}`);
+    if (copy !== GONE) out.push([e.index, Number(copy.version), copy.bytes]); // removed meanwhile: no value to give
   }
   return out;
 }
