@@ -5,6 +5,7 @@ import { WebSocket } from 'ws';
 import { Admission, sourceOf, type Refusal, type Ticket } from '../src/server/admission.js';
 import type { Limits } from '../src/server/limits.js';
 import type { Server } from '../src/server/index.js';
+import { selfSignedTls } from '../src/server/index.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startServer } from './helpers/server.js';
 
@@ -265,4 +266,22 @@ test('sockets that never send a request count as unauthenticated connections: a 
   const deadline = Date.now() + 30_000;
   while (server.admissionCounts.connections !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(server.admissionCounts, { connections: 0, unauthenticated: 0, sources: 0 });
+});
+
+test('over TLS too, a closed connection gives its admission back (authenticated or not, closed by either side)', async (t) => {
+  const tls = await selfSignedTls();
+  const server = await startServer(t, { tls });
+  assert.match(server.url, /^wss:\/\//);
+  const open = (): Promise<RawClient> => RawClient.connect(server.url, { ca: tls.cert });
+  const authed = await Promise.all([open(), open(), open()]);
+  for (const c of authed) await authenticate(c);
+  const idle = await Promise.all([open(), open()]);
+  await countsBecome(server, { connections: 5, unauthenticated: 2 });
+  authed[0]!.close();
+  authed[1]!.ws.terminate();
+  idle[0]!.close();
+  await countsBecome(server, { connections: 2, unauthenticated: 1 });
+  for (const c of [authed[2]!, idle[1]!]) c.ws.terminate();
+  await countsBecome(server, { connections: 0, unauthenticated: 0 });
+  assert.equal(server.connectionCount, 0);
 });
