@@ -54,7 +54,10 @@ export function startChild(name: string, args: string[], t?: { after(fn: () => v
       });
     },
     send(message) {
-      proc.send(message);
+      // To a child that has gone, a message is lost, not an error of its own: a reply the test waits for fails
+      // through next() ("exited before sending"). Without the callback, the EPIPE of a send racing the child's
+      // exit (a 'quit' in an after-hook) became an uncaught exception that failed the whole file.
+      if (proc.connected) proc.send(message, () => {});
     },
     kill(signal = 'SIGKILL') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
