@@ -649,6 +649,22 @@ test('client (commy/internal Connection): requests re-sent from their TIMEOUT ha
   assert.ok(after <= 0, `${after} timer(s) left running after close(): the process cannot exit until they fire`);
 });
 
+test('client (commy/internal Connection): a stream whose page handler throws still times out, never waits forever', { timeout: 60_000 }, async (t) => {
+  const { conn, scripted } = await silentConnection(t, 300);
+  let failed: string | undefined;
+  conn.call('Query', { tenant: 'acme' }, 'QueryResponse', {
+    reply: () => {
+      throw new Error('a page handler with a bug');
+    },
+    fail: (err) => (failed = err.code),
+    more: (body) => body.more,
+  });
+  const { ws, msg } = await scripted.next('Query');
+  scriptedSend(ws, 'QueryResponse', msg.id, { services: [], more: true }); // then silence
+  await until(() => failed !== undefined, () => 'the stream never ended');
+  assert.equal(failed, 'TIMEOUT');
+});
+
 // ---- the op-id ledger ------------------------------------------------------------------------------------
 
 test('ledger: many identities that each wrote a burst, then once more, keep no more than a constant factor of what is remembered', { timeout: 60_000 }, async () => {

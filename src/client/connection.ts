@@ -288,8 +288,10 @@ export class Connection {
     if (msg.type === 'Error') p.fail(serverError(msg.body));
     else if (msg.type !== p.expect) p.fail(new CommyError(ErrorCode.INVALID_MESSAGE, `expected ${p.expect}, got ${msg.type}`));
     else {
-      p.reply(msg.body);
+      // A stream's next page is awaited (with its deadline) before this page's handler runs: a handler that
+      // throws must not leave the stream waiting forever with no timeout.
       if (p.more?.(msg.body) === true) this.keepPending(msg.id, p);
+      p.reply(msg.body);
     }
   }
 
