@@ -232,12 +232,11 @@ export class Connection {
   }
 
   private expire(id: number, p: Pending): void {
-    const type = p.what;
     this.pending.delete(id);
     // A late reply finds no pending request and is dropped, unless the request wants to hear of it.
     if (p.late !== undefined) this.awaitLate(id, { expect: p.expect, late: p.late, lateFail: p.lateFail });
     try {
-      p.fail(new CommyError(ErrorCode.TIMEOUT, `${type} got no reply within ${this.options.requestTimeoutMs} ms`));
+      p.fail(new CommyError(ErrorCode.TIMEOUT, `${p.what} got no reply within ${this.options.requestTimeoutMs} ms`));
     } catch (err) {
       this.handlerFailed(err);
     }
@@ -290,15 +289,11 @@ export class Connection {
     else {
       // A stream's next page is awaited (with its deadline) before this page's handler runs: a handler that
       // throws must not leave the stream waiting forever with no timeout.
-      if (p.more?.(msg.body) === true) this.keepPending(msg.id, p);
+      if (p.more?.(msg.body) === true) this.track(msg.id, p); // the same id, a fresh deadline
       p.reply(msg.body);
     }
   }
 
-  /** A stream's next reply is awaited under the same id, with a fresh timeout. */
-  private keepPending(id: number, p: Pending): void {
-    this.track(id, p);
-  }
 
   private lost(code: number, reason: string): void {
     if (this.stateValue === 'closed') return;

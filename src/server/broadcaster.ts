@@ -12,7 +12,7 @@ export interface BroadcastSource {
   readonly file: ServiceFile;
   readonly serviceId: string;
   /** Every change at or below this version has been reported by the feed: a subscriber's resume point. */
-  readonly settled: bigint;
+  settled(): bigint;
   /** 'immediate': a round at the end of the event-loop turn; a number: at most one round per that many ms. */
   readonly tick: 'immediate' | number;
   readonly maxFrameBytes: number;
@@ -135,7 +135,7 @@ export class Broadcaster {
       if (updates.length > 0) this.sendShared(sub, updates, round);
       return;
     }
-    const settled = Number(this.source.settled);
+    const settled = Number(this.source.settled());
     this.sendOwn(sub, updates, added, heldFloor === undefined ? settled : Math.min(settled, Math.max(heldFloor, 0)));
   }
 
@@ -213,7 +213,7 @@ class Round {
   readonly version: number;
 
   constructor(private readonly source: BroadcastSource) {
-    this.version = Number(source.settled);
+    this.version = Number(source.settled());
   }
 
   read(e: DirEntry): Update | typeof BUSY | undefined {

@@ -32,8 +32,6 @@ const NEVER_ABORTED: AbortSignal = new AbortController().signal;
 /** The start of every connection's queues (one shared promise: an idle connection holds none of its own). */
 const SETTLED: Promise<void> = Promise.resolve();
 
-
-
 /** While the output is over budget, requests wait unread: look again after this long (doubling to the max). */
 const ROOM_FIRST_WAIT_MS = 2;
 const ROOM_MAX_WAIT_MS = 100;

@@ -197,9 +197,8 @@ class TenantLedger {
     this.count++;
     this.weight += entry.weight;
     while (client.byId.size > this.limits.maxPerClient) this.remove(client.order.shift()!);
-    // Entries forgotten out of order (pushed out per client, failed) stay queued until compacted: memory stays
-    // within a constant factor of what is remembered.
-    if (client.order.length > 2 * client.byId.size + CLIENT_SLACK) client.order.retain(isLive);
+    // Entries forgotten out of order (pushed out per client, failed) stay in the tenant's queue until compacted:
+    // memory stays within a constant factor of what is remembered (remove() does the same per identity).
     if (this.all.length > 2 * this.count + SLACK) this.all.retain(isLive);
     this.trim();
   }

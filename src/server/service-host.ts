@@ -65,15 +65,11 @@ export class ServiceHost {
 
   /** What the broadcaster sees of this host (the settled version as it moves). */
   private broadcastSource(): BroadcastSource {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const host = this;
     const { tick, maxFrameBytes } = this.options;
     return {
       file: this.file,
       serviceId: this.serviceId,
-      get settled() {
-        return host.settledVersion;
-      },
+      settled: () => this.settledVersion,
       tick,
       maxFrameBytes,
       fail: (err) => (err instanceof CommyError ? this.fail(err) : this.report(err)),
