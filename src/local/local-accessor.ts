@@ -10,12 +10,15 @@ import { layoutHashOf } from '../core/layout-hash.js';
 import type { VariableValue } from '../core/variable-type.js';
 import { ChangeWatcher } from './change-watcher.js';
 import { ENTRY_LIVE } from './file-format.js';
+import { orderedLoad } from './memory-order.js';
 import { ServiceFile, type DirEntry, type ServiceFileOptions } from './service-file.js';
 
 /** A typed handle over a mapped variable: a seqlock read or a locked write, no lookup, no system call. */
 class LocalVariableHandle implements VariableHandle {
   /** native's damage count, as a field: one load cheaper than the module binding on the hot path. */
   private readonly damage: Int32Array = damageCount;
+  /** orderedLoad, as a field: reached in one load rather than through the module binding (a read is ~12 ns). */
+  private readonly load = orderedLoad;
 
   constructor(
     private readonly file: ServiceFile,
@@ -34,12 +37,13 @@ class LocalVariableHandle implements VariableHandle {
     const file = this.file;
     if (file.closed) file.assertOpen();
     const e = this.entry;
-    const seq = Atomics.load(file.i32, e.seqIdx);
+    const i32 = file.i32;
+    const seq = this.load(i32, e.seqIdx);
     if ((seq & 1) === 0) {
       const value = e.codec.load(file.view, e.at);
       // The damage count too: a value read from a page repaired after a truncation is zeros, never returned.
       // And the state: a removed variable's space may hold another one's bytes by now.
-      if (Atomics.load(file.i32, e.seqIdx) === seq && this.damage[0] === file.damageMark && Atomics.load(file.i32, e.stateIdx) === ENTRY_LIVE) return value;
+      if (Atomics.load(i32, e.seqIdx) === seq && this.damage[0] === file.damageMark && this.load(i32, e.stateIdx) === ENTRY_LIVE) return value;
     }
     return file.readValue(this.entry) as VariableValue;
   }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { orderedStore } from './memory-order.js';
 
 /**
  * A lock word in shared memory that holds the pid of its owner (0 when free), with the owner's process start
@@ -167,8 +168,9 @@ export function acquire(i32: Int32Array, word: LockWord, policy: LockPolicy, wha
   );
 }
 
+/** A release store: every store made holding the lock is visible before the lock is seen free (memory-order.ts). */
 export function release(i32: Int32Array, lockIndex: number): void {
-  Atomics.store(i32, lockIndex, 0);
+  orderedStore(i32, lockIndex, 0);
 }
 
 /**

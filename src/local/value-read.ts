@@ -4,6 +4,7 @@ import { FLAG_TORN } from './file-format.js';
 import { assertLive, type DirEntry } from './directory.js';
 import type { FileMapping } from './file-mapping.js';
 import type { WriterLocks } from './writer-lock.js';
+import { orderedLoad } from './memory-order.js';
 
 const READ_RETRIES_BEFORE_LOCK = 64;
 /** tryRead's seqlock attempts before answering BUSY: enough to ride out a write that ends meanwhile, no waiting. */
@@ -132,7 +133,7 @@ export class ValueReader {
 
   /** One seqlock read: the value, or RETRY if a writer was active before or during it. */
   private attemptRead<T>(entry: DirEntry, readValue: () => T): T | typeof RETRY {
-    const before = Atomics.load(this.i32, entry.seqIdx);
+    const before = orderedLoad(this.i32, entry.seqIdx);
     if ((before & 1) !== 0) {
       this.locks.waitForWriter(entry, before);
       return RETRY;

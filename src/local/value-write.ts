@@ -1,9 +1,10 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertFits } from '../core/variable-rules.js';
-import { FLAG_TORN } from './file-format.js';
-import { assertLive, type DirEntry } from './directory.js';
+import { ENTRY_LIVE, FLAG_TORN } from './file-format.js';
+import { removedError, type DirEntry } from './directory.js';
 import type { FileMapping } from './file-mapping.js';
-import { OWN_PID } from './process-lock.js';
+import { orderedStore } from './memory-order.js';
+import { OWN_PID, release } from './process-lock.js';
 import type { WakeUps } from './wake-up.js';
 import type { WriterLocks } from './writer-lock.js';
 
@@ -42,8 +43,8 @@ export class ValueWriter {
   beginWrite(entry: DirEntry, lockHeld = false): number {
     if (!lockHeld) this.locks.acquire(entry);
     this.assertLiveLocked(entry);
-    const seq = Atomics.load(this.i32, entry.seqIdx) + 1;
-    Atomics.store(this.i32, entry.seqIdx, seq);
+    const seq = this.i32[entry.seqIdx]! + 1; // plain: only lock holders store it (memory-order.ts)
+    orderedStore(this.i32, entry.seqIdx, seq);
     return seq;
   }
 
@@ -51,11 +52,11 @@ export class ValueWriter {
   finishWrite(entry: DirEntry, oddSeq: number): bigint {
     const i32 = this.i32;
     const version = this.file.nextVersion();
-    Atomics.store(this.b64, entry.versionIdx, version);
+    this.b64[entry.versionIdx] = version; // plain: the seq's even store below publishes it (memory-order.ts)
     i32[entry.lastWriterIdx] = OWN_PID; // who wrote last, for the server's audit of local writes
     if (i32[entry.flagsIdx] !== 0) Atomics.and(i32, entry.flagsIdx, ~FLAG_TORN);
-    Atomics.store(i32, entry.seqIdx, oddSeq + 1);
-    Atomics.store(i32, entry.lockIdx, 0);
+    orderedStore(i32, entry.seqIdx, oddSeq + 1);
+    release(i32, entry.lockIdx);
     // A write into a page repaired after a truncation went nowhere: say so rather than report success.
     this.file.assertIntact();
     this.wakeUps.afterWrite();
@@ -161,13 +162,10 @@ export class ValueWriter {
    * the same lock, so no write that passed this check can land after it, in space a new variable may reuse.
    */
   private assertLiveLocked(entry: DirEntry): void {
-    try {
-      assertLive(this.i32, entry, this.file.label);
-    } catch (err) {
-      this.locks.release(entry);
-      this.file.assertIntact(); // a state read from a page a truncation repaired is zero: say why, not "removed"
-      throw err;
-    }
+    if (this.i32[entry.stateIdx] === ENTRY_LIVE) return; // plain: only lock holders store it (memory-order.ts)
+    this.locks.release(entry);
+    this.file.assertIntact(); // a state read from a page a truncation repaired is zero: say why, not "removed"
+    throw removedError(entry, this.file.label);
   }
 
   /** Between beginWrite and finishWrite: the bytes (checked to fit), the rest of the variable zeroed. */

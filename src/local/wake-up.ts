@@ -1,6 +1,7 @@
 import { native } from '../native/addon.js';
 import { H } from './file-format.js';
 import { I32, type FileMapping } from './file-mapping.js';
+import { orderedLoad } from './memory-order.js';
 
 /** How this process's ChangeWatcher hooks into the file's wake-ups (ServiceFile.attachWatcher). */
 export interface WatcherHooks {
@@ -55,7 +56,8 @@ export class WakeUps {
 
   /** Is a watcher of another process (or another mapping in this one) parked, or a fallback watcher asleep? */
   othersWaiting(): boolean {
-    return Atomics.load(this.i32, WAITERS) !== 0 || (Atomics.load(this.i32, PARKED) & ~this.ownBit) !== 0;
+    // orderedLoad: after a write's atomic add and stores, which on x86 are full fences (memory-order.ts).
+    return orderedLoad(this.i32, WAITERS) !== 0 || (orderedLoad(this.i32, PARKED) & ~this.ownBit) !== 0;
   }
 
   /** After a value write: a wake only if someone could hear it (the hot path's usual answer is no). */
