@@ -11,10 +11,13 @@
  *   - Redis pub/sub (ioredis, loopback): publish on `ping`, the partner republishes on `pong`; half round trip.
  *   - The machine's floor: bench/pipe-wake.c, compiled here with `cc -O2`: one process wakes the other's
  *     epoll_wait with one pipe byte, and back; half round trip.
+ *   - Node's floor (no target; context for the C one): 8 bytes over a Unix socket between two Node processes,
+ *     a 'data' event on each side (socket-pingpong-partner.ts); half round trip, and one way.
  * commy is measured twice: with a callback on the file's watcher (FileAccessor.watch from commy/internal,
  * what vf.changes() is built on) and with the public `for await (const ev of vf.changes())`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -103,6 +106,30 @@ main(async () => {
       };
     }
 
+    // ---- Node's floor: a Unix socket between two Node processes
+    const sockPath = join(dir, 'pingpong.sock');
+    const server = createServer();
+    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+    await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+    const nodePartner = (await startChild('socket-pingpong-partner', [sockPath])).child;
+    stops.push(() => nodePartner.stop());
+    const sock = await accepted;
+    stops.push(() => {
+      sock.destroy();
+      server.close();
+    });
+    let echoed: ((stamp: bigint) => void) | undefined;
+    sock.on('data', (chunk: Buffer) => echoed?.(chunk.readBigUInt64LE(chunk.length - 8)));
+    const nodePing = async (): Promise<number> => {
+      const t0 = process.hrtime.bigint();
+      const stamp = Buffer.allocUnsafe(8);
+      stamp.writeBigUInt64LE(t0);
+      const got = new Promise<void>((r) => (echoed = (v) => v === t0 && r()));
+      sock.write(stamp);
+      await got;
+      return Number(process.hrtime.bigint() - t0) / 2000;
+    };
+
     // ---- the C floor
     const c = await compileC(fileURLToPath(new URL('../../bench/pipe-wake.c', import.meta.url)), 'pipe-wake');
     if ('bin' in c) stops.push(c.cleanup);
@@ -115,6 +142,7 @@ main(async () => {
     const s = {
       cbOne: new Samples(), cbHalf: new Samples(), itOne: new Samples(), itHalf: new Samples(),
       redisOne: new Samples(), redisHalf: new Samples(), cOne: new Samples(), cHalf: new Samples(),
+      nodeOne: new Samples(), nodeHalf: new Samples(),
     };
     const loop = async (n: number, once: () => Promise<number>, into: Samples | undefined, pace: boolean) => {
       for (let i = 0; i < n; i++) {
@@ -144,6 +172,11 @@ main(async () => {
       await loop(n, redisPing, half, pace);
       await collect(redisPartner, one);
     };
+    const nodeRound = (one: Samples | undefined, half: Samples | undefined, n: number, pace: boolean) => async () => {
+      await collect(nodePartner, undefined);
+      await loop(n, nodePing, half, pace);
+      await collect(nodePartner, one);
+    };
     const cRound = async () => {
       if (!('bin' in c)) return;
       const out = await run(c.bin, [String(PER_ROUND), '500', String(PACE_MS * 1000)]);
@@ -158,13 +191,16 @@ main(async () => {
     await commyRound('callback', undefined, undefined, WARMUP, false)();
     await commyRound('iterator', undefined, undefined, WARMUP, false)();
     await redisRound(undefined, undefined, WARMUP, false)();
+    await nodeRound(undefined, undefined, WARMUP, false)();
     for (const m of ['callback', 'iterator'] as const) await commyRound(m, undefined, undefined, 200, true)();
     await redisRound(undefined, undefined, 200, true)();
+    await nodeRound(undefined, undefined, 200, true)();
 
     await interleave(ROUNDS, {
       callback: commyRound('callback', s.cbOne, s.cbHalf, PER_ROUND, true),
       iterator: commyRound('iterator', s.itOne, s.itHalf, PER_ROUND, true),
       redis: redisRound(s.redisOne, s.redisHalf, PER_ROUND, true),
+      node: nodeRound(s.nodeOne, s.nodeHalf, PER_ROUND, true),
       floor: cRound,
     });
 
@@ -183,7 +219,7 @@ main(async () => {
       ...percentileRows('`for await (vf.changes())`, one way', s.itOne, floorName, cOr(s.cHalf), 'µs', vsFloor, false),
     ];
     const notes = [
-      `samples: commy callback ${s.cbOne.count}, commy changes() ${s.itOne.count}, Redis ${s.redisHalf.count}, C floor ${s.cHalf.count}.`,
+      `samples: commy callback ${s.cbOne.count}, commy changes() ${s.itOne.count}, Redis ${s.redisHalf.count}, C floor ${s.cHalf.count}, Node floor ${s.nodeHalf.count}.`,
       'The spec compares commy\'s one-way latency with the peers\' half round trips; the table below compares like with like.',
     ];
     printTable('Change seen by a callback in another process (one way; peers: half round trip)', rows, notes);
@@ -192,8 +228,12 @@ main(async () => {
       ...percentileRows('callback, half round trip', s.cbHalf, floorName, cOr(s.cHalf), 'µs', {}, false),
       ...percentileRows('callback, one way', s.cbOne, 'Redis pub/sub, one way', cOr(s.redisOne), 'µs', {}, false),
       ...percentileRows('callback, one way', s.cbOne, 'C floor, one way', cOr(s.cOne), 'µs', {}, false),
+      ...percentileRows('callback, half round trip', s.cbHalf, "Node floor: Unix socket, 'data' event, ping-pong ÷ 2", s.nodeHalf, 'µs', {}, false),
+      ...percentileRows('callback, one way', s.cbOne, 'Node floor, one way', s.nodeOne, 'µs', {}, false),
     ];
-    printTable('Like with like: half round trips, and one-way figures, of all three', same);
+    printTable('Like with like: half round trips, and one-way figures, of all four', same, [
+      'Node floor: what any two Node processes pay to wake each other (a socket, libuv\'s poll, a JS callback); it has no target.',
+    ]);
   } finally {
     for (const stop of stops.reverse()) {
       try {
