@@ -1,12 +1,11 @@
-import { randomFillSync } from 'node:crypto';
 import { changeEventOf, deliverChange, type FileChangeEvent } from '../core/file-change-event.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { native, type NativeWakeChannel, type NativeWatcher } from '../native/addon.js';
-import { ALL_WATCH_BITS, H, WATCH_SLOT_COUNT } from './file-format.js';
-import { I32, I64 } from './file-mapping.js';
-import { OWN_PID, slotHolderGone, takeLock, type LockWord } from './process-lock.js';
+import { ALL_WATCH_BITS, H } from './file-format.js';
+import { I32 } from './file-mapping.js';
 import { SeenVersions } from './seen-versions.js';
 import type { DirEntry, ServiceFile } from './service-file.js';
+import { claimSlot, randomToken, releaseSlot } from './watch-slots.js';
 
 /** A safety net only: no wake is ever lost (docs/file-format.md, Change notification), so nothing waits on this. */
 const WATCH_TIMEOUT_MS = 1000;
@@ -27,29 +26,6 @@ export interface ChangeWatcherOptions {
    * lost wake would hang them instead of being hidden by the rescan.
    */
   safetyNetMs?: number;
-}
-
-/** Watcher slots the watchers of this thread own, by file id: a slot with our pid and start not in here is a leftover. */
-const ownedSlots = new Map<string, Set<number>>();
-
-function slotsOwnedHere(fileId: string): Set<number> {
-  let owned = ownedSlots.get(fileId);
-  if (owned === undefined) ownedSlots.set(fileId, (owned = new Set()));
-  return owned;
-}
-
-/** Watcher slot `i`: its pid word and the start-time word of its owner. */
-function slotWord(i: number): LockWord {
-  return { lockIdx: (H.WATCH_SLOTS >> 2) + i, lockStartIdx: (H.WATCH_STARTS >> 2) + i };
-}
-
-const tokenCell = new BigUint64Array(1);
-
-/** A wake channel's token: random, so nobody can bind its address first (it is published only once bound). */
-function randomToken(): bigint {
-  do randomFillSync(tokenCell);
-  while (tokenCell[0] === 0n);
-  return tokenCell[0]!;
 }
 
 /** What one scan found; made at its first find, so a scan that finds nothing allocates nothing. */
@@ -131,7 +107,7 @@ export class ChangeWatcher {
     this.listeners.clear();
     this.detach?.();
     this.detach = undefined;
-    if (this.slot >= 0) this.releaseSlot(this.slot);
+    if (this.slot >= 0) releaseSlot(this.file, this.slot);
     this.slot = -1;
   }
 
@@ -152,7 +128,7 @@ export class ChangeWatcher {
     this.active = true;
     try {
       this.scan(false); // everything before now is not a change to report
-      this.slot = this.claimSlot();
+      this.slot = claimSlot(this.file);
       if (this.slot >= 0) this.channel = this.openChannel(this.slot);
       if (this.channel === undefined) this.startThread();
     } catch (err) {
@@ -175,7 +151,7 @@ export class ChangeWatcher {
       return native.wakeChannel(this.file.buffer, H.WATCH_TOKENS + 8 * slot, randomToken(), this.onWake);
     } catch (err) {
       if ((err as { code?: unknown }).code !== 'ERR_COMMY_WAKE') throw err;
-      this.releaseSlot(slot);
+      releaseSlot(this.file, slot);
       this.slot = -1;
       return undefined;
     }
@@ -204,43 +180,6 @@ export class ChangeWatcher {
     if (thread !== undefined) setImmediate(() => thread.close());
     clearInterval(this.safetyNet);
     this.safetyNet = undefined;
-  }
-
-  /**
-   * Claims a free watcher bit, or one whose owner is gone (dead, its pid reused, or a leftover of this very
-   * process: see holderGone). Without one (32 watchers already), this watcher falls back to the futex thread.
-   */
-  private claimSlot(): number {
-    const i32 = this.file.i32;
-    const owned = slotsOwnedHere(this.file.info.fileId);
-    for (let i = 0; i < WATCH_SLOT_COUNT; i++) {
-      const word = slotWord(i);
-      const owner = Atomics.load(i32, word.lockIdx);
-      if (owner === 0 && takeLock(i32, word, 0)) {
-        owned.add(i);
-        return i;
-      }
-      if (owner !== 0 && slotHolderGone(i32, word, owned.has(i)) && takeLock(i32, word, owner)) {
-        // A watcher killed while parked left its bit (if no writer has taken it since): clear it, or every
-        // writer would send a byte to nobody.
-        Atomics.and(i32, PARKED, ~(1 << i));
-        owned.add(i);
-        return i;
-      }
-    }
-    return -1;
-  }
-
-  /** Gives the slot back: no token, no bit (a writer that took it already sends to a closed address: refused), then the pid word. */
-  private releaseSlot(slot: number): void {
-    const fileId = this.file.info.fileId;
-    const owned = ownedSlots.get(fileId);
-    owned?.delete(slot);
-    if (owned?.size === 0) ownedSlots.delete(fileId);
-    if (this.file.closed) return;
-    Atomics.store(this.file.b64, I64(H.WATCH_TOKENS) + slot, 0n);
-    Atomics.and(this.file.i32, PARKED, ~(1 << slot));
-    Atomics.compareExchange(this.file.i32, slotWord(slot).lockIdx, OWN_PID, 0);
   }
 
   /**
