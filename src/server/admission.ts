@@ -49,10 +49,15 @@ type TicketState = 'unauthenticated' | 'authenticated' | 'released';
  * One admitted connection's place in the counts. The server calls release() when the socket closes, whatever
  * happened before (handshake aborted, error, eviction): release is idempotent, so counts cannot drift.
  */
+const NOTHING = (): void => {};
+
 export class Ticket {
   private state: TicketState = 'unauthenticated';
-  /** What evicts this connection (set by the server: destroy the socket, later close the WebSocket). */
-  onEvict: () => void = () => {};
+  /**
+   * What evicts this connection (set by the server: destroy the socket, later close the WebSocket). Only an
+   * unauthenticated connection can be evicted, so authenticated() lets go of it (and of what it holds).
+   */
+  onEvict: () => void = NOTHING;
 
   /** @internal created by Admission.admit */
   constructor(
@@ -76,6 +81,7 @@ export class Ticket {
     if (this.state !== 'unauthenticated') return;
     this.leavePending();
     this.state = 'authenticated';
+    this.onEvict = NOTHING;
   }
 
   /** The connection is gone: its place is free again. Later calls do nothing. */

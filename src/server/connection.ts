@@ -42,6 +42,18 @@ const QUEUED_OVERHEAD = 256;
 /** Cancellable requests (queries) running at once on one connection (past it, RATE_LIMITED); also immediate ones handled ahead of the queue. */
 export const MAX_RUNNING_REQUESTS = 16;
 
+/** The Connection a WebSocket belongs to, on the socket itself: its listeners are shared, not closures per connection. */
+const OWNER: unique symbol = Symbol('commy.connection');
+type Owned = WebSocket & { [OWNER]: Connection };
+
+function onMessage(this: WebSocket, data: unknown, isBinary: boolean): void {
+  (this as Owned)[OWNER].receive(data as Buffer, isBinary);
+}
+
+function onEnd(this: WebSocket): void {
+  (this as Owned)[OWNER].end();
+}
+
 /**
  * The wire side of one WebSocket: reading (message and byte rates, a bounded queue of frames not yet handled,
  * decoding with bounded work), writing (the output budget and slow consumers) and error replies. Knows
@@ -83,14 +95,15 @@ export class Connection implements Outlet {
     this.rate = new RateLimiter(limits.rateLimit);
     this.inputRate = new ByteRate(limits.maxInputBytesPerSecond, Math.max(limits.maxInputBytesPerSecond, 4 * limits.maxFrameBytes));
     this.maxElements = 3 * limits.maxChangesPerReport + 2 * limits.maxPatterns + 64;
-    ws.on('message', (data, isBinary) => this.receive(data as Buffer, isBinary));
+    (ws as Owned)[OWNER] = this;
+    ws.on('message', onMessage);
   }
 
   /** Where decoded messages go; call before the first event-loop turn ends (no frame is read before). */
   attach(handler: MessageHandler): void {
     this.handler = handler;
-    this.ws.on('close', () => this.end());
-    this.ws.on('error', () => this.end());
+    this.ws.on('close', onEnd);
+    this.ws.on('error', onEnd);
   }
 
   close(code: number, reason: string): void {
@@ -110,8 +123,8 @@ export class Connection implements Outlet {
     return queued !== undefined;
   }
 
-  /** The socket is gone: timers stop, running requests are aborted, the handler lets go of what it holds. */
-  private end(): void {
+  /** The socket is gone: timers stop, running requests are aborted, the handler lets go of what it holds. @internal (onEnd) */
+  end(): void {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.slowConsumerTimer);
@@ -169,8 +182,9 @@ export class Connection implements Outlet {
    * budget: a client that sends garbage and never reads grows nothing. The rate is counted on arrival.
    * An immediate frame (a cancel) takes effect on arrival instead, a few at a time and once authenticated (never
    * ahead of a pipelined Authenticate); what it answers still waits its turn in that queue (see defer).
+   * Called by onMessage. @internal
    */
-  private receive(data: Buffer, isBinary: boolean): void {
+  receive(data: Buffer, isBinary: boolean): void {
     // Unsubscribe and QueryCancel only release what the server holds: refusing them for rate would keep it
     // working for a client that asked it to stop (their cost is a decode and a lookup, like a refusal's).
     const allowed = this.rate.take() || releasesOnly(data);

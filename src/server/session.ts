@@ -62,6 +62,7 @@ export interface SessionLink extends Outlet {
 
 const MAX_FAILED_AUTH = 5;
 let nextClient = 1;
+const CLIENT_SUFFIX = randomBytes(4).toString('hex');
 
 export type Reply = Uint8Array | undefined;
 
@@ -71,7 +72,8 @@ export type Reply = Uint8Array | undefined;
  * handlers/index.ts); the handlers in handlers/ answer them, with the checks and holds below.
  */
 export class Session {
-  readonly clientId = `c${nextClient++}-${randomBytes(4).toString('hex')}`;
+  /** Numbered in this process; the id adds the process's random suffix (made on demand: an idle session holds no string). */
+  private readonly clientNo = nextClient++;
   /** Per tenant authenticated for: most connections have one, so a Map only from the second. */
   private grants: Grant | Map<string, Grant> | undefined;
   private grantTenant = '';
@@ -88,6 +90,11 @@ export class Session {
     readonly peer: Peer,
   ) {
     this.authTimer = setTimeout(() => this.authExpired(), ctx.limits.authTimeoutMs);
+  }
+
+  /** `c<n>-<hex>`: unique in this process, and (by its random suffix) across its restarts. */
+  get clientId(): string {
+    return `c${this.clientNo}-${CLIENT_SUFFIX}`;
   }
 
   get authenticated(): boolean {
@@ -130,7 +137,7 @@ export class Session {
     const g = this.grants;
     if (g === undefined || (!(g instanceof Map) && this.grantTenant === tenant)) {
       this.grants = grant;
-      this.grantTenant = tenant;
+      this.grantTenant = perms.grants.tenant === tenant ? perms.grants.tenant : tenant; // the grants' string, shared: not one per connection
     } else if (g instanceof Map) g.set(tenant, grant);
     else this.grants = new Map([[this.grantTenant, g], [tenant, grant]]);
     this.peer.authenticated();
