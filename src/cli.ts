@@ -40,6 +40,12 @@ function program(): Command {
     .description('print an scrypt hash of a secret for the config file (reads one line from stdin without the argument)')
     .argument('[secret]', 'the secret; prefer stdin, which keeps it out of shell history')
     .action((secret: string | undefined) => printHash(secret));
+  cli
+    .command('inspect')
+    .description("what a service file holds: header, variables, versions, values (read-only, no locks: safe on a live server's file)")
+    .argument('<file>', 'a service file (e.g. commy-data/<tenant>/<service>.mem)')
+    .option('--json', 'print JSON (bigints as strings, bytes as hex)')
+    .action((file: string, flags: { json?: boolean }) => inspect(file, flags.json === true));
   return cli;
 }
 
@@ -130,6 +136,17 @@ async function readLine(): Promise<string> {
     }
   }
   return text.replace(/\r$/, '');
+}
+
+// ---- inspect ----
+
+async function inspect(file: string, json: boolean): Promise<void> {
+  try {
+    const { printInspect } = await import('./cli/inspect.js');
+    printInspect(file, json);
+  } catch (err) {
+    fail(err, EXIT_FAILURE);
+  }
 }
 
 // ---- shared ----

@@ -98,3 +98,58 @@ test('commy serve: audit lines are batched yet reach the file within moments, an
   assert.equal(await server.exited, 0);
   assert.equal(changes(), 300, 'one audit line per acknowledged write');
 });
+
+/** Runs the CLI to its end: exit code and output. */
+async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d) => (stdout += String(d)));
+  proc.stderr!.on('data', (d) => (stderr += String(d)));
+  const code = await new Promise<number | null>((resolve) => proc.on('exit', (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
+
+test("commy inspect: a live server's file as the server has it; a variable held mid-write is reported, never waited for", { timeout: 120_000 }, async (t) => {
+  const server = await serve(t);
+  const client = await Client.initialize(server.url, 'dev', AuthCredentials.apiKey(server.key), { mode: 'remote' });
+  t.after(() => client.close());
+  const vf = await client.getVirtualServiceFile('dev', 'plant');
+  await vf.registerVariable(new VariableMetadata('temp', -1, 8, VariableType.F64));
+  await vf.registerVariable(new VariableMetadata('count', -1, 8, VariableType.U64));
+  await vf.registerVariable(new VariableMetadata('held', -1, 16, VariableType.Bytes));
+  await vf.registerVariable(new VariableMetadata('old', -1, 4, VariableType.I32));
+  vf.set('temp', 21.5);
+  vf.set('count', 12345678901234n);
+  await vf.flush();
+  await vf.removeVariable('old');
+  const path = join(server.cwd, 'commy-data', 'tenants', 'dev', 'plant.mem');
+
+  const text = await runCli(['inspect', path]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /service +dev\/plant/);
+  assert.match(text.stdout, /^0 +temp +F64 .* 21\.5$/m);
+  assert.match(text.stdout, /^1 +count +U64 .* 12345678901234$/m);
+  assert.match(text.stdout, /^3 +old +I32 .*\(removed\)$/m);
+
+  // A process stopped in the middle of a write to `held`: the others are read, `held` is said to be busy.
+  const holder = startChild('lock-holder', [path, 'held'], t);
+  await holder.next('locked');
+  process.kill(holder.proc.pid!, 'SIGSTOP');
+  t.after(() => holder.proc.kill('SIGKILL'));
+  const json = await runCli(['inspect', path, '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const report = JSON.parse(json.stdout) as { tenant: string; version: string; variables: Array<{ name: string; value?: unknown; version: string; state: string }> };
+  const byName = new Map(report.variables.map((v) => [v.name, v]));
+  assert.equal(report.tenant, 'dev');
+  assert.equal(byName.get('temp')!.value, 21.5);
+  assert.equal(byName.get('count')!.value, '12345678901234', 'bigints as strings');
+  assert.equal(byName.get('held')!.value, 'busy');
+  assert.equal(byName.get('old')!.state, 'removed');
+  assert.equal(byName.get('temp')!.version, String(vf.handle('temp').version()));
+  assert.ok(BigInt(report.version) >= BigInt(byName.get('count')!.version));
+
+  const missing = await runCli(['inspect', join(server.cwd, 'nope.mem')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /^commy: .*nope\.mem/);
+});
