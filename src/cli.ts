@@ -46,6 +46,21 @@ function program(): Command {
     .argument('<file>', 'a service file (e.g. commy-data/<tenant>/<service>.mem)')
     .option('--json', 'print JSON (bigints as strings, bytes as hex)')
     .action((file: string, flags: { json?: boolean }) => inspect(file, flags.json === true));
+  cli
+    .command('bench')
+    .description('a load generator against a running server: publishers write, subscribers watch; prints throughput and latency percentiles')
+    .argument('<url>', 'the server, e.g. ws://127.0.0.1:9000')
+    .requiredOption('--tenant <tenant>', 'tenant to authenticate to')
+    .option('--key <key>', 'API key id:secret (default: $COMMY_KEY); it needs admin on the service to register its variables')
+    .option('--service <name>', 'service to use (created if missing)', 'bench')
+    .option('--pubs <n>', 'publishers, each writing its own variable', parseCount, 1)
+    .option('--subs <n>', 'subscribers, each watching every variable', parseCount, 1)
+    .option('--rate <n>', 'writes per second per publisher; 0: as fast as acknowledged', parseCount, 1000)
+    .option('--size <bytes>', 'bytes per value (at least 8)', parseCount, 16)
+    .option('--duration <s>', 'seconds measured', parseCount, 10)
+    .option('--warmup <s>', 'seconds of warm-up first, not measured', parseCount, 2)
+    .option('--mode <mode>', "'remote' (over WebSocket) or 'auto' (mapped when on the server's machine)", 'remote')
+    .action((url: string, flags: BenchFlags) => bench(url, flags));
   return cli;
 }
 
@@ -147,6 +162,44 @@ async function inspect(file: string, json: boolean): Promise<void> {
   } catch (err) {
     fail(err, EXIT_FAILURE);
   }
+}
+
+// ---- bench ----
+
+interface BenchFlags {
+  tenant: string;
+  key?: string;
+  service: string;
+  pubs: number;
+  subs: number;
+  rate: number;
+  size: number;
+  duration: number;
+  warmup: number;
+  mode: string;
+}
+
+async function bench(url: string, flags: BenchFlags): Promise<void> {
+  const key = flags.key ?? process.env.COMMY_KEY;
+  if (key === undefined || key === '') return fail(new Error('bench: give --key or set COMMY_KEY'), EXIT_CONFIG);
+  if (flags.mode !== 'remote' && flags.mode !== 'auto') return fail(new Error("bench: --mode is 'remote' or 'auto'"), EXIT_CONFIG);
+  const { runBench, formatBench } = await import('./cli/bench.js');
+  const options = {
+    url, tenant: flags.tenant, key, service: flags.service, publishers: flags.pubs, subscribers: flags.subs,
+    rate: flags.rate, size: flags.size, durationS: flags.duration, warmupS: flags.warmup, mode: flags.mode as 'remote' | 'auto',
+  };
+  try {
+    console.log(formatBench(options, await runBench(options)));
+    process.exit(0);
+  } catch (err) {
+    fail(err, EXIT_FAILURE);
+  }
+}
+
+function parseCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('expected a whole number');
+  return n;
 }
 
 // ---- shared ----

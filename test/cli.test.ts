@@ -153,3 +153,22 @@ test("commy inspect: a live server's file as the server has it; a variable held 
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /^commy: .*nope\.mem/);
 });
+
+test('commy bench: publishers and subscribers against commy serve; every subscriber ends on every last value', { timeout: 120_000 }, async (t) => {
+  const server = await serve(t);
+  const run = await runCli(['bench', server.url, '--tenant', 'dev', '--key', server.key, '--pubs', '2', '--subs', '3', '--rate', '200', '--duration', '2', '--warmup', '1']);
+  assert.equal(run.code, 0, run.stderr);
+  const writes = Number(/publishers +([\d,]+) writes acknowledged/.exec(run.stdout)?.[1]?.replace(/,/g, ''));
+  assert.ok(writes > 0, run.stdout);
+  assert.match(run.stdout, /, 0 failed/);
+  assert.match(run.stdout, /write → ack +p50 \S+/);
+  assert.match(run.stdout, /write → seen +p50 \S+/);
+  assert.match(run.stdout, /3 of 3 hold every publisher's last value/);
+
+  const bad = await runCli(['bench', server.url, '--tenant', 'dev', '--key', server.key, '--rate', 'fast']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /expected a whole number/);
+  const wrongKey = await runCli(['bench', server.url, '--tenant', 'dev', '--key', 'dev:wrong', '--duration', '1']);
+  assert.equal(wrongKey.code, 1);
+  assert.match(wrongKey.stderr, /^commy: /m);
+});
