@@ -8,6 +8,7 @@ import { MessageType, type Message } from '../src/protocol/messages.js';
 import { Connection, MAX_RUNNING_REQUESTS, type MessageHandler } from '../src/server/connection.js';
 import type { Lane } from '../src/server/handlers/index.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
+import { TurnBudget } from '../src/server/turn-budget.js';
 import { RawClient, errorCode } from './helpers/raw-client.js';
 
 /**
@@ -70,7 +71,7 @@ async function laneServer(t: { after(fn: () => void | Promise<void>): void }, li
   let socket: WebSocket | undefined;
   wss.on('connection', (ws) => {
     socket = ws;
-    handler.conn = new Connection(ws, { limits, redact: '/nowhere', onError: (err) => assert.fail(String(err)) });
+    handler.conn = new Connection(ws, { limits, redact: '/nowhere', onError: (err) => assert.fail(String(err)), turns: new TurnBudget(2) });
     handler.conn.attach(handler);
   });
   const client = await RawClient.connect(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);

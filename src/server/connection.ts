@@ -5,6 +5,7 @@ import { CloseCode, MessageType, type Message } from '../protocol/messages.js';
 import { ByteRate, RateLimiter, type Limits } from './limits.js';
 import type { Lane } from './handlers/index.js';
 import type { Outlet } from './service-host.js';
+import type { TurnBudget } from './turn-budget.js';
 
 /** What a connection hands its messages to (a Session), each in its lane's order. */
 export interface MessageHandler {
@@ -24,6 +25,8 @@ export interface ConnectionOptions {
   redact: string;
   /** Unexpected failures (not CommyErrors): logged by the server, answered INTERNAL_ERROR. */
   onError(err: unknown): void;
+  /** Shared by every connection of the server: no burst of one connection holds the event loop (turn-budget.ts). */
+  turns: TurnBudget;
 }
 
 /** What an ordered or immediate request is given as its signal: only cancellable ones can be aborted. */
@@ -280,6 +283,8 @@ export class Connection implements Outlet {
   }
 
   private async handle(data: Buffer, isBinary: boolean, allowed: boolean, lane: Exclude<Lane, 'immediate'>): Promise<void> {
+    const turn = this.options.turns.take();
+    if (turn !== undefined) await turn;
     await this.outputRoom();
     if (!this.open) return;
     const send = (frame: Uint8Array): void => this.send(frame);

@@ -19,6 +19,7 @@ import { ServiceRegistry } from './service-registry.js';
 import { Session, type SessionContext } from './session.js';
 import { PermissionsCache } from './permissions.js';
 import { loadTls, type TlsMaterial } from './tls.js';
+import { TurnBudget } from './turn-budget.js';
 
 export interface ServerOptions {
   host?: string;
@@ -46,6 +47,8 @@ const CLOSE_GRACE_MS = 1000;
 
 /** Frames past this multiple of the frame limit are cut off by the WebSocket layer (close 1009), unread. */
 const HARD_FRAME_FACTOR = 4;
+/** Request handling per event-loop turn, all connections together, before the loop polls I/O again (turn-budget.ts). */
+const TURN_SLICE_MS = 2;
 
 /**
  * The Commy server: one HTTP(S) port for WebSocket clients (and, later, health, metrics and the inspector).
@@ -120,7 +123,7 @@ export class Server implements ServerState {
     // Made once and shared by every connection: per-connection objects are what an idle connection costs.
     const permissions = new PermissionsCache(config.limits);
     const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => server.ended(s) };
-    const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError };
+    const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS) };
     http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, ctx, wire));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
