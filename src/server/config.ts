@@ -98,6 +98,7 @@ const limitsSchema = z.strictObject({
   maxBufferedBytes: positiveInt.optional(),
   maxInputBytesPerSecond: positiveInt.optional(),
   slowConsumerTimeoutMs: positiveInt.optional(),
+  closeGraceMs: positiveInt.optional(),
   maxUnauthenticatedConnections: positiveInt.optional(),
   maxUnauthenticatedPerIp: positiveInt.optional(),
   maxConnectionsPerIp: positiveInt.optional(),

@@ -57,6 +57,10 @@ function onEnd(this: WebSocket): void {
   (this as Owned)[OWNER].end();
 }
 
+function onClose(this: WebSocket): void {
+  (this as Owned)[OWNER].gone();
+}
+
 /**
  * The wire side of one WebSocket: reading (message and byte rates, a bounded queue of frames not yet handled,
  * decoding with bounded work), writing (the output budget and slow consumers) and error replies. Knows
@@ -69,6 +73,8 @@ export class Connection implements Outlet {
   private readonly inputRate: ByteRate;
   private inputRateTimer: NodeJS.Timeout | undefined;
   private slowConsumerTimer: NodeJS.Timeout | undefined;
+  /** Set once closing began: cuts the socket off if it is not closed within closeGraceMs. */
+  private graceTimer: NodeJS.Timeout | undefined;
   private chain: Promise<void> = SETTLED;
   /** Answers of immediate frames waiting for output room (in their own queue: never behind a request). */
   private deferred: Promise<void> = SETTLED;
@@ -105,8 +111,21 @@ export class Connection implements Outlet {
   /** Where decoded messages go; call before the first event-loop turn ends (no frame is read before). */
   attach(handler: MessageHandler): void {
     this.handler = handler;
-    this.ws.on('close', onEnd);
+    this.ws.on('close', onClose);
     this.ws.on('error', onEnd);
+  }
+
+  /**
+   * The close handshake has begun, from either side, or the peer ended its side of the socket: everything the
+   * connection holds is let go now, not when the socket is gone (a peer that stops reading would keep it until
+   * ws's close timeout, 30 s), and the socket is cut off if it is not closed within closeGraceMs. Its place in
+   * the connection limits goes with the socket, so an address never holds more sockets than its cap.
+   */
+  closing(): void {
+    this.end();
+    if (this.ws.readyState === this.ws.CLOSED || this.graceTimer !== undefined) return;
+    this.graceTimer = setTimeout(() => this.ws.terminate(), this.options.limits.closeGraceMs);
+    this.graceTimer.unref();
   }
 
   close(code: number, reason: string): void {
@@ -126,7 +145,13 @@ export class Connection implements Outlet {
     return queued !== undefined;
   }
 
-  /** The socket is gone: timers stop, running requests are aborted, the handler lets go of what it holds. @internal (onEnd) */
+  /** The socket is gone (closed, or cut off). @internal (onClose) */
+  gone(): void {
+    clearTimeout(this.graceTimer);
+    this.end();
+  }
+
+  /** Closing or gone: timers stop, running requests are aborted, the handler lets go of what it holds. Once. @internal (onEnd) */
   end(): void {
     if (this.ended) return;
     this.ended = true;
@@ -188,6 +213,7 @@ export class Connection implements Outlet {
    * Called by onMessage. @internal
    */
   receive(data: Buffer, isBinary: boolean): void {
+    if (this.ended) return; // closing: nothing more is handled
     // Unsubscribe and QueryCancel only release what the server holds: refusing them for rate would keep it
     // working for a client that asked it to stop (their cost is a decode and a lookup, like a refusal's).
     const allowed = this.rate.take() || releasesOnly(data);

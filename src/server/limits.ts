@@ -33,6 +33,12 @@ export interface Limits {
   maxBufferedBytes: number;
   /** A connection whose output stays over maxBufferedBytes this long is closed (4008, slow consumer). */
   slowConsumerTimeoutMs: number;
+  /**
+   * A connection whose close handshake has begun (from either side) is cut off if its socket is not closed this
+   * long after; what it held is let go at once. Without it, a peer that sends a close frame and stops reading
+   * keeps its socket (and its place in the connection limits) for ws's close timeout, 30 s.
+   */
+  closeGraceMs: number;
   /** Connections that have not authenticated yet, over all addresses (a smaller pool than maxConnections). */
   maxUnauthenticatedConnections: number;
   /** Not-yet-authenticated connections from one IP address. */
@@ -79,6 +85,7 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxBufferedBytes: 4 * MiB,
   maxInputBytesPerSecond: 32 * MiB,
   slowConsumerTimeoutMs: 30_000,
+  closeGraceMs: 5_000,
   maxUnauthenticatedConnections: 1_000,
   maxUnauthenticatedPerIp: 100,
   maxConnectionsPerIp: 5_000,

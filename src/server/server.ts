@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer, type Server as WsServer, type ServerOptions as WsServerOptions, type WebSocket } from 'ws';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { CloseCode } from '../protocol/messages.js';
 import { createAuditLog, type AuditLog } from './audit.js';
@@ -16,6 +16,7 @@ import { routeHttp, type ServerState } from './http-routes.js';
 import { createServerLogger, type Logger } from './logger.js';
 import { OpLedger } from './op-ledger.js';
 import { ServiceRegistry } from './service-registry.js';
+import { ServerSocket } from './server-socket.js';
 import { Session, type SessionContext } from './session.js';
 import { PermissionsCache } from './permissions.js';
 import { loadTls, type TlsMaterial } from './tls.js';
@@ -56,8 +57,10 @@ const TURN_SLICE_MS = 2;
  */
 export class Server implements ServerState {
   readonly config: ServerConfig;
-  /** Open connections: their sockets (for close()) and sessions. */
+  /** Open connections (until their closing begins): their sessions and sockets. */
   private readonly sockets = new Map<Session, WebSocket>();
+  /** Sockets whose closing has begun, until they are gone (close() cuts them off too). */
+  private readonly closingSockets = new Set<WebSocket>();
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
   /** Tickets of the connections open now, by socketKey. */
@@ -67,7 +70,7 @@ export class Server implements ServerState {
   private constructor(
     config: ServerConfig,
     private readonly http: HttpServer,
-    private readonly wss: WebSocketServer,
+    private readonly wss: WsServer<typeof ServerSocket>,
     private readonly registry: ServiceRegistry,
     private readonly audit: AuditLog,
     private readonly secure: boolean,
@@ -90,7 +93,7 @@ export class Server implements ServerState {
     };
     const http = tls ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key }) : createHttpServer(httpOptions);
     http.maxConnections = config.limits.maxConnections + config.limits.maxUnauthenticatedConnections;
-    const wss = new WebSocketServer({ noServer: true, clientTracking: false, maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR, perMessageDeflate: false });
+    const wss = new WebSocketServer(wsOptions(config));
     const policies = new Map(Object.entries(config.tenants).flatMap(([t, c]) => {
       const policy = filePolicyOf(c.files);
       return policy === undefined ? [] : [[t, policy] as const];
@@ -161,6 +164,7 @@ export class Server implements ServerState {
     return (this.http.address() as AddressInfo).port;
   }
 
+  /** Connections open and not closing. */
   get connectionCount(): number {
     return this.sockets.size;
   }
@@ -221,18 +225,23 @@ export class Server implements ServerState {
       refuseUpgrade(socket, 'closing', 'server closing');
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+    this.wss.handleUpgrade(req, socket, head, (ws: ServerSocket) => {
       const conn = new Connection(ws, wire);
       const session = new Session(conn, ctx, ticket);
       conn.attach(session);
+      ws.watchClosing(socket, conn);
       ticket.onEvict = () => evict(ws);
       this.sockets.set(session, ws); // until Session.closed() calls ctx.ended (the ticket goes with the TCP socket)
     });
   }
 
-  /** A session's connection closed (whatever closed it). */
+  /** A session's connection began closing (whatever closed it): its socket is kept for close() until it is gone. */
   private ended(session: Session): void {
+    const ws = this.sockets.get(session);
     this.sockets.delete(session);
+    if (ws === undefined || ws.readyState === ws.CLOSED) return;
+    this.closingSockets.add(ws);
+    ws.once('close', () => this.closingSockets.delete(ws));
   }
 
   /** Closes every connection (1001), stops listening, closes every service file. Idempotent. */
@@ -250,7 +259,7 @@ export class Server implements ServerState {
 
   /** Every connection gets its close frame (1001); one that has not answered within the grace is cut off. */
   private async closeSockets(): Promise<void> {
-    const open = [...this.sockets.values()];
+    const open = [...this.sockets.values(), ...this.closingSockets];
     const closed = open.map((ws) => new Promise<void>((resolve) => (ws.readyState === ws.CLOSED ? resolve() : ws.once('close', () => resolve()))));
     for (const ws of open) ws.close(CloseCode.GOING_AWAY, 'server closing');
     const grace = setTimeout(() => {
@@ -259,6 +268,22 @@ export class Server implements ServerState {
     await Promise.all(closed);
     clearTimeout(grace);
   }
+}
+
+/**
+ * The WebSocket layer's options: frames past HARD_FRAME_FACTOR × the limit are cut off unread, sockets are
+ * ServerSockets (closing is seen as it begins) and ws's own close timeout is closeGraceMs too (for a closing
+ * the connection does not see begin, e.g. a failed write).
+ */
+function wsOptions(config: ServerConfig): WsServerOptions<typeof ServerSocket> & { closeTimeout: number } {
+  return {
+    noServer: true,
+    clientTracking: false,
+    maxPayload: config.limits.maxFrameBytes * HARD_FRAME_FACTOR,
+    perMessageDeflate: false,
+    WebSocket: ServerSocket,
+    closeTimeout: config.limits.closeGraceMs, // in ws 8.23, not yet in @types/ws
+  };
 }
 
 /**

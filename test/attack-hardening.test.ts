@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { connect as tcpConnect, type Socket } from 'node:net';
+import { test } from 'node:test';
+import { encodeFrame } from '../src/protocol/frame-codec.js';
+import type { MessageBodies, MessageTypeName } from '../src/protocol/messages.js';
+import type { Server } from '../src/server/index.js';
+import { RawClient } from './helpers/raw-client.js';
+import { until } from './helpers/server-process.js';
+import { startServer } from './helpers/server.js';
+
+/**
+ * Findings of an attack round, each fixed and held here: a peer that starts closing and stops reading, limits
+ * that contradict each other, a subscriber's memory of its own writes, and operation ids shared across kinds of
+ * credential. Real servers on 127.0.0.1, real sockets.
+ */
+
+// ---- a WebSocket client on a bare TCP socket ----
+
+/**
+ * A WebSocket client that does only what it is told: it sends frames (masked, as a client must) and reads
+ * nothing after the handshake, so it can send a close frame and never read the answer.
+ */
+class BareClient {
+  private nextId = 1;
+
+  private constructor(private readonly socket: Socket) {}
+
+  /** Upgrades; resolves with the client once the server answered 101 (then stops reading), or with the refusal's status. */
+  static async open(server: Server, t: { after(fn: () => void): void }): Promise<BareClient | { status: number }> {
+    const socket = tcpConnect({ host: '127.0.0.1', port: server.port });
+    socket.on('error', () => {}); // a reset is how a cut-off peer ends: seen through 'close'
+    t.after(() => socket.destroy());
+    const head = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        if (text.includes('\r\n\r\n')) resolve(text);
+      });
+      socket.once('close', () => reject(new Error(`closed during the handshake: ${JSON.stringify(text)}`)));
+      socket.write(
+        `GET / HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      );
+    });
+    socket.removeAllListeners('data');
+    socket.removeAllListeners('close');
+    const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]);
+    if (status !== 101) {
+      socket.destroy();
+      return { status };
+    }
+    socket.pause(); // never reads again: whatever the server sends stays in the socket buffers
+    return new BareClient(socket);
+  }
+
+  request<K extends MessageTypeName>(type: K, body: MessageBodies[K]): void {
+    this.socket.write(wsFrame(0x2, encodeFrame(type, this.nextId++, body)));
+  }
+
+  /** The start of the close handshake (code 1000); the server's answer is never read. */
+  sendClose(): void {
+    this.socket.write(wsFrame(0x8, Uint8Array.of(0x03, 0xe8)));
+  }
+
+  /** The end of our side of the TCP connection (a FIN), without any close frame; nothing is read either. */
+  endTcp(): void {
+    this.socket.end();
+  }
+}
+
+/** A client-to-server WebSocket frame (FIN set, masked). */
+function wsFrame(opcode: number, payload: Uint8Array): Buffer {
+  const n = payload.length;
+  const header = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n]) : Buffer.alloc(n < 65536 ? 4 : 10);
+  if (n >= 126) {
+    header[0] = 0x80 | opcode;
+    header[1] = 0x80 | (n < 65536 ? 126 : 127);
+    if (n < 65536) header.writeUInt16BE(n, 2);
+    else header.writeBigUInt64BE(BigInt(n), 2);
+  }
+  const mask = randomBytes(4);
+  const body = Buffer.from(payload);
+  for (let i = 0; i < n; i++) body[i]! ^= mask[i & 3]!;
+  return Buffer.concat([header, mask, body]);
+}
+
+function opened(c: BareClient | { status: number }): BareClient {
+  assert.ok(c instanceof BareClient, `refused: ${JSON.stringify(c)}`);
+  return c;
+}
+
+/** Connects from the same address until the server admits one (a refusal is a 503), or fails after `withinMs`. */
+async function admittedWithin(server: Server, t: { after(fn: () => void): void }, withinMs: number): Promise<BareClient> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const c = await BareClient.open(server, t);
+    if (c instanceof BareClient) return c;
+    assert.equal(c.status, 503);
+    assert.ok(Date.now() < deadline, `still refused after ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** A client that authenticated and subscribed (to a service it created), and now reads nothing. */
+async function subscribedNonReader(server: Server, t: { after(fn: () => void): void }, service: string): Promise<BareClient> {
+  const before = server.subscriptionCount;
+  const c = opened(await BareClient.open(server, t));
+  c.request('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 'ops:s3cret', protocol: 2 });
+  c.request('Subscription', { tenant: 'acme', service, create: true });
+  await until(() => server.subscriptionCount === before + 1, 'the subscription');
+  return c;
+}
+
+// ---- 1. a close handshake that the peer never finishes ----
+
+test('a client that sends a close frame and stops reading: its session ends at once; its socket, and its place in the limits, within closeGraceMs', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t, { limits: { closeGraceMs: 600_000 } }); // long: what is let go at once shows alone
+  const c = await subscribedNonReader(server, t, 'closing');
+  assert.equal(server.connectionCount, 1);
+  c.sendClose();
+  await until(() => server.subscriptionCount === 0 && server.connectionCount === 0, 'the session to end as the close handshake begins');
+  // The socket itself is still there (the peer has not answered): it keeps its place until it is gone, so an
+  // address never holds more sockets than its cap.
+  assert.equal(server.admissionCounts.connections, 1);
+  // close() cuts off a socket that is closing too (it is not left to its grace).
+  await server.close();
+  assert.equal(server.admissionCounts.connections, 0);
+});
+
+test('a client that sends a close frame and stops reading frees its place well before ws\'s 30 s close timeout (default closeGraceMs)', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t, { limits: { maxConnectionsPerIp: 1 } });
+  const c = await subscribedNonReader(server, t, 'closing-cap');
+  assert.deepEqual(await BareClient.open(server, t), { status: 503 }, 'one connection per address');
+  c.sendClose();
+  await admittedWithin(server, t, 20_000); // the first one was cut off: the cap is one
+});
+
+test('a client that never reads the server\'s own close (authentication timeout) frees its place well before 30 s', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t, { limits: { maxConnectionsPerIp: 1, authTimeoutMs: 500 } });
+  opened(await BareClient.open(server, t)); // never authenticates, never reads: the server closes it (4002)
+  await admittedWithin(server, t, 20_000);
+});
+
+test('a client that ends its side of the TCP connection (no close frame) with output owed to it that it never reads: cut off within closeGraceMs', { timeout: 180_000 }, async (t) => {
+  const server = await startServer(t);
+  // A writer that keeps the non-reader owed far more than its socket buffers and output budget hold.
+  const writer = await RawClient.connect(server.url);
+  t.after(() => writer.close());
+  assert.equal((await writer.auth('acme', 'ops:s3cret')).type, 'Authenticated');
+  const snapshot = await writer.request('Subscription', { tenant: 'acme', service: 'flood', create: true });
+  assert.equal(snapshot.type, 'Snapshot');
+  const sid = snapshot.type === 'Snapshot' ? snapshot.body.sid : 0;
+  const indexes: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const reg = await writer.request('RegisterVariable', { sid, name: `v${i}`, offset: -1, size: 65_536, typeId: 0 });
+    assert.equal(reg.type, 'VariableRegistered');
+    if (reg.type === 'VariableRegistered') indexes.push(reg.body.def[0]);
+  }
+  const c = await subscribedNonReader(server, t, 'flood');
+  for (let round = 0; round < 64; round++) {
+    const value = new Uint8Array(65_536).fill(round);
+    const ack = await writer.request('ReportVariableChanges', { sid, changes: indexes.map((index) => [index, value] as [number, Uint8Array]) });
+    assert.equal(ack.type, 'VariableChangesAcknowledged');
+  }
+  assert.equal(server.admissionCounts.connections, 2);
+  c.endTcp();
+  await until(() => server.subscriptionCount === 1, 'the non-reader\'s session to end with its side of the connection');
+  await until(() => server.admissionCounts.connections === 1, 'the non-reader to be cut off', 20_000);
+});
