@@ -4,10 +4,13 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { encodeFrame } from '../src/protocol/frame-codec.js';
 import type { MessageBodies, MessageTypeName } from '../src/protocol/messages.js';
-import type { Server } from '../src/server/index.js';
+import { Server, loadConfig } from '../src/server/index.js';
+import { FRAME_HEADROOM } from '../src/server/limits.js';
+import type { Message } from '../src/protocol/messages.js';
 import { RawClient } from './helpers/raw-client.js';
 import { until } from './helpers/server-process.js';
-import { startServer } from './helpers/server.js';
+import { startServer, TEST_TENANTS } from './helpers/server.js';
+import { tempDir } from './helpers/temp.js';
 
 /**
  * Findings of an attack round, each fixed and held here: a peer that starts closing and stops reading, limits
@@ -167,4 +170,67 @@ test('a client that ends its side of the TCP connection (no close frame) with ou
   c.endTcp();
   await until(() => server.subscriptionCount === 1, 'the non-reader\'s session to end with its side of the connection');
   await until(() => server.admissionCounts.connections === 1, 'the non-reader to be cut off', 20_000);
+});
+
+// ---- 2. a frame limit too small for the largest variable ----
+
+test('limits in which the largest variable cannot fit a frame are refused at start (CONFIG_INVALID, naming limits.maxFrameBytes)', async (t) => {
+  const refused = { code: 'CONFIG_INVALID', field: 'limits.maxFrameBytes' };
+  const dataDir = tempDir(t, 'commy-limits-');
+  const config = { tenants: TEST_TENANTS, audit: { enabled: false } };
+  await assert.rejects(Server.start({ host: '127.0.0.1', port: 0, dataDir, config, limits: { maxFrameBytes: 4096 } }), refused); // 64 KiB variables
+  await assert.rejects(Server.start({ host: '127.0.0.1', port: 0, dataDir, config, limits: { maxVariableBytes: 1024 * 1024 } }), refused); // 1 MiB frames
+  assert.throws(() => loadConfig({ limits: { maxFrameBytes: 65_536 } }), refused, 'a config file alone is judged too');
+  assert.throws(() => loadConfig({ limits: { maxVariableBytes: 60_000, maxFrameBytes: 60_000 + FRAME_HEADROOM - 1 } }), refused);
+  // Judged once the options' limits are applied over the file's: together they agree.
+  const server = await Server.start({ host: '127.0.0.1', port: 0, dataDir, config: { ...config, limits: { maxFrameBytes: 4096 } }, limits: { maxVariableBytes: 1024 } });
+  assert.deepEqual([server.config.limits.maxFrameBytes, server.config.limits.maxVariableBytes], [4096, 1024]);
+  await server.close();
+});
+
+test('at the tightest frame limit allowed, the largest variable with the longest names goes through every message that carries a value', { timeout: 120_000 }, async (t) => {
+  const maxVariableBytes = 8192;
+  const maxFrameBytes = maxVariableBytes + FRAME_HEADROOM;
+  const [tenant, service, name] = ['t', 's', 'v'].map((c) => c.repeat(64)) as [string, string, string];
+  const server = await startServer(t, {
+    config: { tenants: { [tenant]: { keys: [{ id: 'ops', secret: 's3cret', read: ['*'], write: ['*'], admin: ['*'] }] } }, audit: { enabled: false } },
+    limits: { maxFrameBytes, maxVariableBytes },
+  });
+  const received: number[] = [];
+  const client = async (): Promise<RawClient> => {
+    const c = await RawClient.connect(server.url);
+    t.after(() => c.close());
+    c.ws.on('message', (data: Buffer) => received.push(data.length));
+    const auth = await c.request('Authenticate', { tenant, method: 'apiKey', credential: 'ops:s3cret', protocol: 2, clientKey: 'k'.repeat(64) });
+    assert.equal(auth.type, 'Authenticated');
+    return c;
+  };
+  const ok = <T extends Message['type']>(m: Message, type: T): Extract<Message, { type: T }> => {
+    assert.equal(m.type, type, JSON.stringify(m.type === 'Error' ? m.body : m.type));
+    return m as Extract<Message, { type: T }>;
+  };
+  const value = (fill: number): Uint8Array => new Uint8Array(maxVariableBytes).fill(fill);
+  const opId = Number.MAX_SAFE_INTEGER; // the longest encoding of every number the request carries
+  const a = await client();
+  const { sid } = ok(await a.request('Subscription', { tenant, service, create: true }), 'Snapshot').body;
+  const index = ok(await a.request('RegisterVariable', { sid, name, offset: -1, size: maxVariableBytes, typeId: 0 }), 'VariableRegistered').body.def[0];
+  const b = await client();
+  const sb = ok(await b.request('Subscription', { tenant, service }), 'Snapshot').body.sid;
+  ok(await a.request('WriteVariable', { tenant, service, name, value: value(1), opId }), 'VariableChangesAcknowledged');
+  ok(await a.request('ReportVariableChanges', { sid, changes: [[index, value(2)]], opId: opId - 1 }), 'VariableChangesAcknowledged');
+  const { version } = ok(await a.request('Mutate', { sid, index, value: value(3), opId: opId - 2 }), 'MutationResponse').body;
+  ok(await a.request('Mutate', { sid, index, value: value(4), opId: opId - 3, expectedVersion: version }), 'MutationResponse');
+  await b.push((m) => m.type === 'SyncBatch' && m.body.sid === sb && m.body.updates.some(([i, , bytes]) => i === index && bytes[0] === 4));
+  assert.equal(ok(await a.request('ReadVariable', { tenant, service, name }), 'VariableValue').body.value[0], 4);
+  const pages = [ok(await a.request('Query', { tenant, values: true }), 'QueryResponse')];
+  while (pages.at(-1)!.body.more) pages.push(ok(await a.push((m) => m.id === a.lastRequestId), 'QueryResponse'));
+  const queried = pages.flatMap((p) => p.body.services.flatMap((q) => q.values ?? []));
+  assert.deepEqual(queried.map(([i, , bytes]) => [i, bytes.length, bytes[0]]), [[index, maxVariableBytes, 4]]);
+  // A new subscriber's snapshot: more than half a frame, so it comes in chunks.
+  const c = await client();
+  const snap = ok(await c.request('Subscription', { tenant, service }), 'Snapshot');
+  assert.equal(snap.body.more, true);
+  const chunk = await c.push((m) => m.type === 'SnapshotChunk' && m.body.data !== undefined);
+  assert.equal(chunk.type === 'SnapshotChunk' && chunk.body.data![0], 4);
+  assert.ok(received.length > 0 && received.every((n) => n <= maxFrameBytes), `frames received: ${received.join(', ')}`);
 });

@@ -220,7 +220,7 @@ test('requests queued behind one waiting for a lock are bounded: the server stop
 });
 
 test('a client sending faster than maxInputBytesPerSecond is read more slowly, not cut off; others go on', async (t) => {
-  const server = await startServer(t, { limits: { maxInputBytesPerSecond: 2 * 1024 * 1024, maxFrameBytes: 64 * 1024 } });
+  const server = await startServer(t, { limits: { maxInputBytesPerSecond: 2 * 1024 * 1024, maxFrameBytes: 64 * 1024, maxVariableBytes: 16 * 1024 } });
   const a = await connect(t, server.url, 'ops:s3cret');
   await service(a, 'fast', [['x', 8192]]);
   const { writer, replies } = await floodWrites(t, server, 'fast');

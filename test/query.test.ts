@@ -32,7 +32,7 @@ async function answers(c: RawClient, id: number, first: Message): Promise<Messag
 }
 
 test('query: the services a key may read, their definitions and values, in pages under the request id', async (t) => {
-  const server = await startServer(t, { limits: { maxFrameBytes: 64 * 1024 } });
+  const server = await startServer(t, { limits: { maxFrameBytes: 64 * 1024, maxVariableBytes: 16 * 1024 } });
   const ops = await signedIn(t, server.url);
   await fill(ops, 'dash-a', 40, 1024);
   await fill(ops, 'secret', 2, 8);
@@ -85,7 +85,7 @@ test('query: QueryCancel mid-stream ends it with ABORTED, and no page follows', 
 test('client.query: every page in a for-await loop, typed values; aborting mid-stream ends the loop at once', async (t) => {
   const { startClientServer } = await import('./helpers/client-server.js');
   const { VariableMetadata } = await import('../src/index.js');
-  const { connect } = await startClientServer(t, { limits: { maxFrameBytes: 64 * 1024 } });
+  const { connect } = await startClientServer(t, { limits: { maxFrameBytes: 64 * 1024, maxVariableBytes: 16 * 1024 } });
   const client = await connect();
   for (const service of ['q1', 'q2']) {
     const vf = await client.getVirtualServiceFile('acme', service);

@@ -194,7 +194,8 @@ test('a notify subscription: definitions without data, then VariablesUpdated nam
 });
 
 test('unknown, malformed, text and oversize frames get an error; the connection stays usable', async (t) => {
-  const server = await startServer(t, { limits: { maxFrameBytes: 4096 } });
+  // Small frames need small variables: every variable must fit a frame (the limits are refused otherwise).
+  const server = await startServer(t, { limits: { maxFrameBytes: 4096, maxVariableBytes: 2048 } });
   const c = await connect(t, server.url, 'ops:s3cret');
   const { Packr } = await import('msgpackr');
   const packr = new Packr({ useRecords: false });
@@ -278,7 +279,7 @@ test('audit log: one JSON line per GetServiceFilePath and per applied change', a
 });
 
 test('a SyncBatch never exceeds the frame limit: large changes go out in several batches', async (t) => {
-  const server = await startServer(t, { limits: { maxFrameBytes: 4096 } });
+  const server = await startServer(t, { limits: { maxFrameBytes: 4096, maxVariableBytes: 2048 } });
   const a = await connect(t, server.url, 'ops:s3cret');
   const b = await connect(t, server.url, 'ops:s3cret');
   const sa = body<{ sid: number }>(await a.request('Subscription', { tenant: 'acme', service: 'big', create: true }));

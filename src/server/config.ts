@@ -8,7 +8,7 @@ import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
 import { isScryptHash } from './key-hash.js';
 import { resolveGroup } from './file-policy.js';
-import { DEFAULT_LIMITS, type Limits } from './limits.js';
+import { DEFAULT_LIMITS, FRAME_HEADROOM, type Limits } from './limits.js';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 9000;
@@ -161,6 +161,16 @@ export type ServerConfig = Omit<ParsedConfig, 'dataDir' | 'limits'> & { dataDir:
  * object: already parsed (a ServerConfig is accepted too, and comes back equal); undefined: defaults.
  */
 export function loadConfig(input?: string | Record<string, unknown> | ServerConfig): ServerConfig {
+  const config = readConfig(input);
+  assertLimitsAgree(config.limits);
+  return config;
+}
+
+/**
+ * loadConfig without the checks that relate one limit to another: for Server.start, which applies its own
+ * `limits` over the file's first and checks the result (assertLimitsAgree).
+ */
+export function readConfig(input?: string | Record<string, unknown> | ServerConfig): ServerConfig {
   if (input === undefined) return withDefaults(parse({}));
   if (typeof input === 'string') {
     const file = resolve(input);
@@ -246,6 +256,21 @@ function withDefaults(raw: ParsedConfig): ServerConfig {
   assertKeyGlobs(config);
   if (raw.tls) config.tls = { ...raw.tls };
   return config;
+}
+
+/**
+ * Limits that contradict each other are refused at start: the largest variable must fit one frame with the
+ * message around it, or a variable could be registered that no WriteVariable, report, update or query page
+ * could carry (CONFIG_INVALID, naming limits.maxFrameBytes).
+ */
+export function assertLimitsAgree(limits: Limits): void {
+  const needed = limits.maxVariableBytes + FRAME_HEADROOM;
+  if (limits.maxFrameBytes >= needed) return;
+  throw new ConfigError(
+    'limits.maxFrameBytes',
+    `invalid config: limits.maxFrameBytes: ${limits.maxFrameBytes} bytes cannot carry the largest variable: it must be at least ` +
+      `limits.maxVariableBytes (${limits.maxVariableBytes}) + ${FRAME_HEADROOM} = ${needed}; raise maxFrameBytes or lower maxVariableBytes`,
+  );
 }
 
 /** A key whose globs break the pattern limits would be refused at every login: refuse it at start instead. */

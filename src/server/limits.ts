@@ -73,6 +73,15 @@ export interface Limits {
 
 const MiB = 1024 * 1024;
 
+/**
+ * What a frame must hold besides the largest value it carries: the message around one variable (a WriteVariable
+ * names a tenant, a service and a variable of up to 64 characters each; an update, a query page or a snapshot
+ * chunk carries ids, versions and a definition). About 300 bytes at most, counted generously: a frame limit
+ * under maxVariableBytes + this is refused at start (a variable that no frame can carry could be registered but
+ * never written, read or sent).
+ */
+export const FRAME_HEADROOM = 1024;
+
 export const DEFAULT_LIMITS: Limits = Object.freeze({
   maxFrameBytes: 1 * MiB,
   maxVariableBytes: 64 * 1024,

@@ -9,7 +9,7 @@ import { createAuditLog, type AuditLog } from './audit.js';
 import { Admission, type AdmissionCounts, type Refusal, type Ticket } from './admission.js';
 import { Authenticator, type AuthStats } from './auth.js';
 import type { ThrottlePolicy } from './auth-throttle.js';
-import { isServerConfig, loadConfig, withLimits, type LimitsInput, type ServerConfig } from './config.js';
+import { assertLimitsAgree, isServerConfig, readConfig, withLimits, type LimitsInput, type ServerConfig } from './config.js';
 import { filePolicyOf } from './file-policy.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
@@ -324,7 +324,8 @@ function auditFile(config: ServerConfig): string | undefined {
 }
 
 function resolveConfig(options: ServerOptions): ServerConfig {
-  const base = isServerConfig(options.config) ? options.config : loadConfig(options.config);
+  // The limits are judged together once the options' own are applied: they may fix what the file alone gets wrong.
+  const base = isServerConfig(options.config) ? options.config : readConfig(options.config);
   const config: ServerConfig = {
     ...base,
     host: options.host ?? base.host,
@@ -336,5 +337,6 @@ function resolveConfig(options: ServerOptions): ServerConfig {
   if (!Number.isInteger(config.port) || config.port < 0 || config.port > 65535) {
     throw new CommyError(ErrorCode.CONFIG_INVALID, `port must be 0..65535, got ${config.port}`);
   }
+  assertLimitsAgree(config.limits);
   return config;
 }
