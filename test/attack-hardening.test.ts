@@ -234,3 +234,59 @@ test('at the tightest frame limit allowed, the largest variable with the longest
   assert.equal(chunk.type === 'SnapshotChunk' && chunk.body.data![0], 4);
   assert.ok(received.length > 0 && received.every((n) => n <= maxFrameBytes), `frames received: ${received.join(', ')}`);
 });
+
+// ---- 3. a subscriber's marks of its own writes ----
+
+/** An authenticated raw client of tenant acme (key ops), closed after the test. */
+async function opsClient(server: Server, t: { after(fn: () => void): void }): Promise<RawClient> {
+  const c = await RawClient.connect(server.url);
+  t.after(() => c.close());
+  assert.equal((await c.auth('acme', 'ops:s3cret')).type, 'Authenticated');
+  return c;
+}
+
+function sidOf(m: Message): number {
+  assert.equal(m.type, 'Snapshot', JSON.stringify(m.type === 'Error' ? m.body : m.type));
+  return m.type === 'Snapshot' ? m.body.sid : 0;
+}
+
+const u64 = (n: number): Uint8Array => new Uint8Array(new BigUint64Array([BigInt(n)]).buffer);
+
+test('a filtered subscriber that writes variables outside its filter keeps no mark of them; its own deliveries stay right', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const admin = await opsClient(server, t);
+  const sid = sidOf(await admin.request('Subscription', { tenant: 'acme', service: 'marks', create: true }));
+  const index = new Map<string, number>();
+  for (const name of ['a.0', ...Array.from({ length: 200 }, (_, i) => `b.${i}`)]) {
+    const reg = await admin.request('RegisterVariable', { sid, name, offset: -1, size: 8, typeId: 1 });
+    assert.equal(reg.type, 'VariableRegistered');
+    if (reg.type === 'VariableRegistered') index.set(name, reg.body.def[0]);
+  }
+  const outside = [...index].filter(([name]) => name.startsWith('b.')).map(([, i]) => i);
+  const filtered = await opsClient(server, t);
+  const fsid = sidOf(await filtered.request('Subscription', { tenant: 'acme', service: 'marks', variables: ['a.*'] }));
+  // Writes by index to variables it never receives (it may write them: the key may), again and again.
+  for (let round = 1; round <= 5; round++) {
+    const ack = await filtered.request('ReportVariableChanges', { sid: fsid, changes: outside.map((i) => [i, u64(round)] as [number, Uint8Array]) });
+    assert.equal(ack.type, 'VariableChangesAcknowledged');
+  }
+  assert.equal(server.subscriptionMarks.own, 0, 'no mark for a variable the subscriber is never sent');
+  // A 'names' subscription (notify) never looks at marks either: its own writes leave none.
+  const notify = await opsClient(server, t);
+  const nsid = sidOf(await notify.request('Subscription', { tenant: 'acme', service: 'marks', notify: true }));
+  assert.equal((await notify.request('ReportVariableChanges', { sid: nsid, changes: outside.map((i) => [i, u64(9)] as [number, Uint8Array]) })).type, 'VariableChangesAcknowledged');
+  assert.equal(server.subscriptionMarks.own, 0, 'no mark for a subscription that is sent names');
+
+  // Inside its filter: its own write is marked, not echoed, and the mark is cleared by the flush of that change.
+  const a0 = index.get('a.0')!;
+  assert.equal((await filtered.request('ReportVariableChanges', { sid: fsid, changes: [[a0, u64(7)]] })).type, 'VariableChangesAcknowledged');
+  await until(() => server.subscriptionMarks.own === 0 && server.subscriptionMarks.dirty === 0, 'its own write\'s mark to be cleared by the flush');
+  // Someone else's write reaches it, and nothing outside its filter ever did.
+  assert.equal((await admin.request('WriteVariable', { tenant: 'acme', service: 'marks', name: 'a.0', value: u64(8) })).type, 'VariableChangesAcknowledged');
+  const batch = await filtered.push((m) => m.type === 'SyncBatch' && m.body.sid === fsid);
+  assert.ok(batch.type === 'SyncBatch');
+  assert.deepEqual(batch.body.updates.map(([i, , bytes]) => [i, bytes[0]]), [[a0, 8]], 'the other writer\'s value, and not its own echo');
+  const seen = filtered.pushes.flatMap((m) => (m.type === 'SyncBatch' ? m.body.updates.map(([i]) => i) : []));
+  assert.deepEqual(seen, [], `updates outside the filter or echoes: ${JSON.stringify(seen)}`);
+});
+

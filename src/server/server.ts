@@ -149,6 +149,23 @@ export class Server implements ServerState {
     return n;
   }
 
+  /**
+   * What the subscriptions of all connections hold between two broadcasts: variables owed an update, marks of
+   * their own acknowledged writes (not echoed back), removals to pass on. For tests and metrics: each is bounded
+   * by the variables a subscription covers.
+   */
+  get subscriptionMarks(): { dirty: number; own: number; removed: number } {
+    const marks = { dirty: 0, own: 0, removed: 0 };
+    for (const session of this.sockets.keys()) {
+      for (const sub of session.subscriptions.values()) {
+        marks.dirty += sub.dirty.size;
+        marks.own += sub.own.size;
+        marks.removed += sub.removed.size;
+      }
+    }
+    return marks;
+  }
+
   get openServices(): number {
     return this.registry.openCount;
   }

@@ -163,7 +163,7 @@ export class ServiceHost {
     });
     const written = new Map<DirEntry, bigint>();
     for (const [e, i] of last) written.set(e, file.writeLocked(e, values[i]!));
-    if (origin !== undefined) for (const [e, version] of written) origin.own.set(e.index, Number(version));
+    if (origin !== undefined) for (const [e, version] of written) origin.ownWrite(e.index, e.meta.name, Number(version));
     return entries.map((e) => written.get(e) ?? 0n);
   }
 

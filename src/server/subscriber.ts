@@ -26,7 +26,8 @@ export class Subscriber {
   readonly dirty = new Set<number>();
   /**
    * Versions of this client's own acknowledged writes, by variable: the ack told it everything, so an update
-   * still at that version is not echoed back (half the frames for a writer).
+   * still at that version is not echoed back (half the frames for a writer). Only variables it is sent (see
+   * ownWrite), so at most one entry per variable the subscription covers.
    */
   readonly own = new Map<number, number>();
   /** Directory indexes of removed variables the client may know, to tell it (SyncBatch.removed). */
@@ -55,5 +56,14 @@ export class Subscriber {
   /** Whether the subscription covers the variable at directory `index`. */
   wants(index: number, name: string): boolean {
     return this.spec.filter.wants(index, name);
+  }
+
+  /**
+   * The client wrote this variable and its acknowledgement carries `version`. Marked only where a flush will
+   * look (a covered variable of a 'values' subscription): the flush of the write's own change clears the mark,
+   * and a mark nobody looks at (a variable outside the filter, written by index) would be kept for ever.
+   */
+  ownWrite(index: number, name: string, version: number): void {
+    if (this.spec.mode === 'values' && this.wants(index, name)) this.own.set(index, version);
   }
 }
