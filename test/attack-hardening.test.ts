@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import { test } from 'node:test';
+import { SignJWT } from 'jose';
 import { encodeFrame } from '../src/protocol/frame-codec.js';
 import type { MessageBodies, MessageTypeName } from '../src/protocol/messages.js';
 import { Server, loadConfig } from '../src/server/index.js';
@@ -290,3 +291,58 @@ test('a filtered subscriber that writes variables outside its filter keeps no ma
   assert.deepEqual(seen, [], `updates outside the filter or echoes: ${JSON.stringify(seen)}`);
 });
 
+// ---- 4. operation ids: an API key and a token of the same name are different clients ----
+
+test('a token whose sub is an API key\'s id never shares that key\'s operation ids: the same opId from both is applied twice, independently', { timeout: 120_000 }, async (t) => {
+  const jwtSecret = 'a-jwt-secret-of-reasonable-length';
+  const server = await startServer(t, {
+    config: {
+      tenants: { acme: { keys: [{ id: 'ops', secret: 's3cret', read: ['*'], write: ['*'], admin: ['*'] }], jwt: { secret: jwtSecret, issuer: 'issuer.test' } } },
+      audit: { enabled: false },
+    },
+  });
+  const token = await new SignJWT({ tenant: 'acme', sub: 'ops', read: ['*'], write: ['*'], admin: ['*'] })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuer('issuer.test')
+    .setExpirationTime('5m')
+    .sign(new TextEncoder().encode(jwtSecret));
+  const clientKey = 'shared-client-key-0001'; // the same on both: only the kind of credential tells them apart
+  const connect = async (method: 'apiKey' | 'jwt', credential: string): Promise<RawClient> => {
+    const c = await RawClient.connect(server.url);
+    t.after(() => c.close());
+    const auth = await c.request('Authenticate', { tenant: 'acme', method, credential, protocol: 2, clientKey });
+    assert.ok(auth.type === 'Authenticated' && auth.body.keyId === 'ops', JSON.stringify(auth.body));
+    return c;
+  };
+  const key = await connect('apiKey', 'ops:s3cret');
+  const jwt = await connect('jwt', token);
+  assert.equal((await key.request('GetServiceFilePath', { tenant: 'acme', service: 'ids', create: true })).type, 'ServiceFilePath');
+  const sid = sidOf(await key.request('Subscription', { tenant: 'acme', service: 'ids' }));
+  assert.equal((await key.request('RegisterVariable', { sid, name: 'x', offset: -1, size: 8, typeId: 1 })).type, 'VariableRegistered');
+  const write = async (c: RawClient, opId: number, n: number): Promise<number> => {
+    const ack = await c.request('WriteVariable', { tenant: 'acme', service: 'ids', name: 'x', value: u64(n), opId });
+    assert.equal(ack.type, 'VariableChangesAcknowledged', JSON.stringify(ack.body));
+    return ack.type === 'VariableChangesAcknowledged' ? ack.body.version : 0;
+  };
+  const read = async (): Promise<[number, number]> => {
+    const m = await key.request('ReadVariable', { tenant: 'acme', service: 'ids', name: 'x' });
+    assert.ok(m.type === 'VariableValue');
+    const v = m.body.value;
+    return [Number(new DataView(v.buffer, v.byteOffset, v.byteLength).getBigUint64(0, true)), m.body.version];
+  };
+
+  // The same write under the same opId: a replay would get the key's answer and write nothing.
+  const byKey = await write(key, 1, 10);
+  const byToken = await write(jwt, 1, 10);
+  assert.ok(byToken > byKey, `the token's write was applied (version ${byToken} after the key's ${byKey}), not answered from the key's`);
+  assert.deepEqual(await read(), [10, byToken]);
+  // Another write under an opId the other one used: no collision (INVALID_MESSAGE), both applied in turn.
+  const second = await write(key, 2, 20);
+  const third = await write(jwt, 2, 30);
+  assert.ok(third > second);
+  assert.deepEqual(await read(), [30, third]);
+  // Each one's retries still get its own first answer, applying nothing.
+  assert.equal(await write(key, 1, 10), byKey);
+  assert.equal(await write(jwt, 2, 30), third);
+  assert.deepEqual(await read(), [30, third]);
+});

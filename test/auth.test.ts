@@ -43,6 +43,7 @@ test('api key: id:secret, bare secret, plain and hashed', async () => {
   assert.deepEqual(await auth.authenticate('acme', 'apiKey', 'ops:ops-secret'), {
     tenant: 'acme',
     keyId: 'ops',
+    principal: 'key:ops',
     read: ['*'],
     write: ['*'],
     admin: ['*'],
@@ -52,6 +53,7 @@ test('api key: id:secret, bare secret, plain and hashed', async () => {
   assert.deepEqual(await auth.authenticate('acme', 'apiKey', 'viewer:x:y:z'), {
     tenant: 'acme',
     keyId: 'viewer',
+    principal: 'key:viewer',
     read: ['dash-*'],
     write: [],
     admin: [],
@@ -153,12 +155,22 @@ test('hashKey / verifySecret', async () => {
 test('jwt: a good token gives the grants of its claims', async () => {
   const auth = await setup();
   const grants = await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub: 'alice', read: ['a?c'], write: ['dash-*'] }));
-  assert.deepEqual(grants, { tenant: 'acme', keyId: 'alice', read: ['a?c'], write: ['dash-*'], admin: [] });
+  assert.deepEqual(grants, { tenant: 'acme', keyId: 'alice', principal: 'jwt:issuer.test:alice', read: ['a?c'], write: ['dash-*'], admin: [] });
   const anonymous = await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme' }));
-  assert.deepEqual(anonymous, { tenant: 'acme', keyId: 'jwt', read: [], write: [], admin: [] });
+  assert.deepEqual(anonymous, { tenant: 'acme', keyId: 'jwt', principal: 'jwt:issuer.test:jwt', read: [], write: [], admin: [] });
   for (const sub of ['evil\nline', 'nul\u0000', 'x'.repeat(129)]) {
     await assert.rejects(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub })), { code: 'AUTH_FAILED' }, JSON.stringify(sub));
   }
+});
+
+test('jwt: the principal (whose operation ids) is the issuer and sub, apart from any key; a non-string iss is refused', async () => {
+  // No issuer configured: the token's own iss (or none) names it.
+  const auth = new Authenticator(loadConfig({ tenants: { acme: { keys: [{ id: 'ops', secret: 'ops-secret' }], jwt: { secret: JWT_SECRET } } } }).tenants);
+  assert.equal((await auth.authenticate('acme', 'apiKey', 'ops:ops-secret')).principal, 'key:ops');
+  assert.equal((await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub: 'ops' }, { issuer: '' }))).principal, 'jwt::ops');
+  assert.equal((await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub: 'b:c' }, { issuer: 'a' }))).principal, 'jwt:a:b:c');
+  assert.equal((await auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub: 'c' }, { issuer: 'a:b' }))).principal, 'jwt:a%3Ab:c', 'no two (iss, sub) pairs run together');
+  await assertRefused(auth.authenticate('acme', 'jwt', await token({ tenant: 'acme', sub: 'ops', iss: 123 } as unknown as JWTPayload, { issuer: '' })));
 });
 
 test('jwt: refusals', async () => {

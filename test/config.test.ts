@@ -127,7 +127,7 @@ test('the dev tenant: a fresh key that authenticates with every right', async ()
   assert.notEqual(one.apiKey, two.apiKey);
   assert.match(one.apiKey, /^dev:[A-Za-z0-9_-]{32}$/);
   const grants = await new Authenticator({ dev: one.config }).authenticate('dev', 'apiKey', one.apiKey);
-  assert.deepEqual(grants, { tenant: 'dev', keyId: 'dev', read: ['*'], write: ['*'], admin: ['*'] });
+  assert.deepEqual(grants, { tenant: 'dev', keyId: 'dev', principal: 'key:dev', read: ['*'], write: ['*'], admin: ['*'] });
 });
 
 test('rate limiter: a burst, then the sustained rate', () => {

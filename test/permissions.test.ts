@@ -6,7 +6,7 @@ import { ErrorCode, isCommyError } from '../src/core/errors.js';
 import { DEFAULT_LIMITS } from '../src/server/limits.js';
 
 function grants(read: string[], write: string[] = [], admin: string[] = []): Grants {
-  return { tenant: 'acme', keyId: 'k', read, write, admin };
+  return { tenant: 'acme', keyId: 'k', principal: 'key:k', read, write, admin };
 }
 
 test('globs: * any run, ? one character', () => {
@@ -124,11 +124,12 @@ test('the limits given are the ones applied', () => {
 
 test('PermissionsCache: equal grants share one compiled Permissions, other grants get their own, refused grants are not kept', () => {
   const cache = new PermissionsCache();
-  const ops = (read: string[]): Grants => ({ tenant: 'acme', keyId: 'ops', read, write: [], admin: [] });
+  const ops = (read: string[]): Grants => ({ tenant: 'acme', keyId: 'ops', principal: 'key:ops', read, write: [], admin: [] });
   const a = cache.of(ops(['plant-*']));
   assert.equal(cache.of(ops(['plant-*'])), a, 'a second connection with the same key holds the same object');
   assert.notEqual(cache.of(ops(['plant-*', 'x'])), a);
   assert.notEqual(cache.of({ ...ops(['plant-*']), keyId: 'other' }), a);
+  assert.notEqual(cache.of({ ...ops(['plant-*']), principal: 'jwt::ops' }), a, 'a token whose sub is the key\'s id gets its own');
   assert.equal(a.can('read', 'plant-7'), true);
   assert.equal(a.can('write', 'plant-7'), false);
   const tooMany = ops(Array.from({ length: 10_000 }, (_, i) => `p${i}`));

@@ -11,7 +11,14 @@ import { DEFAULT_LIMITS } from './limits.js';
 /** What an authenticated connection may do in one tenant: service-name globs per action. */
 export interface Grants {
   tenant: string;
+  /** An API key's id, or a token's `sub`: what replies and audit lines call the credential. */
   keyId: string;
+  /**
+   * Who the credential names, unambiguously across kinds: `key:<id>` for an API key, `jwt:<iss>:<sub>` for a
+   * token (`iss` percent-encoded, so the first ':' after it ends it). Operation ids are remembered per principal:
+   * a token whose `sub` equals a key's id is never that key's client (op-ledger.ts).
+   */
+  principal: string;
   read: string[];
   write: string[];
   admin: string[];
@@ -169,7 +176,7 @@ export class Authenticator {
   private grantsFor(tenant: string, keyId: string | undefined): Grants {
     const key = keyId === undefined ? undefined : this.tenants.get(tenant)?.keys.get(keyId);
     if (key === undefined) throw authFailed();
-    const grants: Grants = { tenant, keyId: key.id, read: [...key.read], write: [...key.write], admin: [...key.admin] };
+    const grants: Grants = { tenant, keyId: key.id, principal: `key:${key.id}`, read: [...key.read], write: [...key.write], admin: [...key.admin] };
     if (key.hybrid === false) grants.hybrid = false;
     return grants;
   }
@@ -258,12 +265,13 @@ async function verifyJwt(tenant: string, jwt: JwtAuth | undefined, token: string
   if (auth === DUMMY_JWT) throw authFailed();
   if (payload['tenant'] !== tenant) throw authFailed();
   const sub = payload.sub ?? 'jwt';
+  const iss: unknown = payload.iss ?? '';
   const read = globList(payload['read']);
   const write = globList(payload['write']);
   const admin = globList(payload['admin']);
   // `sub` becomes the key id in replies and audit lines: printable and short, like a configured key id.
-  if (typeof sub !== 'string' || !PRINTABLE_SUB.test(sub) || read === undefined || write === undefined || admin === undefined) throw authFailed();
-  return { tenant, keyId: sub, read, write, admin };
+  if (typeof sub !== 'string' || !PRINTABLE_SUB.test(sub) || typeof iss !== 'string' || read === undefined || write === undefined || admin === undefined) throw authFailed();
+  return { tenant, keyId: sub, principal: `jwt:${encodeURIComponent(iss)}:${sub}`, read, write, admin };
 }
 
 /** A claim that should be a list of globs: absent → [], anything but an array of strings → undefined (refused). */

@@ -65,7 +65,7 @@ export interface Limits {
   maxConcurrentAuth: number;
   /** How long the server remembers an applied write's operation id (a retry within it is not applied twice). */
   opIdTtlMs: number;
-  /** Operation ids remembered per client identity (key + clientKey). */
+  /** Operation ids remembered per client identity (credential + clientKey). */
   maxOpIdsPerClient: number;
   /** Versions remembered with operation ids, per tenant (an acknowledgement of n changes weighs n + 1). */
   maxOpIdWeight: number;

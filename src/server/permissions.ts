@@ -61,7 +61,8 @@ export class PermissionsCache {
 
   of(grants: Grants): Permissions {
     // JSON keeps the lists apart whatever they hold (no separator a glob could contain can confuse two keys).
-    const key = JSON.stringify([grants.tenant, grants.keyId, grants.read, grants.write, grants.admin, grants.hybrid ?? true]);
+    // The principal too: a token whose sub and globs equal a key's must not be handed that key's Permissions.
+    const key = JSON.stringify([grants.tenant, grants.principal, grants.keyId, grants.read, grants.write, grants.admin, grants.hybrid ?? true]);
     let perms = this.cache.get(key);
     if (perms === undefined) {
       perms = new Permissions(grants, this.limits); // throws AUTH_FAILED for grants past the limits: nothing cached

@@ -256,8 +256,9 @@ export class Session {
   once<T>(tenant: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
     const grant = this.grantOf(tenant);
     if (grant === undefined) return op(); // not authenticated for it: op's own checks refuse it
-    // Whose operation ids these are: the key and the client's clientKey (or this connection alone).
-    grant.identity ??= `${tenant}/${grant.perms.grants.keyId}/${grant.clientKey ?? `connection:${this.clientId}`}`;
+    // Whose operation ids these are: the credential (by kind: key:<id>, jwt:<iss>:<sub>) and the client's
+    // clientKey (or this connection alone). Neither tenant nor clientKey holds a '/': the parts never run together.
+    grant.identity ??= `${tenant}/${grant.perms.grants.principal}/${grant.clientKey ?? `connection:${this.clientId}`}`;
     return this.ctx.ledger.once(tenant, grant.identity, opId, what, op, weigh);
   }
 
