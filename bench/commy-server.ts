@@ -1,6 +1,6 @@
 /**
  * The commy server of the remote figures, in its own process as Redis and the ws peers are (start it with
- * harness.ts startCommyServer). argv[2]: JSON `{ limits?, authThrottle?, dataDir? }` over the bench config below. Answers 'cpu' and 'mem' (serverProbes), stops
+ * harness.ts startCommyServer). argv[2]: JSON `{ limits?, authThrottle?, dataDir?, durability? }` over the bench config below. Answers 'cpu' and 'mem' (serverProbes), stops
  * on 'stop'. Audit log off (like Redis without AOF); rate limits raised so that the bench, not the limiter,
  * sets the pace.
  */
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Server } from '../src/server/index.js';
 import { BENCH_TENANT, serveRequests, serverProbes } from './harness.js';
 
-const opts = JSON.parse(process.argv[2] ?? '{}') as { limits?: Record<string, unknown>; authThrottle?: Record<string, number>; dataDir?: string };
+const opts = JSON.parse(process.argv[2] ?? '{}') as { limits?: Record<string, unknown>; authThrottle?: Record<string, number>; dataDir?: string; durability?: 'ack' | 'periodic' | 'none' };
 // A parent that may kill this process (SIGKILL: no cleanup here) makes the directory and removes it itself.
 const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'commy-bench-server-'));
 const server = await Server.start({
@@ -23,6 +23,7 @@ const server = await Server.start({
     limits: { rateLimit: { messagesPerSecond: 1_000_000, burst: 1_000_000 }, ...opts.limits },
   },
   ...(opts.authThrottle ? { authThrottle: opts.authThrottle } : {}),
+  ...(opts.durability ? { durability: opts.durability } : {}),
 });
 serveRequests({ url: server.url, pid: process.pid }, serverProbes, async () => {
   await server.close();

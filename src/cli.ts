@@ -17,6 +17,7 @@ interface ServeFlags {
   data?: string;
   tlsSelfSigned?: boolean;
   tick?: 'immediate' | number;
+  durability?: 'ack' | 'periodic' | 'none';
 }
 
 function program(): Command {
@@ -34,6 +35,7 @@ function program(): Command {
     .option('--data <dir>', 'directory for service files (default ./commy-data)')
     .option('--tls-self-signed', 'serve wss:// with a throwaway self-signed certificate (development only)')
     .option('--tick <tick>', "'immediate' or milliseconds between update batches", parseTick)
+    .option('--durability <mode>', "'ack' (sync before acknowledging), 'periodic' (default: every syncIntervalMs) or 'none'", parseDurability)
     .action((flags: ServeFlags) => serve(flags));
   cli
     .command('hash-key')
@@ -100,6 +102,7 @@ function withFlags(config: ServerConfig, flags: ServeFlags): ServerConfig {
   if (flags.port !== undefined) out.port = flags.port;
   if (flags.data !== undefined) out.dataDir = flags.data;
   if (flags.tick !== undefined) out.tick = flags.tick;
+  if (flags.durability !== undefined) out.durability = flags.durability;
   return out;
 }
 
@@ -121,6 +124,11 @@ function parsePort(value: string): number {
   const port = Number(value);
   if (!/^\d+$/.test(value) || port > 65535) throw new InvalidArgumentError('expected an integer 0..65535');
   return port;
+}
+
+function parseDurability(value: string): 'ack' | 'periodic' | 'none' {
+  if (value === 'ack' || value === 'periodic' || value === 'none') return value;
+  throw new InvalidArgumentError("expected 'ack', 'periodic' or 'none'");
 }
 
 function parseTick(value: string): 'immediate' | number {

@@ -100,6 +100,12 @@ export class FileMapping {
     return this.damagedFlag;
   }
 
+  /** The open file's descriptor (for an fdatasync off the event loop: server/durability.ts). CLOSED once closed. */
+  get descriptor(): number {
+    this.assertOpen();
+    return this.fd;
+  }
+
   /** INVALID_FILE naming this file: what another process wrote into it cannot be right. */
   corrupt(why: string): CommyError {
     return new CommyError(ErrorCode.INVALID_FILE, `${this.label}: ${why}`);

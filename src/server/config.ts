@@ -6,6 +6,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
+import { DEFAULT_DURABILITY } from './durability.js';
 import { isScryptHash } from './key-hash.js';
 import { resolveGroup } from './file-policy.js';
 import { DEFAULT_LIMITS, FRAME_HEADROOM, type Limits } from './limits.js';
@@ -137,6 +138,9 @@ const configSchema = z.strictObject({
   limits: limitsSchema.optional(),
   tick: z.union([z.literal('immediate'), z.number().nonnegative()]).default('immediate'),
   audit: auditSchema.default({ enabled: true }),
+  /** When acknowledged writes reach the disk (durability.ts): before each ack, every syncIntervalMs, or as the kernel likes. */
+  durability: z.enum(['ack', 'periodic', 'none']).default(DEFAULT_DURABILITY.mode),
+  syncIntervalMs: positiveInt.default(DEFAULT_DURABILITY.intervalMs),
 });
 
 // ---- types ----
@@ -252,6 +256,8 @@ function withDefaults(raw: ParsedConfig): ServerConfig {
     tick: raw.tick,
     // The fields given and no others: the audit log's own defaults (100 MiB, 5 files) stay its own.
     audit: { enabled: raw.audit.enabled, ...definedOnly(raw.audit) },
+    durability: raw.durability,
+    syncIntervalMs: raw.syncIntervalMs,
   };
   assertKeyGlobs(config);
   if (raw.tls) config.tls = { ...raw.tls };

@@ -10,6 +10,7 @@ import { Admission, type AdmissionCounts, type Refusal, type Ticket } from './ad
 import { Authenticator, type AuthStats } from './auth.js';
 import type { ThrottlePolicy } from './auth-throttle.js';
 import { assertLimitsAgree, isServerConfig, readConfig, withLimits, type LimitsInput, type ServerConfig } from './config.js';
+import { DEFAULT_DURABILITY, type DurabilityMode } from './durability.js';
 import { filePolicyOf } from './file-policy.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
@@ -33,6 +34,10 @@ export interface ServerOptions {
   /** Any subset, `rateLimit` too; checked like the config file's `limits` (CONFIG_INVALID naming the field). */
   limits?: LimitsInput;
   tick?: 'immediate' | number;
+  /** Overrides config.durability: when acknowledged writes reach the disk (docs/operations.md, Durability). */
+  durability?: DurabilityMode;
+  /** Overrides config.syncIntervalMs: the period of `periodic` syncs. */
+  syncIntervalMs?: number;
   /** Called with unexpected internal errors (default: logged at error level). */
   onError?: (err: unknown) => void;
   /** The server's log (a pino logger); default: JSON lines on stderr at level info. */
@@ -106,7 +111,8 @@ export class Server implements ServerState {
       onError,
       onLocalWrite: (host, pid, variables) =>
         audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid }),
-    }, policies);
+      durability: config.durability,
+    }, policies, { mode: config.durability, intervalMs: config.syncIntervalMs });
     const audit = createAuditLog({
       enabled: config.audit.enabled,
       file: auditFile(config),
@@ -182,6 +188,11 @@ export class Server implements ServerState {
   }
 
   /** Connections open and not closing. */
+  /** Service files synced to disk so far (docs/operations.md, Durability). */
+  get syncCount(): number {
+    return this.registry.syncs;
+  }
+
   get connectionCount(): number {
     return this.sockets.size;
   }
@@ -268,7 +279,7 @@ export class Server implements ServerState {
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       this.http.closeAllConnections?.();
       await new Promise<void>((resolve) => this.http.close(() => resolve()));
-      this.registry.close();
+      await this.registry.close(); // every file written since its last sync is synced first
       await this.audit.close();
     })();
     return this.closingPromise;
@@ -349,6 +360,8 @@ function resolveConfig(options: ServerOptions): ServerConfig {
     port: options.port ?? base.port,
     dataDir: options.dataDir ?? base.dataDir,
     tick: options.tick ?? base.tick,
+    durability: options.durability ?? base.durability ?? DEFAULT_DURABILITY.mode,
+    syncIntervalMs: options.syncIntervalMs ?? base.syncIntervalMs ?? DEFAULT_DURABILITY.intervalMs,
     limits: options.limits === undefined ? base.limits : withLimits(base.limits, options.limits),
   };
   if (!Number.isInteger(config.port) || config.port < 0 || config.port > 65535) {

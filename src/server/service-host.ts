@@ -3,6 +3,7 @@ import { removedError } from '../local/directory.js';
 import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js';
 import { encodeFrame } from '../protocol/frame-codec.js';
 import { Broadcaster, type BroadcastSource } from './broadcaster.js';
+import { FileSyncer, type DurabilityMode } from './durability.js';
 import type { ChangeFeed, ChangeFeedFactory, FeedChange } from './change-feed.js';
 import { localChangeFeed } from './local-change-feed.js';
 import { snapshotFrames } from './snapshot.js';
@@ -36,6 +37,10 @@ export interface BroadcastOptions {
   onBroken?: (host: ServiceHost) => void;
   /** Unexpected failures while broadcasting (logged by the server). */
   onError?: (err: unknown) => void;
+  /** `ack`: acknowledgements wait for the file's sync (durable()); other modes sync elsewhere. Default 'none'. */
+  durability?: DurabilityMode;
+  /** A sync of a service file finished (for the server's count). */
+  onSynced?: () => void;
 }
 
 /** A service the server has open: its mapped file, the feed that reports every change, its subscribers. */
@@ -48,6 +53,8 @@ export class ServiceHost {
   /** Every change at or below this version has been reported by the feed (see FeedChange.settled). */
   private settledVersion = 0n;
   private readonly broadcaster: Broadcaster;
+  /** The file's syncs (durability.ts): on close, and in `ack` or `periodic` mode as they say. */
+  readonly syncer: FileSyncer;
   /** Removed slots already passed on to subscribers. */
   private readonly removals = new Set<number>();
 
@@ -58,6 +65,7 @@ export class ServiceHost {
     private readonly options: BroadcastOptions,
   ) {
     this.serviceId = `${tenant}/${service}`;
+    this.syncer = new FileSyncer(() => file.descriptor, options.onSynced);
     this.broadcaster = new Broadcaster(this.broadcastSource());
     this.feed = (options.feed ?? localChangeFeed)(file, this.serviceId);
     this.feed.start({ change: (c) => this.onChange(c), error: (err) => this.feedFailed(err) });
@@ -163,6 +171,7 @@ export class ServiceHost {
     });
     const written = new Map<DirEntry, bigint>();
     for (const [e, i] of last) written.set(e, file.writeLocked(e, values[i]!));
+    this.syncer.dirty = true;
     if (origin !== undefined) for (const [e, version] of written) origin.ownWrite(e.index, e.meta.name, Number(version));
     return entries.map((e) => written.get(e) ?? 0n);
   }
@@ -182,6 +191,7 @@ export class ServiceHost {
   }
 
   private onChange(change: FeedChange): void {
+    this.syncer.dirty = true; // a local process's write, a registration, a removal: the file has changed
     if (change.settled > this.settledVersion) this.settledVersion = change.settled;
     if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(change, this.options.onLocalWrite);
     if (change.removedVariables.length > 0) this.passOnRemovals();
@@ -257,14 +267,37 @@ export class ServiceHost {
     this.options.onBroken?.(this);
   }
 
-  close(): void {
+  /**
+   * In `ack` mode, resolves once every write made so far is on disk (one fdatasync shared by the writes that
+   * ask meanwhile); in the other modes at once (undefined: nothing to await).
+   */
+  durable(): Promise<void> | undefined {
+    return this.options.durability === 'ack' ? this.syncer.sync() : undefined;
+  }
+
+  /**
+   * Stops serving the service at once; the file itself is closed after a last sync if anything was written
+   * since the last one (whatever the durability mode: a closed file is never left to the kernel's timing).
+   * Resolves when the file is closed.
+   */
+  close(): Promise<void> {
     for (const sub of this.subscribers) {
       sub.closed = true;
       this.broadcaster.drop(sub);
     }
     this.subscribers.clear();
     this.feed.close();
-    this.file.close();
+    if (!this.syncer.dirty || this.file.closed) {
+      this.file.close();
+      return Promise.resolve();
+    }
+    return this.syncer.sync().then(
+      () => this.file.close(),
+      (err: unknown) => {
+        this.options.onError?.(err);
+        this.file.close();
+      },
+    );
   }
 }
 

@@ -8,6 +8,7 @@ import { ensurePrivateDir } from './data-dir.js';
 import { applyFilePolicy, openForTraversal, type FilePolicy } from './file-policy.js';
 import type { Limits } from './limits.js';
 import { TenantQuotas, isRegistered, registrationGrowth, type TenantUsage } from './quotas.js';
+import { DEFAULT_DURABILITY, type Durability } from './durability.js';
 import { ServiceHost, type BroadcastOptions } from './service-host.js';
 
 /** One open service and who holds it. */
@@ -37,6 +38,11 @@ export class ServiceRegistry {
   private readonly quotas: TenantQuotas;
   private readonly broadcast: BroadcastOptions;
   private closed = false;
+  /** Files closing after their last sync (ServiceHost.close): close() waits for them. */
+  private readonly closing = new Set<Promise<void>>();
+  private readonly syncTimer: NodeJS.Timeout | undefined;
+  /** Syncs of service files finished (durability.ts), for /metrics and the tests. */
+  syncs = 0;
   readonly root: string;
 
   /** Throws CONFIG_INVALID if dataDir or dataDir/tenants is a symlink, someone else's, or group/other-writable. */
@@ -46,9 +52,11 @@ export class ServiceRegistry {
     broadcast: BroadcastOptions,
     /** Tenants whose files belong to a Unix group (config `tenants.<t>.files`); none by default. */
     private readonly policies: ReadonlyMap<string, FilePolicy> = new Map(),
+    durability: Durability = { mode: broadcast.durability ?? 'none', intervalMs: DEFAULT_DURABILITY.intervalMs },
   ) {
     this.root = resolve(dataDir);
-    this.broadcast = { ...broadcast, onBroken: (host) => this.evict(host) };
+    this.broadcast = { ...broadcast, onBroken: (host) => this.evict(host), onSynced: () => this.syncs++ };
+    if (durability.mode === 'periodic') this.syncTimer = setInterval(() => this.syncWritten(), durability.intervalMs).unref();
     ensurePrivateDir(this.root, ErrorCode.CONFIG_INVALID, 'data directory', true);
     ensurePrivateDir(join(this.root, 'tenants'), ErrorCode.CONFIG_INVALID, 'tenants directory');
     if (policies.size > 0) {
@@ -163,15 +171,37 @@ export class ServiceRegistry {
     return { ...this.quotas.usage(tenant) };
   }
 
-  /** Closes every service and cancels every idle timer; later calls to get() throw CLOSED. */
-  close(): void {
+  /**
+   * Closes every service and cancels every idle timer; later calls to get() throw CLOSED. Resolves once every
+   * file written since its last sync has been synced and closed.
+   */
+  async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.syncTimer);
     for (const entry of this.hosts.values()) {
       clearTimeout(entry.timer);
-      entry.host.close();
+      this.track(entry.host.close());
     }
     this.hosts.clear();
     this.idle.clear();
+    await Promise.all(this.closing);
+  }
+
+  /** `periodic` durability: every file written since its last sync is synced, held open meanwhile. */
+  private syncWritten(): void {
+    for (const { host } of this.hosts.values()) {
+      if (!host.syncer.dirty) continue;
+      this.retain(host);
+      host.syncer
+        .sync()
+        .catch((err: unknown) => this.broadcast.onError?.(err))
+        .finally(() => this.release(host));
+    }
+  }
+
+  private track(closing: Promise<void>): void {
+    this.closing.add(closing);
+    void closing.finally(() => this.closing.delete(closing));
   }
 
   // ---- opening ------------------------------------------------------------------------------------
@@ -306,7 +336,7 @@ export class ServiceRegistry {
     entry.timer = undefined;
     this.hosts.delete(entry.key);
     this.idle.delete(entry.key);
-    entry.host.close();
+    this.track(entry.host.close());
   }
 
   private assertOpen(): void {

@@ -16,6 +16,7 @@ export async function removeVariable(s: Session, m: MessageOf<'RemoveVariable'>)
   const host = sub.host;
   const entry = host.file.entry(name); // VARIABLE_NOT_FOUND before waiting for anything
   const version = await s.whenFree(() => host.remove(name), `${host.serviceId}/${name}`);
+  await host.durable();
   const { tenant, service } = host;
   s.ctx.audit.record({ event: 'VariableRemoved', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });
   return encodeFrame('VariableRemoved', m.id, { sid: sub.sid, index: entry.index, version: Number(version) });
@@ -30,6 +31,7 @@ export async function registerVariable(s: Session, m: MessageOf<'RegisterVariabl
   const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
   s.ctx.registry.checkRegistration(sub.host, meta);
   const entry = await s.whenFree(() => file.tryRegister(meta), `the directory of ${sub.host.serviceId}`);
+  await sub.host.durable();
   const { tenant, service } = sub.host;
   s.ctx.audit.record({ event: 'VariableRegistered', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });
   return encodeFrame('VariableRegistered', m.id, { sid: sub.sid, def: defOf(entry, file.entryVersion(entry)) });

@@ -20,6 +20,7 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
       const entry = host.file.entry(name);
       assertFits(entry.meta, value.length);
       const [written] = await s.whenFree(() => host.apply([entry], [value]), `${host.serviceId}/${name}`);
+      await host.durable();
       const version = Number(written);
       s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
       return { serviceId: host.serviceId, changedVariables: [name], count: 1, version, versions: [version] };
@@ -50,6 +51,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
       const values = m.body.changes.map(([, bytes]) => bytes);
       const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub, skipRemoved: true })), `variables of ${sub.host.serviceId}`);
       if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
+      await sub.host.durable();
       const versions = written.map(Number);
       const names = entries.flatMap((e, i) => (versions[i] === 0 ? [] : [e.meta.name]));
       s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: names });
@@ -74,6 +76,7 @@ export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply>
     const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion] }));
     const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
     if (written === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sid} ended before the mutation was applied`);
+    await sub.host.durable();
     const { tenant, service } = sub.host;
     s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [entry.meta.name] });
     return { sid, index, version: Number(written) };
