@@ -106,12 +106,19 @@ function withFlags(config: ServerConfig, flags: ServeFlags): ServerConfig {
   return out;
 }
 
-/** The first signal closes cleanly; a second one while closing means "now". */
+/** A clean stop answers, broadcasts, closes and syncs within seconds; past this it gives up (exit 1). */
+const STOP_TIMEOUT_MS = 20_000;
+
+/** The first signal closes cleanly (within STOP_TIMEOUT_MS); a second one while closing means "now". */
 function stopOn(signals: NodeJS.Signals[], close: () => Promise<void>): void {
   let closing = false;
   const onSignal = () => {
     if (closing) process.exit(EXIT_FAILURE);
     closing = true;
+    setTimeout(() => {
+      console.error(`commy: not stopped cleanly within ${STOP_TIMEOUT_MS / 1000} s; exiting anyway`);
+      process.exit(EXIT_FAILURE);
+    }, STOP_TIMEOUT_MS).unref();
     close().then(
       () => process.exit(0),
       (err: unknown) => fail(err, EXIT_FAILURE),

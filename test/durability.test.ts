@@ -88,3 +88,30 @@ for (const mode of ['ack', 'periodic', 'none'] as const) {
     assert.ok(value === acked || value === acked + 1n, `the file holds ${value}; the last acknowledged write was ${acked}`);
   });
 }
+
+test('a clean stop answers the requests in flight before it closes the connections (1001), then syncs the files', { timeout: 120_000 }, async (t) => {
+  const dataDir = tempDir(t, 'commy-drain-');
+  const { Server } = await import('../src/server/index.js');
+  const { TEST_TENANTS } = await import('./helpers/server.js');
+  const server = await Server.start({ host: '127.0.0.1', port: 0, dataDir, config: { tenants: TEST_TENANTS, audit: { enabled: false } }, durability: 'none' });
+  t.after(() => server.close());
+  const client = await Client.initialize(server.url, 'acme', OPS, { mode: 'remote', reconnect: false, onError: () => {} });
+  t.after(() => client.close());
+  const vf = await client.getVirtualServiceFile('acme', 'drained');
+  await vf.registerVariable(new VariableMetadata('x', -1, 8, VariableType.U64));
+  // A local process stopped in the middle of a write to x: the server's write of x has to wait for it.
+  const path = join(dataDir, 'tenants', 'acme', 'drained.mem');
+  const holder = startChild('lock-holder', [path, 'x'], t);
+  await holder.next('locked');
+  process.kill(holder.proc.pid!, 'SIGSTOP');
+  vf.set('x', 5n);
+  const flushed = vf.flush().then(() => 'acknowledged', (err: Error) => `failed: ${err.message}`);
+  await new Promise((resolve) => setTimeout(resolve, 100)); // the report is at the server, waiting for the lock
+  const closing = server.close();
+  holder.kill('SIGKILL'); // gone: the server takes its lock over (after staleMs) and writes
+  assert.equal(await flushed, 'acknowledged', 'the write in flight was answered before the connection closed');
+  await closing;
+  const x = inspectFile(path).variables.find((v) => v.name === 'x')!;
+  assert.equal(x.value, 5n);
+  assert.ok(server.syncCount >= 1, 'the written file was synced at the stop');
+});

@@ -132,6 +132,11 @@ export class Connection implements Outlet {
     this.ws.close(code, reason);
   }
 
+  /** Requests are queued or running (the server's shutdown waits for them to be answered: Server.close). */
+  get busy(): boolean {
+    return this.chain !== SETTLED || this.immediate > 0 || (this.running?.size ?? 0) > 0;
+  }
+
   /** Aborts the running request `id` (a cancellable one); false if none runs under that id. */
   cancel(id: number): boolean {
     const controller = this.running?.get(id);

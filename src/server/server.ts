@@ -48,6 +48,8 @@ export interface ServerOptions {
 
 /** An evicted connection gets its close frame; if it does not answer it, it is cut off after this. */
 const EVICT_GRACE_MS = 1000;
+/** At close(), requests already queued or running are answered for up to this long before the connections close. */
+const SHUTDOWN_DRAIN_MS = 5000;
 /** At close(), a client that has not answered its close frame after this is cut off. */
 const CLOSE_GRACE_MS = 1000;
 
@@ -272,9 +274,16 @@ export class Server implements ServerState {
     ws.once('close', () => this.closingSockets.delete(ws));
   }
 
-  /** Closes every connection (1001), stops listening, closes every service file. Idempotent. */
+  /**
+   * A graceful stop (SIGTERM, SIGINT): stops accepting connections, answers the requests already queued or running
+   * (for up to SHUTDOWN_DRAIN_MS), lets pending broadcasts go out, closes every connection (1001: clients
+   * reconnect to the next server by themselves), then syncs and closes every service file and the audit log.
+   * Idempotent.
+   */
   close(): Promise<void> {
     this.closingPromise ??= (async () => {
+      this.http.close(); // no new connection (admit() refuses them too); existing ones go on below
+      await this.drain();
       await this.closeSockets();
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       this.http.closeAllConnections?.();
@@ -283,6 +292,15 @@ export class Server implements ServerState {
       await this.audit.close();
     })();
     return this.closingPromise;
+  }
+
+  /** Waits (at most SHUTDOWN_DRAIN_MS) until no connection has a request queued or running, then a turn for the broadcasts. */
+  private async drain(): Promise<void> {
+    const deadline = performance.now() + SHUTDOWN_DRAIN_MS;
+    while ([...this.sockets.keys()].some((s) => s.link.busy === true) && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    for (let turn = 0; turn < 2; turn++) await new Promise((resolve) => setImmediate(resolve)); // the broadcasters' rounds
   }
 
   /** Every connection gets its close frame (1001); one that has not answered within the grace is cut off. */

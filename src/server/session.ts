@@ -58,6 +58,8 @@ export interface SessionLink extends Outlet {
   /** Aborts the cancellable request `id` (now, or as soon as it starts). */
   cancel(id: number): void;
   close(code: number, reason: string): void;
+  /** Requests are queued or running (Server.close waits for them); absent: never. */
+  readonly busy?: boolean;
 }
 
 const MAX_FAILED_AUTH = 5;
