@@ -103,7 +103,7 @@ async function startServer(dir: string): Promise<{ proc: ChildProcess; url: stri
     limits: { rateLimit: { messagesPerSecond: 1_000_000, burst: 1_000_000 } },
   };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
-  const proc = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'config.json'), '--port', '0', '--data', join(dir, 'data')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'config.json'), '--port', '0', '--data', join(dir, 'data'), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
   for await (const line of createInterface({ input: proc.stdout! })) {
     const url = /listening on (\S+)/.exec(line)?.[1];
     if (url !== undefined) {

@@ -18,6 +18,7 @@ interface ServeFlags {
   tlsSelfSigned?: boolean;
   tick?: 'immediate' | number;
   durability?: 'ack' | 'periodic' | 'none';
+  logLevel?: ServerConfig['logLevel'];
 }
 
 function program(): Command {
@@ -35,6 +36,7 @@ function program(): Command {
     .option('--data <dir>', 'directory for service files (default ./commy-data)')
     .option('--tls-self-signed', 'serve wss:// with a throwaway self-signed certificate (development only)')
     .option('--tick <tick>', "'immediate' or milliseconds between update batches", parseTick)
+    .option('--log-level <level>', 'fatal, error, warn, info (default), debug (one line per connection lifecycle event), trace or silent', parseLogLevel)
     .option('--durability <mode>', "'ack' (sync before acknowledging), 'periodic' (default: every syncIntervalMs) or 'none'", parseDurability)
     .action((flags: ServeFlags) => serve(flags));
   cli
@@ -103,6 +105,7 @@ function withFlags(config: ServerConfig, flags: ServeFlags): ServerConfig {
   if (flags.data !== undefined) out.dataDir = flags.data;
   if (flags.tick !== undefined) out.tick = flags.tick;
   if (flags.durability !== undefined) out.durability = flags.durability;
+  if (flags.logLevel !== undefined) out.logLevel = flags.logLevel;
   return out;
 }
 
@@ -131,6 +134,14 @@ function parsePort(value: string): number {
   const port = Number(value);
   if (!/^\d+$/.test(value) || port > 65535) throw new InvalidArgumentError('expected an integer 0..65535');
   return port;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function parseLogLevel(value: string): ServerConfig['logLevel'] {
+  const level = LOG_LEVELS.find((l) => l === value);
+  if (level === undefined) throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(', ')}`);
+  return level;
 }
 
 function parseDurability(value: string): 'ack' | 'periodic' | 'none' {

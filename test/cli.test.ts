@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { SignJWT } from 'jose';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
@@ -171,4 +172,56 @@ test('commy bench: publishers and subscribers against commy serve; every subscri
   const wrongKey = await runCli(['bench', server.url, '--tenant', 'dev', '--key', 'dev:wrong', '--duration', '1']);
   assert.equal(wrongKey.code, 1);
   assert.match(wrongKey.stderr, /^commy: /m);
+});
+
+test('commy serve --log-level debug: one line per connection lifecycle event, and never a secret, key or token in any line', { timeout: 120_000 }, async (t) => {
+  const cwd = tempDir(t, 'commy-log-');
+  const keySecret = 'plain-Secret-9f3kq';
+  const wrongSecret = 'WRONG-guess-123xz';
+  const jwtSecret = 'jwt-Secret-77zq-long-enough-for-hs256';
+  const config = {
+    tenants: { acme: { keys: [{ id: 'ops', secret: keySecret, read: ['*'], write: ['*'], admin: ['*'] }], jwt: { secret: jwtSecret, issuer: 'log.test' } } },
+    audit: { enabled: false },
+  };
+  writeFileSync(join(cwd, 'config.json'), JSON.stringify(config));
+  const run = async (level: string) => {
+    const proc = spawn(process.execPath, [CLI, 'serve', '--config', join(cwd, 'config.json'), '--port', '0', '--data', join(cwd, `data-${level}`), '--log-level', level], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => proc.kill('SIGKILL'));
+    let out = '';
+    let err = '';
+    proc.stderr!.on('data', (d) => (err += String(d)));
+    const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+    let url = '';
+    for await (const line of createInterface({ input: proc.stdout! })) {
+      out += `${line}\n`;
+      url ||= /listening on (\S+)/.exec(line)?.[1] ?? '';
+      if (url !== '') break;
+    }
+    proc.stdout!.on('data', (d) => (out += String(d)));
+    const good = await Client.initialize(url, 'acme', AuthCredentials.apiKey(`ops:${keySecret}`), { mode: 'remote', reconnect: false });
+    await good.close();
+    await assert.rejects(Client.initialize(url, 'acme', AuthCredentials.apiKey(`ops:${wrongSecret}`), { mode: 'remote', reconnect: false }), /AUTH_FAILED|authenticat/i);
+    const token = await new SignJWT({ tenant: 'acme', sub: 'robot', read: ['*'] }).setProtectedHeader({ alg: 'HS256' }).setIssuer('log.test').setExpirationTime('5m').sign(new TextEncoder().encode(jwtSecret));
+    const viaJwt = await Client.initialize(url, 'acme', AuthCredentials.jwt(token), { mode: 'remote', reconnect: false });
+    await viaJwt.close();
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the last close is logged
+    proc.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    return { text: out + err, token, lines: err.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; event?: string; code?: number }) };
+  };
+
+  const debug = await run('debug');
+  for (const secret of [keySecret, wrongSecret, jwtSecret, debug.token, debug.token.split('.')[2]!]) {
+    assert.ok(!debug.text.includes(secret), `a secret reached the log: ${secret.slice(0, 8)}…`);
+  }
+  const count = (event: string) => debug.lines.filter((l) => l.event === event).length;
+  assert.ok(count('connected') >= 3, debug.text);
+  assert.ok(count('authenticated') >= 2, 'the key and the token');
+  assert.equal(count('auth-failed'), 1);
+  assert.ok(count('closed') >= 3, debug.text);
+  assert.ok(debug.lines.some((l) => l.event === 'closed' && typeof l.code === 'number'), 'closes carry their code');
+
+  const info = await run('info');
+  assert.equal(info.lines.filter((l) => l.event === 'connected').length, 0, 'lifecycle lines are debug');
+  assert.equal(info.lines.filter((l) => l.event === 'auth-failed').length, 1, 'a failed authentication is info');
 });

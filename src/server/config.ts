@@ -139,6 +139,8 @@ const configSchema = z.strictObject({
   tick: z.union([z.literal('immediate'), z.number().nonnegative()]).default('immediate'),
   audit: auditSchema.default({ enabled: true }),
   /** When acknowledged writes reach the disk (durability.ts): before each ack, every syncIntervalMs, or as the kernel likes. */
+  /** The server's log (not the audit log): pino levels; connection lifecycle lines are at debug. */
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   durability: z.enum(['ack', 'periodic', 'none']).default(DEFAULT_DURABILITY.mode),
   syncIntervalMs: positiveInt.default(DEFAULT_DURABILITY.intervalMs),
 });
@@ -256,6 +258,7 @@ function withDefaults(raw: ParsedConfig): ServerConfig {
     tick: raw.tick,
     // The fields given and no others: the audit log's own defaults (100 MiB, 5 files) stay its own.
     audit: { enabled: raw.audit.enabled, ...definedOnly(raw.audit) },
+    logLevel: raw.logLevel,
     durability: raw.durability,
     syncIntervalMs: raw.syncIntervalMs,
   };

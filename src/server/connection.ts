@@ -15,8 +15,8 @@ export interface MessageHandler {
   laneOf(type: number): Lane;
   /** The reply to send, if any; a thrown CommyError is sent as an Error with the request's id. */
   handle(message: Message, signal: AbortSignal): Promise<Uint8Array | undefined> | Uint8Array | undefined;
-  /** The socket is closed (whatever closed it); called once. */
-  closed(): void;
+  /** The socket is closed (whatever closed it), with the close code and reason if known; called once. */
+  closed(code?: number, reason?: string): void;
 }
 
 export interface ConnectionOptions {
@@ -53,8 +53,9 @@ function onMessage(this: WebSocket, data: unknown, isBinary: boolean): void {
   (this as Owned)[OWNER].receive(data as Buffer, isBinary);
 }
 
-function onEnd(this: WebSocket): void {
-  (this as Owned)[OWNER].end();
+/** ws's 'close' (code, reason) and 'error' (err): the connection is gone. */
+function onEnd(this: WebSocket, code?: unknown, reason?: unknown): void {
+  (this as Owned)[OWNER].end(typeof code === 'number' ? code : 1006, Buffer.isBuffer(reason) ? reason.toString() : '');
 }
 
 function onClose(this: WebSocket): void {
@@ -121,8 +122,8 @@ export class Connection implements Outlet {
    * ws's close timeout, 30 s), and the socket is cut off if it is not closed within closeGraceMs. Its place in
    * the connection limits goes with the socket, so an address never holds more sockets than its cap.
    */
-  closing(): void {
-    this.end();
+  closing(code: number, reason: string): void {
+    this.end(code, reason);
     if (this.ws.readyState === this.ws.CLOSED || this.graceTimer !== undefined) return;
     this.graceTimer = setTimeout(() => this.ws.terminate(), this.options.limits.closeGraceMs);
     this.graceTimer.unref();
@@ -157,14 +158,14 @@ export class Connection implements Outlet {
   }
 
   /** Closing or gone: timers stop, running requests are aborted, the handler lets go of what it holds. Once. @internal (onEnd) */
-  end(): void {
+  end(code = 1006, reason = ''): void {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.slowConsumerTimer);
     clearTimeout(this.inputRateTimer);
     for (const controller of this.running?.values() ?? []) controller.abort(new CommyError(ErrorCode.CLOSED, 'connection closed'));
     this.running = undefined;
-    this.handler?.closed();
+    this.handler?.closed(code, reason);
   }
 
   get open(): boolean {

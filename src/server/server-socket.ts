@@ -3,7 +3,8 @@ import { WebSocket } from 'ws';
 
 /** What is told when a socket's closing begins (a Connection). */
 export interface ClosingWatcher {
-  closing(): void;
+  /** `code`: the close frame's (sent or received), or 1006 when the peer ended the TCP connection without one. */
+  closing(code: number, reason: string): void;
 }
 
 /** The ServerSocket an upgraded TCP socket carries, on the TCP socket itself: its 'end' listener is shared. */
@@ -11,7 +12,7 @@ const CARRIED: unique symbol = Symbol('commy.server-socket');
 type Carrier = Duplex & { [CARRIED]?: ServerSocket };
 
 function onTcpEnd(this: Duplex): void {
-  (this as Carrier)[CARRIED]?.closingBegins();
+  (this as Carrier)[CARRIED]?.closingBegins(1006, 'the peer ended the connection without a close frame');
 }
 
 /**
@@ -35,13 +36,13 @@ export class ServerSocket extends WebSocket {
 
   override close(code?: number, data?: string | Buffer): void {
     super.close(code, data);
-    this.closingBegins();
+    this.closingBegins(code ?? 1005, data === undefined ? '' : String(data));
   }
 
   /** @internal (close, onTcpEnd) */
-  closingBegins(): void {
+  closingBegins(code: number, reason: string): void {
     const watcher = this.watcher;
     this.watcher = undefined; // once
-    watcher?.closing();
+    watcher?.closing(code, reason);
   }
 }

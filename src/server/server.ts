@@ -82,6 +82,7 @@ export class Server implements ServerState {
     private readonly audit: AuditLog,
     private readonly secure: boolean,
     private readonly authenticator: Authenticator,
+    private readonly log: Logger,
   ) {
     this.config = config;
     this.admission = new Admission(config.limits);
@@ -105,7 +106,7 @@ export class Server implements ServerState {
       const policy = filePolicyOf(c.files);
       return policy === undefined ? [] : [[t, policy] as const];
     }));
-    const logger = options.logger ?? createServerLogger();
+    const logger = options.logger ?? createServerLogger(config.logLevel);
     const onError = options.onError ?? ((err: unknown) => logger.error({ err }, 'internal error'));
     const registry = new ServiceRegistry(config.dataDir, config.limits, {
       tick: config.tick,
@@ -127,13 +128,13 @@ export class Server implements ServerState {
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
     const ledger = OpLedger.of(config.limits);
-    const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator);
+    const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger);
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, server));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => server.admit(socket));
     // Made once and shared by every connection: per-connection objects are what an idle connection costs.
     const permissions = new PermissionsCache(config.limits);
-    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => server.ended(s) };
+    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => server.ended(s), log: logger };
     const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS) };
     http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, ctx, wire));
     await new Promise<void>((resolve, reject) => {
@@ -225,6 +226,7 @@ export class Server implements ServerState {
     }
     const ticket = this.admission.admit(address);
     if (!isTicket(ticket)) {
+      this.log.info({ event: 'refused', ip: address, limit: ticket.limit }, 'connection refused');
       // Under TLS nothing readable can be said before the handshake: the refusal is the reset.
       if (this.secure) socket.destroy();
       else refuseUpgrade(socket, ticket.limit, ticket.message);
@@ -260,7 +262,10 @@ export class Server implements ServerState {
       const session = new Session(conn, ctx, ticket);
       conn.attach(session);
       ws.watchClosing(socket, conn);
-      ticket.onEvict = () => evict(ws);
+      ticket.onEvict = () => {
+        this.log.info({ event: 'evicted', conn: session.clientId, ip: ticket.source }, 'unauthenticated connection evicted for a newcomer');
+        evict(ws);
+      };
       this.sockets.set(session, ws); // until Session.closed() calls ctx.ended (the ticket goes with the TCP socket)
     });
   }
@@ -378,6 +383,7 @@ function resolveConfig(options: ServerOptions): ServerConfig {
     port: options.port ?? base.port,
     dataDir: options.dataDir ?? base.dataDir,
     tick: options.tick ?? base.tick,
+    logLevel: base.logLevel ?? 'info',
     durability: options.durability ?? base.durability ?? DEFAULT_DURABILITY.mode,
     syncIntervalMs: options.syncIntervalMs ?? base.syncIntervalMs ?? DEFAULT_DURABILITY.intervalMs,
     limits: options.limits === undefined ? base.limits : withLimits(base.limits, options.limits),

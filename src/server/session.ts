@@ -10,6 +10,7 @@ import type { Authenticator } from './auth.js';
 import { untilNotBusy } from './busy-retry.js';
 import { ROUTES, type Handler, type Lane } from './handlers/index.js';
 import type { Limits } from './limits.js';
+import type { Logger } from './logger.js';
 import type { OpLedger } from './op-ledger.js';
 import type { Permissions, PermissionsCache, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
@@ -28,6 +29,11 @@ export interface SessionContext {
   onError(err: unknown): void;
   /** The session's connection is gone (after it let go of everything it held). */
   ended?(session: Session): void;
+  /**
+   * The server's log: one line per connection lifecycle event (opened, authenticated, closed: debug; failed
+   * authentication: info). Never a credential: only the fields named here are logged.
+   */
+  log?: Logger;
 }
 
 /**
@@ -92,6 +98,7 @@ export class Session {
     readonly peer: Peer,
   ) {
     this.authTimer = setTimeout(() => this.authExpired(), ctx.limits.authTimeoutMs);
+    ctx.log?.debug({ event: 'connected', conn: this.clientId, ip: peer.source }, 'connection opened');
   }
 
   /** `c<n>-<hex>`: unique in this process, and (by its random suffix) across its restarts. */
@@ -145,11 +152,14 @@ export class Session {
     this.peer.authenticated();
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
+    this.ctx.log?.debug({ event: 'authenticated', conn: this.clientId, tenant, key: perms.grants.keyId }, 'authenticated');
   }
 
-  /** A failed one: after MAX_FAILED_AUTH the connection is closed. */
-  authFailed(): void {
-    if (++this.failedAuth >= MAX_FAILED_AUTH) setImmediate(() => this.link.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
+  /** A failed one (`code`: why, as answered): after MAX_FAILED_AUTH the connection is closed. */
+  authFailed(tenant: string, code: string): void {
+    const attempt = ++this.failedAuth;
+    this.ctx.log?.info({ event: 'auth-failed', conn: this.clientId, ip: this.peer.source, tenant: tenant.slice(0, 64), code, attempt }, 'authentication failed');
+    if (attempt >= MAX_FAILED_AUTH) setImmediate(() => this.link.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
   }
 
   private authExpired(): void {
@@ -270,7 +280,8 @@ export class Session {
   }
 
   /** The connection is gone: every subscription and lease is let go. */
-  closed(): void {
+  closed(code?: number, reason?: string): void {
+    this.ctx.log?.debug({ event: 'closed', conn: this.clientId, ip: this.peer.source, code, reason }, 'connection closed');
     clearTimeout(this.authTimer);
     for (const sub of [...this.subscriptions.values()]) this.endSubscription(sub);
     for (const host of this.leases ?? []) this.ctx.registry.release(host);

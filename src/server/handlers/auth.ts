@@ -17,7 +17,7 @@ export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Pr
     // Globs past the pattern limits (a token carrying thousands) are refused like a bad credential.
     perms = s.ctx.permissions.of(grants);
   } catch (err) {
-    s.authFailed();
+    s.authFailed(tenant, err instanceof CommyError ? err.code : ErrorCode.INTERNAL_ERROR);
     throw err;
   }
   s.grant(tenant, perms, m.body.clientKey);
