@@ -41,6 +41,8 @@ interface Pool {
   connections: number;
   unauthenticated: number;
   sources: Map<string, Source>;
+  /** Tickets of TCP connections whose WebSocket upgrade has not come yet, by the server's socket key. */
+  parked: Map<string, Ticket>;
 }
 
 type TicketState = 'unauthenticated' | 'authenticated' | 'released';
@@ -58,6 +60,8 @@ export class Ticket {
    * unauthenticated connection can be evicted, so authenticated() lets go of it (and of what it holds).
    */
   onEvict: () => void = NOTHING;
+  /** Its key among the parked tickets, until the upgrade claims it. */
+  private parkedAs: string | undefined;
 
   /** @internal created by Admission.admit */
   constructor(
@@ -87,6 +91,7 @@ export class Ticket {
   /** The connection is gone: its place is free again. Later calls do nothing. */
   release(): void {
     if (this.state === 'released') return;
+    this.unpark();
     if (this.state === 'unauthenticated') this.leavePending();
     this.state = 'released';
     this.pool.connections--;
@@ -100,6 +105,20 @@ export class Ticket {
     this.onEvict();
   }
 
+  /** @internal Admission.park */
+  park(key: string): boolean {
+    if (this.pool.parked.has(key)) return false;
+    this.pool.parked.set(key, this);
+    this.parkedAs = key;
+    return true;
+  }
+
+  /** @internal (Admission.claim, release) */
+  unpark(): void {
+    if (this.parkedAs !== undefined && this.pool.parked.get(this.parkedAs) === this) this.pool.parked.delete(this.parkedAs);
+    this.parkedAs = undefined;
+  }
+
   private leavePending(): void {
     this.origin.pending.delete(this);
     this.pool.unauthenticated--;
@@ -107,7 +126,7 @@ export class Ticket {
 }
 
 export class Admission {
-  private readonly pool: Pool = { connections: 0, unauthenticated: 0, sources: new Map() };
+  private readonly pool: Pool = { connections: 0, unauthenticated: 0, sources: new Map(), parked: new Map() };
   private nextSeq = 0;
 
   constructor(private readonly limits: AdmissionLimits) {}
@@ -124,6 +143,21 @@ export class Admission {
     source.pending.add(ticket);
     this.pool.connections++;
     this.pool.unauthenticated++;
+    return ticket;
+  }
+
+  /**
+   * Keeps `ticket` for the upgrade of the connection named `key` (server.ts socketKey); false if that key is
+   * parked already. A released ticket leaves on its own.
+   */
+  park(key: string, ticket: Ticket): boolean {
+    return ticket.park(key);
+  }
+
+  /** The ticket parked under `key`, now the upgraded connection's (undefined if none: closed meanwhile). */
+  claim(key: string): Ticket | undefined {
+    const ticket = this.pool.parked.get(key);
+    ticket?.unpark();
     return ticket;
   }
 

@@ -70,8 +70,6 @@ export class Server implements ServerState {
   private readonly closingSockets = new Set<WebSocket>();
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
-  /** Tickets of the connections open now, by socketKey. */
-  private readonly tickets = new Map<string, Ticket>();
   private closingPromise: Promise<void> | undefined;
 
   private constructor(
@@ -233,26 +231,20 @@ export class Server implements ServerState {
       return;
     }
     // The upgrade sees the TLS socket, not this one: the remote address and port name the connection.
-    const key = socketKey(socket);
-    if (this.tickets.has(key)) {
+    if (!this.admission.park(socketKey(socket), ticket)) {
       // The same remote address and port to another of our addresses at once (a client binding its source port
       // on purpose): one of the two could get the other's ticket, so the newcomer is refused.
       ticket.release();
       socket.destroy();
       return;
     }
-    this.tickets.set(key, ticket);
     ticket.onEvict = () => socket.destroy();
-    socket.on('close', () => {
-      ticket.release();
-      if (this.tickets.get(key) === ticket) this.tickets.delete(key);
-    });
+    (socket as Admitted)[TICKET] = ticket;
+    socket.on('close', releaseTicket);
   }
 
   private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, ctx: SessionContext, wire: ConnectionOptions): void {
-    const key = socketKey(socket);
-    const ticket = this.tickets.get(key);
-    this.tickets.delete(key); // the connection holds its ticket from here on
+    const ticket = this.admission.claim(socketKey(socket)); // the connection holds its ticket from here on
     if (this.closingPromise !== undefined || ticket === undefined) {
       refuseUpgrade(socket, 'closing', 'server closing');
       return;
@@ -343,6 +335,14 @@ function wsOptions(config: ServerConfig): WsServerOptions<typeof ServerSocket> &
  */
 function socketKey(socket: Socket): string {
   return `${socket.remoteAddress}|${socket.remotePort}`;
+}
+
+/** An admitted TCP socket carries its ticket: the close listener that gives it back is one shared function. */
+const TICKET: unique symbol = Symbol('commy.ticket');
+type Admitted = Socket & { [TICKET]?: Ticket };
+
+function releaseTicket(this: Socket): void {
+  (this as Admitted)[TICKET]?.release();
 }
 
 function isTicket(admitted: Ticket | Refusal): admitted is Ticket {
