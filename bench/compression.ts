@@ -23,7 +23,7 @@ import zlib from 'node:zlib';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeFrame, encodeFrame } from '../src/protocol/frame-codec.js';
 import type { Update, VariableDef } from '../src/protocol/messages.js';
-import { percentile } from './harness.js';
+import { percentile, seededRandom } from './harness.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -33,18 +33,6 @@ const THRESHOLD = 64 * KiB;
 const VARIANTS = 4;
 
 // ---------------------------------------------------------------------------------------------- payloads
-
-/** A small seeded PRNG (mulberry32): the same payloads on every run and in both processes. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function copy(frame: Uint8Array): Buffer {
   return Buffer.from(frame); // msgpackr may hand out views of its own buffer: own the bytes
@@ -60,7 +48,7 @@ const KINDS = ['temp', 'pressure', 'flow', 'rpm', 'voltage', 'current', 'humidit
  * (a′) the same with full-precision f64 (computed values: averages, unit conversions), which repeat far less.
  */
 function sensorSnapshot(variant: number, quantised = true): Buffer {
-  const rand = rng(1000 + variant);
+  const rand = seededRandom(1000 + variant);
   const data = new Uint8Array(SENSORS * WINDOW);
   const view = new DataView(data.buffer);
   const variables: VariableDef[] = [];
@@ -112,7 +100,7 @@ function jsonDoc(rand: () => number, fill: number): string {
 
 /** (b) 8 String variables of 64 KiB capacity, each holding a JSON document of 70–95 % of that. */
 function jsonSnapshot(variant: number): Buffer {
-  const rand = rng(2000 + variant);
+  const rand = seededRandom(2000 + variant);
   const N = 8;
   const cap = 64 * KiB;
   const data = new Uint8Array(N * cap);
@@ -127,8 +115,8 @@ function jsonSnapshot(variant: number): Buffer {
 
 /** (c) a SyncBatch of 1,000 f64 updates: the same 1,000 sensors each batch, versions and values moving on. */
 function numericBatch(variant: number): Buffer {
-  const pick = rng(3000); // which sensors: the same in every variant, as successive batches would be
-  const rand = rng(3100 + variant);
+  const pick = seededRandom(3000); // which sensors: the same in every variant, as successive batches would be
+  const rand = seededRandom(3100 + variant);
   const indices = new Set<number>();
   while (indices.size < 1000) indices.add(Math.floor(pick() * SENSORS));
   const updates: Update[] = [];
@@ -143,7 +131,7 @@ function numericBatch(variant: number): Buffer {
 
 /** (d) a SyncBatch of 64 updates of 8 KiB random bytes (512 KiB: half the frame limit, like a server batch). */
 function randomBatch(variant: number): Buffer {
-  const rand = rng(4000 + variant);
+  const rand = seededRandom(4000 + variant);
   const updates: Update[] = [];
   for (let i = 0; i < 64; i++) {
     const bytes = new Uint8Array(8 * KiB);

@@ -50,6 +50,33 @@ export class Samples {
 
 export { LogHistogram, type SparseHistogram } from '../src/core/log-histogram.js';
 
+/** What a child measured since its parent last asked: add() each sample; `collect` is the 'collect' request's handler. */
+export class SampleBox {
+  private samples: number[] = [];
+
+  add(x: number): void {
+    this.samples.push(x);
+  }
+
+  readonly collect = (): number[] => {
+    const out = this.samples;
+    this.samples = [];
+    return out;
+  };
+}
+
+/** A small seeded PRNG (mulberry32): the same sequence on every run and in every process. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** Anything with percentiles: Samples or LogHistogram. */
 export interface Distribution {
   p(q: number): number;

@@ -9,20 +9,20 @@
 import { fileFromAccessor, nodePlatform, type FileAccessor } from '../src/internal.js';
 import type { FileChangeEvent } from '../src/index.js';
 import { VariableType } from '../src/index.js';
-import { serveRequests } from './harness.js';
+import { SampleBox, serveRequests } from './harness.js';
 
 const accessor: FileAccessor = nodePlatform.openFile!(process.argv[2]!, {});
 const vf = fileFromAccessor(accessor);
 const ping = vf.handle('ping', VariableType.U64);
 const pong = vf.handle('pong', VariableType.U64);
-let samples: number[] = [];
+const samples = new SampleBox();
 let last = 0n;
 
 function onEvent(ev: FileChangeEvent): void {
   if (!ev.changedVariables.includes('ping')) return;
   const v = ping.get();
   if (v === last) return;
-  samples.push(Number(process.hrtime.bigint() - v) / 1000);
+  samples.add(Number(process.hrtime.bigint() - v) / 1000);
   last = v;
   pong.set(v);
 }
@@ -42,11 +42,7 @@ serveRequests({ pid: process.pid }, {
     }
     return true;
   },
-  collect: () => {
-    const out = samples;
-    samples = [];
-    return out;
-  },
+  collect: samples.collect,
 }, async () => {
   stop();
   await vf.close();

@@ -4,24 +4,20 @@
  * on `pong`. 'collect': the one-way samples since the last collect.
  */
 import { Redis } from 'ioredis';
-import { serveRequests } from './harness.js';
+import { SampleBox, serveRequests } from './harness.js';
 
 const port = Number(process.argv[2]);
 const sub = new Redis({ port, host: '127.0.0.1' });
 const pub = new Redis({ port, host: '127.0.0.1' });
 await sub.subscribe('ping');
 await pub.ping();
-let samples: number[] = [];
+const samples = new SampleBox();
 sub.on('message', (_channel: string, message: string) => {
-  samples.push(Number(process.hrtime.bigint() - BigInt(message)) / 1000);
+  samples.add(Number(process.hrtime.bigint() - BigInt(message)) / 1000);
   void pub.publish('pong', message);
 });
 serveRequests({ pid: process.pid }, {
-  collect: () => {
-    const out = samples;
-    samples = [];
-    return out;
-  },
+  collect: samples.collect,
 }, () => {
   sub.disconnect();
   pub.disconnect();

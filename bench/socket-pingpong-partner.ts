@@ -5,24 +5,20 @@
  * a 'data' event. 'collect': the one-way samples since the last collect.
  */
 import { connect } from 'node:net';
-import { serveRequests } from './harness.js';
+import { SampleBox, serveRequests } from './harness.js';
 
-let samples: number[] = [];
+const samples = new SampleBox();
 const socket = connect(process.argv[2]!);
 socket.setNoDelay?.(true);
 socket.on('data', (chunk: Buffer) => {
   const now = process.hrtime.bigint();
-  for (let at = 0; at + 8 <= chunk.length; at += 8) samples.push(Number(now - chunk.readBigUInt64LE(at)) / 1000);
+  for (let at = 0; at + 8 <= chunk.length; at += 8) samples.add(Number(now - chunk.readBigUInt64LE(at)) / 1000);
   socket.write(chunk);
 });
 await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
 
 serveRequests({ pid: process.pid }, {
-  collect: () => {
-    const out = samples;
-    samples = [];
-    return out;
-  },
+  collect: samples.collect,
 }, () => {
   socket.destroy();
 });

@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import { MessageType } from '../src/protocol/messages.js';
 import { VariableType } from '../src/core/variable-type.js';
+import { seededRandom } from '../bench/harness.js';
 
 /**
  * Fuzzed and half-valid frames for the soak run, from a seeded generator (a run is repeatable by its seed):
@@ -8,18 +9,6 @@ import { VariableType } from '../src/core/variable-type.js';
  * requests on the attacker's own services, and valid frames cut short or with bytes appended. Cheap enough for
  * a million frames a minute: no property-testing library in the loop.
  */
-
-/** mulberry32: small, fast, seedable. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What the attacker's frames aim at: its own services (it may write them) and the others (it may not). */
 export interface FuzzTargets {
@@ -59,7 +48,7 @@ export class FrameFuzzer {
     seed: number,
     private readonly targets: FuzzTargets,
   ) {
-    this.rand = prng(seed);
+    this.rand = seededRandom(seed);
   }
 
   /** What the server answered: a new subscription's sid, or one that ended. */
