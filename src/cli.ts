@@ -51,6 +51,13 @@ function program(): Command {
     .option('--json', 'print JSON (bigints as strings, bytes as hex)')
     .action((file: string, flags: { json?: boolean }) => inspect(file, flags.json === true));
   cli
+    .command('stats')
+    .description("the server's metrics as a table that refreshes, like redis-cli --stat")
+    .argument('<url>', 'the server, e.g. ws://127.0.0.1:9000 (its /metrics is read over http or https)')
+    .option('--interval <s>', 'seconds between rows', parseSeconds, 1)
+    .option('--count <n>', 'rows to print; 0: until interrupted', parseCount, 0)
+    .action((url: string, flags: { interval: number; count: number }) => stats(url, flags));
+  cli
     .command('bench')
     .description('a load generator against a running server: publishers write, subscribers watch; prints throughput and latency percentiles')
     .argument('<url>', 'the server, e.g. ws://127.0.0.1:9000')
@@ -188,6 +195,23 @@ async function inspect(file: string, json: boolean): Promise<void> {
   } catch (err) {
     fail(err, EXIT_FAILURE);
   }
+}
+
+// ---- stats ----
+
+async function stats(url: string, flags: { interval: number; count: number }): Promise<void> {
+  const { printStats } = await import('./cli/stats.js');
+  try {
+    await printStats({ url, intervalS: flags.interval, count: flags.count });
+  } catch (err) {
+    fail(err instanceof Error && 'cause' in err && err.cause instanceof Error ? new Error(`${err.message}: ${err.cause.message}`) : err, EXIT_FAILURE);
+  }
+}
+
+function parseSeconds(value: string): number {
+  const s = Number(value);
+  if (!Number.isFinite(s) || s <= 0) throw new InvalidArgumentError('expected a number of seconds above 0');
+  return s;
 }
 
 // ---- bench ----

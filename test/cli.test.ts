@@ -225,3 +225,33 @@ test('commy serve --log-level debug: one line per connection lifecycle event, an
   assert.equal(info.lines.filter((l) => l.event === 'connected').length, 0, 'lifecycle lines are debug');
   assert.equal(info.lines.filter((l) => l.event === 'auth-failed').length, 1, 'a failed authentication is info');
 });
+
+test('commy stats: the metrics of commy serve as rows of rates while a client writes', { timeout: 120_000 }, async (t) => {
+  const server = await serve(t);
+  const client = await Client.initialize(server.url, 'dev', AuthCredentials.apiKey(server.key), { mode: 'remote' });
+  t.after(() => client.close());
+  const vf = await client.getVirtualServiceFile('dev', 'watched');
+  await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
+  let writing = true;
+  const writes = (async () => {
+    for (let i = 1n; writing; i++) {
+      vf.set('n', i);
+      await vf.flush();
+    }
+  })();
+  const run = await runCli(['stats', server.url, '--interval', '0.5', '--count', '2']);
+  writing = false;
+  await writes;
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.trim().split('\n');
+  assert.equal(lines.length, 3, run.stdout);
+  assert.match(lines[0]!, /conns +unauth +in msg\/s +out msg\/s/);
+  const cells = lines[1]!.trim().split(/ +/);
+  assert.ok(Number(cells[0]) - Number(cells[1]) >= 1, `the client's authenticated connection (the scrape itself is an unauthenticated one): ${lines[1]}`);
+  assert.ok(Number(cells[6]) > 0, `acknowledgements per second: ${lines[1]}`);
+  assert.match(cells[7]!, /^≤/, 'an ack p50 from the histogram');
+
+  const gone = await runCli(['stats', 'ws://127.0.0.1:1', '--count', '1']);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /^commy: /);
+});

@@ -20,6 +20,8 @@ export interface BroadcastSource {
   fail(err: unknown): void;
   /** Any other unexpected failure. */
   report(err: unknown): void;
+  /** Updates per SyncBatch sent (for the metrics). */
+  batchSent?(updates: number): void;
 }
 
 /**
@@ -147,6 +149,7 @@ export class Broadcaster {
       return;
     }
     sub.outlet.send(batch.frameFor(sub.sid));
+    this.source.batchSent?.(updates.length);
     sub.resumeSent = round.version;
   }
 
@@ -169,6 +172,7 @@ export class Broadcaster {
       if (i === 0 && removed.length > 0) body.removed = removed;
       if (i === 0 && defs.length > 0) body.defs = defs;
       sub.outlet.send(encodeFrame('SyncBatch', 0, body));
+      this.source.batchSent?.(batch.length);
     });
     if (version > sub.resumeSent) sub.resumeSent = version;
   }

@@ -5,6 +5,7 @@ import { CloseCode, MessageType, type Message } from '../protocol/messages.js';
 import { ByteRate, RateLimiter, type Limits } from './limits.js';
 import type { Lane } from './handlers/index.js';
 import type { Outlet } from './service-host.js';
+import type { ServerMetrics } from './metrics.js';
 import type { TurnBudget } from './turn-budget.js';
 
 /** What a connection hands its messages to (a Session), each in its lane's order. */
@@ -27,6 +28,8 @@ export interface ConnectionOptions {
   onError(err: unknown): void;
   /** Shared by every connection of the server: no burst of one connection holds the event loop (turn-budget.ts). */
   turns: TurnBudget;
+  /** Frames and bytes in and out by type, errors by code (absent: not counted). */
+  metrics?: ServerMetrics;
 }
 
 /** What an ordered or immediate request is given as its signal: only cancellable ones can be aborted. */
@@ -208,7 +211,9 @@ export class Connection implements Outlet {
   }
 
   send(frame: Uint8Array): void {
-    if (this.open) this.ws.send(frame, { binary: true });
+    if (!this.open) return;
+    this.options.metrics?.sentFrame(frame[1]!, frame.length);
+    this.ws.send(frame, { binary: true });
   }
 
   /**
@@ -220,6 +225,7 @@ export class Connection implements Outlet {
    */
   receive(data: Buffer, isBinary: boolean): void {
     if (this.ended) return; // closing: nothing more is handled
+    this.options.metrics?.receivedFrame(isBinary && data[0] === 0x93 ? data[1]! : 0, data.length);
     // Unsubscribe and QueryCancel only release what the server holds: refusing them for rate would keep it
     // working for a client that asked it to stop (their cost is a decode and a lookup, like a refusal's).
     const allowed = this.rate.take() || releasesOnly(data);
@@ -329,16 +335,16 @@ export class Connection implements Outlet {
   /** The decoded message, or undefined after answering (`out`) why it is refused: not binary, over the rate, unauthenticated, malformed. */
   private admit(data: Buffer, isBinary: boolean, allowed: boolean, out: (frame: Uint8Array) => void): Message | undefined {
     if (!isBinary) {
-      out(encodeError(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
+      out(this.refusal(0, ErrorCode.INVALID_MESSAGE, 'frames must be binary'));
       return undefined;
     }
     if (!allowed) {
-      out(encodeError(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
+      out(this.refusal(peekRequestId(data), ErrorCode.RATE_LIMITED, 'message rate limit exceeded; message dropped'));
       return undefined;
     }
     if (!this.handler!.authenticated && data.length > 1 && data[1] !== MessageType.Authenticate) {
       // Before authentication only Authenticate is read: anything else is refused without decoding it.
-      out(encodeError(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
+      out(this.refusal(peekRequestId(data), ErrorCode.AUTH_FAILED, 'authenticate first'));
       return undefined;
     }
     try {
@@ -380,10 +386,16 @@ export class Connection implements Outlet {
   private errorFrame(id: number, err: unknown): Uint8Array {
     if (err instanceof CommyError) {
       // Defence in depth: whatever produced the message, the server's data path never reaches a client.
-      return encodeError(id, err.code, err.message.split(this.options.redact).join('<dataDir>'));
+      return this.refusal(id, err.code, err.message.split(this.options.redact).join('<dataDir>'));
     }
     this.options.onError(err);
-    return encodeError(id, ErrorCode.INTERNAL_ERROR, 'internal error');
+    return this.refusal(id, ErrorCode.INTERNAL_ERROR, 'internal error');
+  }
+
+  /** Every Error frame this connection sends is made here, and counted by its code. */
+  private refusal(id: number, code: string, message: string): Uint8Array {
+    this.options.metrics?.error(code);
+    return encodeError(id, code as ErrorCode, message);
   }
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AdmissionCounts } from './admission.js';
 import type { AuthStats } from './auth.js';
+import type { ServerMetrics } from './metrics.js';
 
 /** What an HTTP route may read of the running server (metrics and the inspector hang here later). */
 export interface ServerState {
@@ -10,6 +11,8 @@ export interface ServerState {
   readonly admissionCounts: AdmissionCounts;
   readonly authStats: AuthStats;
   readonly openServices: number;
+  /** The Prometheus exposition (metrics.ts). */
+  readonly metrics: ServerMetrics;
 }
 
 export type HttpRoute = (req: IncomingMessage, res: ServerResponse, state: ServerState) => void;
@@ -24,7 +27,18 @@ export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpR
   ['/healthz', (_req, res) => text(res, 200, 'ok\n')],
   // Ready: it takes new clients (not while closing).
   ['/readyz', (_req, res, state) => (state.closing ? text(res, 503, 'closing\n') : text(res, 200, 'ok\n'))],
+  // Prometheus text: every name commy_… (docs/operations.md, Metrics).
+  ['/metrics', (_req, res, state) => void scrapeInto(res, state.metrics)],
 ]);
+
+async function scrapeInto(res: ServerResponse, metrics: ServerMetrics): Promise<void> {
+  try {
+    const { contentType, body } = await metrics.scrape();
+    res.writeHead(200, { 'content-type': contentType }).end(body);
+  } catch {
+    text(res, 500, 'metrics unavailable\n');
+  }
+}
 
 export function routeHttp(req: IncomingMessage, res: ServerResponse, state: ServerState): void {
   const path = (req.url ?? '/').split('?', 1)[0]!;

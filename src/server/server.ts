@@ -15,6 +15,7 @@ import { filePolicyOf } from './file-policy.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
 import { createServerLogger, type Logger } from './logger.js';
+import { ServerMetrics } from './metrics.js';
 import { OpLedger } from './op-ledger.js';
 import { ServiceRegistry } from './service-registry.js';
 import { ServerSocket } from './server-socket.js';
@@ -81,6 +82,8 @@ export class Server implements ServerState {
     private readonly secure: boolean,
     private readonly authenticator: Authenticator,
     private readonly log: Logger,
+    /** Prometheus metrics, served at GET /metrics. */
+    readonly metrics: ServerMetrics,
   ) {
     this.config = config;
     this.admission = new Admission(config.limits);
@@ -106,7 +109,20 @@ export class Server implements ServerState {
     }));
     const logger = options.logger ?? createServerLogger(config.logLevel);
     const onError = options.onError ?? ((err: unknown) => logger.error({ err }, 'internal error'));
-    const registry = new ServiceRegistry(config.dataDir, config.limits, {
+    // Read at scrape time from the server made below.
+    let server: Server | undefined;
+    let registry: ServiceRegistry | undefined;
+    const metrics: ServerMetrics = new ServerMetrics({
+      connections: () => {
+        const counts = server?.admissionCounts;
+        return { all: counts?.connections ?? 0, unauthenticated: counts?.unauthenticated ?? 0 };
+      },
+      outputBuffered: () => server?.outputBuffered() ?? { max: 0, sum: 0 },
+      tenants: () => registry?.openByTenant() ?? new Map(),
+      syncs: () => registry?.syncs ?? 0,
+    });
+    registry = new ServiceRegistry(config.dataDir, config.limits, {
+      metrics,
       tick: config.tick,
       maxFrameBytes: config.limits.maxFrameBytes,
       onError,
@@ -126,15 +142,15 @@ export class Server implements ServerState {
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
     const ledger = OpLedger.of(config.limits);
-    const server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger);
-    http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, server));
+    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics));
+    http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, made));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
-    http.on('connection', (socket: Socket) => server.admit(socket));
+    http.on('connection', (socket: Socket) => made.admit(socket));
     // Made once and shared by every connection: per-connection objects are what an idle connection costs.
     const permissions = new PermissionsCache(config.limits);
-    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => server.ended(s), log: logger };
-    const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS) };
-    http.on('upgrade', (req, socket, head) => server.upgrade(req, socket as Socket, head, ctx, wire));
+    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => made.ended(s), log: logger, metrics };
+    const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS), metrics };
+    http.on('upgrade', (req, socket, head) => made.upgrade(req, socket as Socket, head, ctx, wire));
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(config.port, config.host, () => {
@@ -142,7 +158,7 @@ export class Server implements ServerState {
         resolve();
       });
     });
-    return server;
+    return made;
   }
 
   get closing(): boolean {
@@ -189,6 +205,18 @@ export class Server implements ServerState {
   }
 
   /** Connections open and not closing. */
+  /** Bytes queued unsent on the connections' sockets: the largest and the total (for the metrics). */
+  outputBuffered(): { max: number; sum: number } {
+    let max = 0;
+    let sum = 0;
+    for (const ws of this.sockets.values()) {
+      const n = ws.bufferedAmount;
+      sum += n;
+      if (n > max) max = n;
+    }
+    return { max, sum };
+  }
+
   /** Service files synced to disk so far (docs/operations.md, Durability). */
   get syncCount(): number {
     return this.registry.syncs;

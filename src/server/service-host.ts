@@ -4,6 +4,7 @@ import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js'
 import { encodeFrame } from '../protocol/frame-codec.js';
 import { Broadcaster, type BroadcastSource } from './broadcaster.js';
 import { FileSyncer, type DurabilityMode } from './durability.js';
+import type { ServerMetrics } from './metrics.js';
 import type { ChangeFeed, ChangeFeedFactory, FeedChange } from './change-feed.js';
 import { localChangeFeed } from './local-change-feed.js';
 import { snapshotFrames } from './snapshot.js';
@@ -41,6 +42,8 @@ export interface BroadcastOptions {
   durability?: DurabilityMode;
   /** A sync of a service file finished (for the server's count). */
   onSynced?: () => void;
+  /** Counts what the service does (absent: nothing counted). */
+  metrics?: ServerMetrics;
 }
 
 /** A service the server has open: its mapped file, the feed that reports every change, its subscribers. */
@@ -82,6 +85,7 @@ export class ServiceHost {
       maxFrameBytes,
       fail: (err) => (err instanceof CommyError ? this.fail(err) : this.report(err)),
       report: (err) => this.report(err),
+      ...(this.options.metrics !== undefined ? { batchSent: (n: number) => this.options.metrics!.batch(n) } : {}),
     };
   }
 
@@ -192,6 +196,7 @@ export class ServiceHost {
 
   private onChange(change: FeedChange): void {
     this.syncer.dirty = true; // a local process's write, a registration, a removal: the file has changed
+    this.options.metrics?.wakeUp();
     if (change.settled > this.settledVersion) this.settledVersion = change.settled;
     if (this.options.onLocalWrite !== undefined) this.reportLocalWrites(change, this.options.onLocalWrite);
     if (change.removedVariables.length > 0) this.passOnRemovals();
@@ -200,7 +205,11 @@ export class ServiceHost {
     const changed = change.changedVariables.flatMap((name) => this.file.find(name) ?? []);
     const slotCount = this.file.slots().length;
     for (const sub of this.subscribers) {
-      for (const e of changed) if (sub.wants(e.index, e.meta.name)) sub.dirty.add(e.index);
+      for (const e of changed) {
+        if (!sub.wants(e.index, e.meta.name)) continue;
+        if (sub.dirty.has(e.index)) this.options.metrics?.conflated(); // still owed: it will get the latest value only
+        else sub.dirty.add(e.index);
+      }
       if (this.owes(sub, slotCount)) this.broadcaster.mark(sub);
     }
   }

@@ -66,6 +66,20 @@ export class ServiceRegistry {
     this.quotas = new TenantQuotas(limits, (tenant) => this.tenantDir(tenant));
   }
 
+  /** Open services per tenant: how many, their live variables, and their files' bytes (for the metrics). */
+  openByTenant(): Map<string, { services: number; variables: number; bytes: number }> {
+    const out = new Map<string, { services: number; variables: number; bytes: number }>();
+    for (const { host } of this.hosts.values()) {
+      if (host.file.closed) continue;
+      const t = out.get(host.tenant) ?? { services: 0, variables: 0, bytes: 0 };
+      t.services++;
+      t.variables += host.file.list().length;
+      t.bytes += host.file.fileSize();
+      out.set(host.tenant, t);
+    }
+    return out;
+  }
+
   /** Services open now (for tests and metrics). */
   get openCount(): number {
     return this.hosts.size;

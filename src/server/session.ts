@@ -11,6 +11,7 @@ import { untilNotBusy } from './busy-retry.js';
 import { ROUTES, type Handler, type Lane } from './handlers/index.js';
 import type { Limits } from './limits.js';
 import type { Logger } from './logger.js';
+import type { ServerMetrics } from './metrics.js';
 import type { OpLedger } from './op-ledger.js';
 import type { Permissions, PermissionsCache, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
@@ -34,6 +35,8 @@ export interface SessionContext {
    * authentication: info). Never a credential: only the fields named here are logged.
    */
   log?: Logger;
+  /** The server's metrics (absent: nothing counted). */
+  metrics?: ServerMetrics;
 }
 
 /**
@@ -158,6 +161,7 @@ export class Session {
   /** A failed one (`code`: why, as answered): after MAX_FAILED_AUTH the connection is closed. */
   authFailed(tenant: string, code: string): void {
     const attempt = ++this.failedAuth;
+    this.ctx.metrics?.authFailed(code);
     this.ctx.log?.info({ event: 'auth-failed', conn: this.clientId, ip: this.peer.source, tenant: tenant.slice(0, 64), code, attempt }, 'authentication failed');
     if (attempt >= MAX_FAILED_AUTH) setImmediate(() => this.link.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
   }

@@ -12,6 +12,7 @@ import type { Reply, Session } from '../session.js';
  */
 
 export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): Promise<Reply> {
+  const start = performance.now();
   const { tenant, service, name, value, opId } = m.body;
   const perms = s.check(tenant, service, 'write');
   s.assertName(name, 'variable name');
@@ -26,6 +27,7 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
       return { serviceId: host.serviceId, changedVariables: [name], count: 1, version, versions: [version] };
     }),
   );
+  s.ctx.metrics?.writeAcknowledged((performance.now() - start) / 1000);
   return encodeFrame('VariableChangesAcknowledged', m.id, ack);
 }
 
@@ -35,6 +37,7 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
  * change whatever the names; a report holds at most maxChangesPerReport changes.
  */
 export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChanges'>): Promise<Reply> {
+  const start = performance.now();
   const max = s.ctx.limits.maxChangesPerReport;
   if (m.body.changes.length > max) {
     throw new CommyError(ErrorCode.MESSAGE_TOO_LARGE, `a report holds at most ${max} changes, this one ${m.body.changes.length}`);
@@ -60,6 +63,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
     },
     (ack) => 1 + (ack.versions?.length ?? 0),
   );
+  s.ctx.metrics?.writeAcknowledged((performance.now() - start) / 1000);
   return encodeFrame('VariableChangesAcknowledged', m.id, ack);
 }
 
@@ -69,6 +73,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
  * Linearizable per variable: the server's lock on the variable orders every write to it.
  */
 export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply> {
+  const start = performance.now();
   const { sid, index, value, opId, expectedVersion } = m.body;
   const sub = s.subscription(sid, 'write');
   const body = await s.once(sub.host.tenant, opId, writeFingerprint('Mutate', `${sub.host.serviceId} ${index}`, value, expectedVersion), async () => {
@@ -81,6 +86,7 @@ export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply>
     s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [entry.meta.name] });
     return { sid, index, version: Number(written) };
   });
+  s.ctx.metrics?.writeAcknowledged((performance.now() - start) / 1000);
   return encodeFrame('MutationResponse', m.id, body);
 }
 

@@ -1,0 +1,91 @@
+/**
+ * `commy stats URL`: the server's /metrics as a table that refreshes, like `redis-cli --stat` (docs/operations.md,
+ * Metrics). Rates are per second over the interval; acknowledgement percentiles come from the histogram's
+ * buckets over the interval (an upper bound: the bucket's edge).
+ */
+
+type Sample = Map<string, number>;
+
+export interface StatsOptions {
+  url: string;
+  intervalS: number;
+  /** Rows to print; 0: until interrupted. */
+  count: number;
+}
+
+const COLUMNS = ['conns', 'unauth', 'in msg/s', 'out msg/s', 'in KB/s', 'out KB/s', 'acks/s', 'ack p50', 'ack p99', 'errors/s', 'services', 'vars', 'syncs/s', 'buf max'];
+
+export async function printStats(o: StatsOptions, write: (line: string) => void = (l) => console.log(l)): Promise<void> {
+  const endpoint = `${o.url.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '')}/metrics`;
+  let before = await scrape(endpoint);
+  for (let row = 0; o.count === 0 || row < o.count; row++) {
+    await new Promise((resolve) => setTimeout(resolve, o.intervalS * 1000));
+    const now = await scrape(endpoint);
+    if (row % 20 === 0) write(COLUMNS.map((c) => c.padStart(10)).join(''));
+    write(statsRow(before, now, o.intervalS).map((c) => c.padStart(10)).join(''));
+    before = now;
+  }
+}
+
+async function scrape(endpoint: string): Promise<Sample> {
+  const res = await fetch(endpoint);
+  if (res.status !== 200) throw new Error(`${endpoint} answered ${res.status}`);
+  const out: Sample = new Map();
+  for (const line of (await res.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
+
+/** Sum of every series of `name` (all label sets). */
+function total(s: Sample, name: string): number {
+  let sum = 0;
+  for (const [key, value] of s) if (key === name || key.startsWith(`${name}{`)) sum += value;
+  return sum;
+}
+
+function statsRow(a: Sample, b: Sample, seconds: number): string[] {
+  const rate = (name: string) => (total(b, name) - total(a, name)) / seconds;
+  const get = (key: string) => b.get(key) ?? 0;
+  const kb = (x: number) => (x / 1024).toFixed(1);
+  const acks = rate('commy_write_ack_seconds_count');
+  return [
+    String(get('commy_connections{state="authenticated"}') + get('commy_connections{state="unauthenticated"}')),
+    String(get('commy_connections{state="unauthenticated"}')),
+    rate('commy_messages_received_total').toFixed(0),
+    rate('commy_messages_sent_total').toFixed(0),
+    kb(rate('commy_received_bytes_total')),
+    kb(rate('commy_sent_bytes_total')),
+    acks.toFixed(0),
+    ms(quantile(a, b, 'commy_write_ack_seconds', 0.5)),
+    ms(quantile(a, b, 'commy_write_ack_seconds', 0.99)),
+    rate('commy_errors_total').toFixed(0),
+    String(total(b, 'commy_services_open')),
+    String(total(b, 'commy_variables')),
+    rate('commy_file_syncs_total').toFixed(0),
+    kb(get('commy_output_buffered_bytes{stat="max"}')),
+  ];
+}
+
+/** The q-quantile of what a histogram observed between two scrapes, as its bucket's upper edge (seconds). */
+function quantile(a: Sample, b: Sample, name: string, q: number): number {
+  const buckets: Array<[number, number]> = [];
+  for (const [key, value] of b) {
+    const le = /^(.+)_bucket\{le="([^"]+)"\}$/.exec(key);
+    if (le === null || le[1] !== name) continue;
+    buckets.push([le[2] === '+Inf' ? Infinity : Number(le[2]), value - (a.get(key) ?? 0)]);
+  }
+  buckets.sort((x, y) => x[0] - y[0]);
+  const count = buckets.at(-1)?.[1] ?? 0;
+  if (count <= 0) return NaN;
+  for (const [edge, cumulative] of buckets) if (cumulative >= q * count) return edge;
+  return Infinity;
+}
+
+function ms(seconds: number): string {
+  if (Number.isNaN(seconds)) return '-';
+  if (seconds === Infinity) return '>1s';
+  return seconds < 0.001 ? `≤${(seconds * 1e6).toFixed(0)}µs` : `≤${(seconds * 1000).toFixed(seconds < 0.01 ? 1 : 0)}ms`;
+}

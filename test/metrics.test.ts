@@ -1,0 +1,58 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
+import { startServer } from './helpers/server.js';
+import { OPS } from './helpers/server-process.js';
+
+/** The exposition as a map of `name{labels}` → value (comments and types left out). */
+function parse(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
+
+test('GET /metrics: Prometheus text, every name commy_…, counting what the clients did', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t, { durability: 'ack' });
+  const writer = await Client.initialize(server.url, 'acme', OPS, { mode: 'remote', onError: () => {} });
+  t.after(() => writer.close());
+  const reader = await Client.initialize(server.url, 'acme', OPS, { mode: 'remote', onError: () => {} });
+  t.after(() => reader.close());
+  const w = await writer.getVirtualServiceFile('acme', 'measured');
+  await w.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
+  const r = await reader.getVirtualServiceFile('acme', 'measured');
+  for (let i = 1; i <= 10; i++) {
+    w.set('n', BigInt(i));
+    await w.flush();
+  }
+  while (r.get('n') !== 10n) await new Promise((resolve) => setTimeout(resolve, 10));
+  await assert.rejects(Client.initialize(server.url, 'acme', AuthCredentials.apiKey('ops:wrong'), { mode: 'remote', reconnect: false }));
+
+  const res = await fetch(`${server.url.replace(/^ws/, 'http')}/metrics`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+  const text = await res.text();
+  const names = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split(/[{ ]/, 1)[0]!);
+  assert.ok(names.length > 20, text);
+  for (const name of names) assert.match(name, /^commy_/, `${name} is not a commy_ name`);
+  const m = parse(text);
+  assert.ok(m.get('commy_connections{state="authenticated"}')! >= 2, 'the writer and the reader');
+  assert.ok(m.get('commy_messages_received_total{type="ReportVariableChanges"}')! >= 10);
+  assert.ok(m.get('commy_received_bytes_total{type="ReportVariableChanges"}')! > 0);
+  assert.ok(m.get('commy_messages_sent_total{type="VariableChangesAcknowledged"}')! >= 10);
+  assert.ok(m.get('commy_messages_sent_total{type="SyncBatch"}')! >= 1, 'the reader was sent the writes');
+  assert.ok(m.get('commy_write_ack_seconds_count')! >= 10);
+  assert.ok(m.get('commy_sync_batch_updates_count')! >= 1);
+  assert.equal(m.get('commy_auth_failures_total{code="AUTH_FAILED"}'), 1);
+  assert.ok(m.get('commy_errors_total{code="AUTH_FAILED"}')! >= 1);
+  assert.equal(m.get('commy_services_open{tenant="acme"}'), 1);
+  assert.equal(m.get('commy_variables{tenant="acme"}'), 1);
+  assert.ok(m.get('commy_mapped_bytes{tenant="acme"}')! > 0);
+  assert.ok(m.get('commy_file_syncs_total')! >= 10, "durability 'ack': a sync per acknowledged write");
+  assert.ok(m.get('commy_watcher_wakeups_total')! >= 1);
+  assert.ok(m.has('commy_output_buffered_bytes{stat="max"}') && m.has('commy_conflated_updates_total'));
+  assert.ok(m.has('commy_process_cpu_user_seconds_total'), 'the process metrics, prefixed too');
+});
