@@ -39,6 +39,11 @@ export class FileSyncer {
     private readonly onSynced?: () => void,
   ) {}
 
+  /** A sync is running or waiting to (its fdatasync holds the descriptor: the file must not be closed under it). */
+  get running(): boolean {
+    return this.current !== undefined || this.next !== undefined;
+  }
+
   /** Resolves once everything written to the file before the call is on disk. */
   sync(): Promise<void> {
     if (this.current === undefined) return (this.current = this.start());

@@ -286,7 +286,8 @@ export class ServiceHost {
 
   /**
    * Stops serving the service at once; the file itself is closed after a last sync if anything was written
-   * since the last one (whatever the durability mode: a closed file is never left to the kernel's timing).
+   * since the last one, or a sync is still running (whatever the durability mode: a closed file is never left to
+   * the kernel's timing).
    * Resolves when the file is closed.
    */
   close(): Promise<void> {
@@ -296,7 +297,9 @@ export class ServiceHost {
     }
     this.subscribers.clear();
     this.feed.close();
-    if (!this.syncer.dirty || this.file.closed) {
+    // A sync still running (periodic, or an ack's) was started on this descriptor: closing it now would make that
+    // fdatasync fail (EBADF) or sync whatever file reuses the number, and leave the writes it covers unsynced.
+    if (this.file.closed || (!this.syncer.dirty && !this.syncer.running)) {
       this.file.close();
       return Promise.resolve();
     }

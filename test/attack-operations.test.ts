@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, copyFileSync, open, openSync, truncateSync, writeSync } from 'node:fs';
+import { createServer, type Server as HttpServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
+import { H } from '../src/local/file-format.js';
+import { startServer } from './helpers/server.js';
+import { OPS } from './helpers/server-process.js';
+import { tempDir } from './helpers/temp.js';
+
+/**
+ * Attacks on the operational surfaces: /metrics, graceful stop, durability's syncs, `commy inspect`, `commy stats`.
+ * Each test is a defect found by attacking them, fixed unless marked todo.
+ */
+
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+/** Runs the CLI to its end: exit code and output (killed after the test if it never ends). */
+async function runCli(t: { after(fn: () => void): void }, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => proc.kill('SIGKILL'));
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d) => (stdout += String(d)));
+  proc.stderr!.on('data', (d) => (stderr += String(d)));
+  const code = await new Promise<number | null>((resolve) => proc.on('exit', (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
+
+/** A plain HTTP server on 127.0.0.1 answering every request with `handle`; closed after the test. */
+async function httpServer(t: { after(fn: () => void): void }, handle: Parameters<typeof createServer>[1]): Promise<string> {
+  const server: HttpServer = createServer(handle);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/**
+ * Occupies every thread of libuv's pool (each blocked opening a FIFO that has no writer yet), so an fdatasync the
+ * server starts meanwhile waits; `release()` lets them all go.
+ */
+function blockThreadPool(t: { after(fn: () => void): void }): { release(): void } {
+  const fifo = join(tempDir(t, 'commy-pool-'), 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const size = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  for (let i = 0; i < size; i++) open(fifo, 'r', (err, fd) => err === null && closeSync(fd));
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    closeSync(openSync(fifo, 'w')); // every reader's open() returns: the pool is free again
+  };
+  t.after(release);
+  return { release };
+}
+
+test('durability: server.close() while a periodic sync is still running waits for it before closing the file', { timeout: 120_000 }, async (t) => {
+  const errors: unknown[] = [];
+  const server = await startServer(t, { durability: 'periodic', syncIntervalMs: 20, onError: (err) => errors.push(err) });
+  const client = await Client.initialize(server.url, 'acme', OPS, { mode: 'remote', onError: () => {}, reconnect: false });
+  const vf = await client.getVirtualServiceFile('acme', 'synced');
+  await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // the registration's periodic sync is done
+
+  const pool = blockThreadPool(t);
+  vf.set('n', 42n);
+  await vf.flush();
+  await client.close();
+  // The periodic timer fires meanwhile: its fdatasync is queued behind the blocked threads, the file no longer dirty.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  let closed = false;
+  const closing = server.close().then(() => (closed = true));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const closedBeforeSync = closed;
+  pool.release();
+  await closing;
+  await new Promise((resolve) => setTimeout(resolve, 200)); // a stray fdatasync on a closed descriptor reports here
+  assert.equal(closedBeforeSync, false, 'close() resolved while the last sync of a written file had not run');
+  assert.deepEqual(errors.map(String), [], 'the sync ran on a descriptor closed under it');
+});
