@@ -85,3 +85,16 @@ test('durability: server.close() while a periodic sync is still running waits fo
   assert.equal(closedBeforeSync, false, 'close() resolved while the last sync of a written file had not run');
   assert.deepEqual(errors.map(String), [], 'the sync ran on a descriptor closed under it');
 });
+
+test('/metrics still answers when a local process has damaged one open service file', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t, { onError: () => {} });
+  const client = await Client.initialize(server.url, 'acme', OPS, { mode: 'remote', onError: () => {}, reconnect: false });
+  t.after(() => client.close());
+  const vf = await client.getVirtualServiceFile('acme', 'damaged');
+  await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.U64));
+  truncateSync(join(server.config.dataDir, 'tenants', 'acme', 'damaged.mem'), 0);
+  const res = await fetch(`${server.url.replace(/^ws/, 'http')}/metrics`);
+  const body = await res.text();
+  assert.equal(res.status, 200, body);
+  assert.match(body, /^commy_connections\{state="authenticated"\} 1$/m);
+});

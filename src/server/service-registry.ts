@@ -66,15 +66,27 @@ export class ServiceRegistry {
     this.quotas = new TenantQuotas(limits, (tenant) => this.tenantDir(tenant));
   }
 
-  /** Open services per tenant: how many, their live variables, and their files' bytes (for the metrics). */
+  /**
+   * Open services per tenant: how many, their live variables, and their files' bytes (for the metrics). A file
+   * another process has damaged (truncated, a corrupt directory) is left out: its feed or its next request drops
+   * it, and one tenant's file never makes the metrics of every other fail.
+   */
   openByTenant(): Map<string, { services: number; variables: number; bytes: number }> {
     const out = new Map<string, { services: number; variables: number; bytes: number }>();
     for (const { host } of this.hosts.values()) {
-      if (host.file.closed) continue;
+      if (host.file.closed || host.broken !== undefined) continue;
+      let variables: number;
+      let bytes: number;
+      try {
+        variables = host.file.list().length;
+        bytes = host.file.fileSize();
+      } catch {
+        continue;
+      }
       const t = out.get(host.tenant) ?? { services: 0, variables: 0, bytes: 0 };
       t.services++;
-      t.variables += host.file.list().length;
-      t.bytes += host.file.fileSize();
+      t.variables += variables;
+      t.bytes += bytes;
       out.set(host.tenant, t);
     }
     return out;
