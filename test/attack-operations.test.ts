@@ -98,3 +98,35 @@ test('/metrics still answers when a local process has damaged one open service f
   assert.equal(res.status, 200, body);
   assert.match(body, /^commy_connections\{state="authenticated"\} 1$/m);
 });
+
+test('/metrics: a flood of scrapes shares collections instead of running one per request', { timeout: 120_000 }, async (t) => {
+  const server = await startServer(t);
+  const SOCKETS = 40;
+  const PIPELINED = 10;
+  const bodies: string[] = [];
+  await Promise.all(
+    Array.from({ length: SOCKETS }, () =>
+      new Promise<void>((resolve, reject) => {
+        const socket = connect(server.port, '127.0.0.1');
+        let text = '';
+        socket.setEncoding('latin1');
+        socket.on('data', (d: string) => {
+          text += d;
+          const parts = text.split(/HTTP\/1\.1 200 OK\r\n/).slice(1);
+          const done = parts.filter((p) => /# EOF|commy_file_syncs_total \d+\n/.test(p));
+          if (done.length === PIPELINED) {
+            for (const p of done) bodies.push(p.slice(p.indexOf('\r\n\r\n') + 4));
+            socket.destroy();
+            resolve();
+          }
+        });
+        socket.on('error', reject);
+        socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(PIPELINED));
+      }),
+    ),
+  );
+  assert.equal(bodies.length, SOCKETS * PIPELINED);
+  const distinct = new Set(bodies).size;
+  // One collection per request would make each body differ (CPU time, heap, lag); shared, a handful do.
+  assert.ok(distinct <= (SOCKETS * PIPELINED) / 4, `${distinct} distinct collections for ${bodies.length} scrapes`);
+});

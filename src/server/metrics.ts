@@ -17,6 +17,17 @@ export interface MetricsSource {
 const TYPE_SLOTS = 128;
 
 /**
+ * /metrics answers anyone who reaches the port, and a collection costs the event loop (about a millisecond, more
+ * with many open services): a collection is reused by every scrape that asks while it runs, and for this many
+ * times as long as it took after it ended, at least REUSE_MIN_MS. A flood of scrapes then costs at most about a
+ * tenth of the loop, and a scraper every few seconds always gets a fresh one.
+ */
+const REUSE_FACTOR = 10;
+const REUSE_MIN_MS = 100;
+
+type Exposition = { contentType: string; body: string };
+
+/**
  * The server's Prometheus metrics (`GET /metrics`, every name `commy_…`; docs/operations.md, Metrics). Counters
  * are bumped where things happen, through children made once (a label lookup per message would cost more than
  * the count); gauges are read from the server at scrape time.
@@ -35,6 +46,10 @@ export class ServerMetrics {
   private readonly batchUpdates: Histogram;
   private readonly conflatedUpdates: Counter;
   private readonly wakeUps: Counter;
+  /** The last collection: running (until `reuseUntil` is set) or done, and until when scrapes get it again. */
+  private last: { readonly result: Promise<Exposition>; reuseUntil: number } | undefined;
+  /** The source's per-tenant figures, read once per collection (three gauges use them). */
+  private tenantsNow: ReturnType<MetricsSource['tenants']> | undefined;
 
   constructor(source: MetricsSource) {
     const registers = [this.registry];
@@ -94,9 +109,31 @@ export class ServerMetrics {
     this.wakeUps.inc();
   }
 
-  /** The exposition text and its content type. */
-  async scrape(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  /** The exposition text and its content type (a recent collection's: see REUSE_FACTOR). */
+  scrape(): Promise<Exposition> {
+    const last = this.last;
+    if (last !== undefined && performance.now() < last.reuseUntil) return last.result;
+    const start = performance.now();
+    const result = this.collect();
+    const current = { result, reuseUntil: Infinity };
+    this.last = current;
+    const done = () => {
+      const end = performance.now();
+      current.reuseUntil = end + Math.max(REUSE_MIN_MS, REUSE_FACTOR * (end - start));
+    };
+    result.then(done, () => {
+      if (this.last === current) this.last = undefined; // a failure is not kept: the next scrape tries again
+    });
+    return result;
+  }
+
+  private async collect(): Promise<Exposition> {
+    this.tenantsNow = undefined;
+    try {
+      return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    } finally {
+      this.tenantsNow = undefined;
+    }
   }
 
   private child(
@@ -115,6 +152,7 @@ export class ServerMetrics {
   }
 
   private gauges(source: MetricsSource, registers: Registry[]): void {
+    const tenants = () => (this.tenantsNow ??= source.tenants());
     new Gauge({
       name: 'commy_connections',
       help: 'Open connections, by state.',
@@ -145,7 +183,7 @@ export class ServerMetrics {
         registers,
         collect() {
           this.reset();
-          for (const [tenant, t] of source.tenants()) this.set({ tenant }, pick(t));
+          for (const [tenant, t] of tenants()) this.set({ tenant }, pick(t));
         },
       });
     perTenant('commy_services_open', 'Services open now, per tenant.', (t) => t.services);
