@@ -9,16 +9,25 @@ export function printInspect(path: string, json: boolean): void {
 function formatReport(r: FileReport): string {
   const live = r.variables.filter((v) => v.state === 'live').length;
   const head = [
-    `file       ${r.path}`,
-    `service    ${r.tenant === '' ? '(embedded: no tenant/service recorded)' : `${r.tenant}/${r.service}`}   id ${r.fileId}`,
+    `file       ${printable(r.path)}`,
+    `service    ${r.tenant === '' ? '(embedded: no tenant/service recorded)' : printable(`${r.tenant}/${r.service}`)}   id ${r.fileId}`,
     `version    ${r.version}`,
     `variables  ${live} live, ${r.variables.length - live} removed, room for ${r.maxVariables}`,
     `data       ${r.dataEnd} of ${r.dataCapacity} bytes used; file ${r.fileSize} bytes, at most ${r.maxFileSize}`,
     `watchers   ${r.watchers.slots} with a wake channel (${r.watchers.parked} parked), ${r.watchers.fallback} fallback asleep`,
   ];
   if (r.variables.length === 0) return head.join('\n');
-  const rows = r.variables.map((v) => [String(v.index), v.name, v.type, String(v.offset), String(v.size), String(v.version), String(v.lastWriter || '-'), describe(v)]);
+  const rows = r.variables.map((v) => [String(v.index), printable(v.name), v.type, String(v.offset), String(v.size), String(v.version), String(v.lastWriter || '-'), describe(v)]);
   return [...head, '', ...table(['#', 'name', 'type', 'offset', 'size', 'version', 'writer', 'value'], rows)].join('\n');
+}
+
+/**
+ * Text from the file (or a path) as it may reach a terminal: control characters escaped as `\u001b`. The header's
+ * tenant and service are whatever a process that can write the file put there, unchecked; an escape sequence
+ * printed raw could retitle the terminal, clear it, or forge lines of this report.
+ */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function describe(v: VariableReport): string {
