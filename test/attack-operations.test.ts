@@ -160,3 +160,25 @@ test('commy inspect: control characters in a file\'s recorded tenant or service 
   assert.equal(run.stdout.split('\n').filter((l) => l.startsWith('file ')).length, 1, 'a line forged by the file');
   assert.match(run.stdout, /^service .*\\u001b\]0;owned\\u0007/m);
 });
+
+test('commy stats: a server answering /metrics with an endless body is refused, not read into memory', { timeout: 120_000 }, async (t) => {
+  const chunk = Buffer.alloc(1 << 20, 0x61);
+  const url = await httpServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    const more = (): void => {
+      while (!res.destroyed && res.write(chunk));
+      if (!res.destroyed) res.once('drain', more);
+    };
+    more();
+  });
+  const run = await runCli(t, ['stats', url, '--interval', '0.1', '--count', '1']);
+  assert.equal(run.code, 1, run.stdout);
+  assert.match(run.stderr, /^commy: .*metrics.*more than \d+ MiB/m);
+});
+
+test('commy stats: a server that never answers /metrics is given up on', { timeout: 120_000 }, async (t) => {
+  const url = await httpServer(t, () => {});
+  const run = await runCli(t, ['stats', url, '--interval', '0.1', '--count', '1']);
+  assert.equal(run.code, 1, run.stdout);
+  assert.match(run.stderr, /^commy: .*metrics.*(did not answer|timed out)/m);
+});

@@ -13,30 +13,64 @@ export interface StatsOptions {
   count: number;
 }
 
+/** A larger answer is not a commy server's metrics (they are tens of KB): refused rather than read into memory. */
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** A scrape (answer and body) must be done within this, or the interval if longer. */
+const SCRAPE_TIMEOUT_MS = 10_000;
+
 const COLUMNS = ['conns', 'unauth', 'in msg/s', 'out msg/s', 'in KB/s', 'out KB/s', 'acks/s', 'ack p50', 'ack p99', 'errors/s', 'services', 'vars', 'syncs/s', 'buf max'];
 
 export async function printStats(o: StatsOptions, write: (line: string) => void = (l) => console.log(l)): Promise<void> {
   const endpoint = `${o.url.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$/, '')}/metrics`;
-  let before = await scrape(endpoint);
+  const timeoutMs = Math.max(SCRAPE_TIMEOUT_MS, o.intervalS * 1000);
+  let before = await scrape(endpoint, timeoutMs);
   for (let row = 0; o.count === 0 || row < o.count; row++) {
     await new Promise((resolve) => setTimeout(resolve, o.intervalS * 1000));
-    const now = await scrape(endpoint);
+    const now = await scrape(endpoint, timeoutMs);
     if (row % 20 === 0) write(COLUMNS.map((c) => c.padStart(10)).join(''));
     write(statsRow(before, now, o.intervalS).map((c) => c.padStart(10)).join(''));
     before = now;
   }
 }
 
-async function scrape(endpoint: string): Promise<Sample> {
-  const res = await fetch(endpoint);
-  if (res.status !== 200) throw new Error(`${endpoint} answered ${res.status}`);
+/**
+ * One /metrics, parsed. The server may be anything (a wrong URL, a hostile host): redirects are not followed, the
+ * answer must come within `timeoutMs`, and a body past MAX_BODY_BYTES is refused.
+ */
+async function scrape(endpoint: string, timeoutMs: number): Promise<Sample> {
+  const signal = AbortSignal.timeout(timeoutMs);
+  let text: string;
+  try {
+    const res = await fetch(endpoint, { redirect: 'manual', signal });
+    if (res.status !== 200) {
+      await res.body?.cancel();
+      throw new Error(`${endpoint} answered ${res.status}`);
+    }
+    text = await boundedText(endpoint, res);
+  } catch (err) {
+    if (signal.aborted) throw new Error(`${endpoint} did not answer within ${timeoutMs / 1000} s`);
+    throw err;
+  }
   const out: Sample = new Map();
-  for (const line of (await res.text()).split('\n')) {
+  for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     const at = line.lastIndexOf(' ');
     out.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return out;
+}
+
+/** The body as text, read up to MAX_BODY_BYTES (then refused). */
+async function boundedText(endpoint: string, res: Response): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for await (const chunk of res.body ?? []) {
+    bytes += chunk.length;
+    // Leaving the loop cancels the body: nothing more is read.
+    if (bytes > MAX_BODY_BYTES) throw new Error(`${endpoint} answered more than ${MAX_BODY_BYTES / 1024 / 1024} MiB: not commy metrics`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Sum of every series of `name` (all label sets). */
