@@ -11,6 +11,7 @@ import { H } from '../src/local/file-format.js';
 import { startServer } from './helpers/server.js';
 import { OPS } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
+import { pino } from 'pino';
 
 /**
  * Attacks on the operational surfaces: /metrics, graceful stop, durability's syncs, `commy inspect`, `commy stats`.
@@ -181,4 +182,14 @@ test('commy stats: a server that never answers /metrics is given up on', { timeo
   const run = await runCli(t, ['stats', url, '--interval', '0.1', '--count', '1']);
   assert.equal(run.code, 1, run.stdout);
   assert.match(run.stderr, /^commy: .*metrics.*(did not answer|timed out)/m);
+});
+
+test('logs: a client cannot make the server write a line per connection it opens past its limits', { timeout: 120_000, todo: 'every TCP connection refused by admission (past maxUnauthenticatedPerIp, for example) logs one info line ("refused"), and every failed authentication one ("auth-failed"), with no rate limit: one address opening and dropping connections in a loop makes the server write about 160 bytes of log per connection, as fast as it can connect. A fix is a per-event limit on these lines (a few a second, then one "suppressed N" line), which changes what operators and test/cli.test.ts see in the log' }, async (t) => {
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const server = await startServer(t, { logger, limits: { maxUnauthenticatedPerIp: 10 } });
+  const sockets = Array.from({ length: 500 }, () => connect(server.port, '127.0.0.1').on('error', () => {}));
+  await Promise.all(sockets.map((s) => new Promise((resolve) => s.once('close', resolve).once('connect', () => setTimeout(resolve, 200)))));
+  for (const s of sockets) s.destroy();
+  assert.ok(lines.length <= 50, `${lines.length} log lines for 500 refused connections`);
 });
