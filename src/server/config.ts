@@ -139,6 +139,8 @@ const configSchema = z.strictObject({
   tick: z.union([z.literal('immediate'), z.number().nonnegative()]).default('immediate'),
   audit: auditSchema.default({ enabled: true }),
   /** When acknowledged writes reach the disk (durability.ts): before each ack, every syncIntervalMs, or as the kernel likes. */
+  /** Bearer token for the per-tenant series of GET /metrics (without it, totals only): at least 16 characters. */
+  metricsToken: z.string().min(16).optional(),
   /** The server's log (not the audit log): pino levels; connection lifecycle lines are at debug. */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   durability: z.enum(['ack', 'periodic', 'none']).default(DEFAULT_DURABILITY.mode),
@@ -259,6 +261,7 @@ function withDefaults(raw: ParsedConfig): ServerConfig {
     // The fields given and no others: the audit log's own defaults (100 MiB, 5 files) stay its own.
     audit: { enabled: raw.audit.enabled, ...definedOnly(raw.audit) },
     logLevel: raw.logLevel,
+    ...(raw.metricsToken !== undefined ? { metricsToken: raw.metricsToken } : {}),
     durability: raw.durability,
     syncIntervalMs: raw.syncIntervalMs,
   };

@@ -13,6 +13,8 @@ export interface ServerState {
   readonly openServices: number;
   /** The Prometheus exposition (metrics.ts). */
   readonly metrics: ServerMetrics;
+  /** Does this request carry the metrics token (`Authorization: Bearer …`)? It then gets the per-tenant series. */
+  metricsTokenOf(req: IncomingMessage): boolean;
 }
 
 export type HttpRoute = (req: IncomingMessage, res: ServerResponse, state: ServerState) => void;
@@ -28,12 +30,12 @@ export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpR
   // Ready: it takes new clients (not while closing).
   ['/readyz', (_req, res, state) => (state.closing ? text(res, 503, 'closing\n') : text(res, 200, 'ok\n'))],
   // Prometheus text: every name commy_… (docs/operations.md, Metrics).
-  ['/metrics', (_req, res, state) => void scrapeInto(res, state.metrics)],
+  ['/metrics', (req, res, state) => void scrapeInto(res, state.metrics, state.metricsTokenOf(req))],
 ]);
 
-async function scrapeInto(res: ServerResponse, metrics: ServerMetrics): Promise<void> {
+async function scrapeInto(res: ServerResponse, metrics: ServerMetrics, perTenant: boolean): Promise<void> {
   try {
-    const { contentType, body } = await metrics.scrape();
+    const { contentType, body } = await metrics.scrape(perTenant);
     res.writeHead(200, { 'content-type': contentType }).end(body);
   } catch {
     text(res, 500, 'metrics unavailable\n');

@@ -34,6 +34,8 @@ type Exposition = { contentType: string; body: string };
  */
 export class ServerMetrics {
   readonly registry = new Registry();
+  /** What only a scraper with the metrics token gets: the per-tenant series. */
+  private readonly tenantRegistry = new Registry();
   private readonly received: Array<{ messages: Counter.Internal; bytes: Counter.Internal } | undefined> = new Array(TYPE_SLOTS);
   private readonly sent: Array<{ messages: Counter.Internal; bytes: Counter.Internal } | undefined> = new Array(TYPE_SLOTS);
   private readonly messagesIn: Counter<'type'>;
@@ -46,8 +48,8 @@ export class ServerMetrics {
   private readonly batchUpdates: Histogram;
   private readonly conflatedUpdates: Counter;
   private readonly wakeUps: Counter;
-  /** The last collection: running (until `reuseUntil` is set) or done, and until when scrapes get it again. */
-  private last: { readonly result: Promise<Exposition>; reuseUntil: number } | undefined;
+  /** The last collection of each kind (with tenants or not): running (until `reuseUntil` is set) or done, and until when scrapes get it again. */
+  private readonly last = new Map<boolean, { readonly result: Promise<Exposition>; reuseUntil: number }>();
   /** The source's per-tenant figures, read once per collection (three gauges use them). */
   private tenantsNow: ReturnType<MetricsSource['tenants']> | undefined;
 
@@ -109,28 +111,32 @@ export class ServerMetrics {
     this.wakeUps.inc();
   }
 
-  /** The exposition text and its content type (a recent collection's: see REUSE_FACTOR). */
-  scrape(): Promise<Exposition> {
-    const last = this.last;
+  /**
+   * The exposition text and its content type (a recent collection's: see REUSE_FACTOR). `perTenant`: with the
+   * per-tenant series (for a scraper that showed the metrics token).
+   */
+  scrape(perTenant = false): Promise<Exposition> {
+    const last = this.last.get(perTenant);
     if (last !== undefined && performance.now() < last.reuseUntil) return last.result;
     const start = performance.now();
-    const result = this.collect();
+    const result = this.collect(perTenant);
     const current = { result, reuseUntil: Infinity };
-    this.last = current;
+    this.last.set(perTenant, current);
     const done = () => {
       const end = performance.now();
       current.reuseUntil = end + Math.max(REUSE_MIN_MS, REUSE_FACTOR * (end - start));
     };
     result.then(done, () => {
-      if (this.last === current) this.last = undefined; // a failure is not kept: the next scrape tries again
+      if (this.last.get(perTenant) === current) this.last.delete(perTenant); // a failure is not kept: the next scrape tries again
     });
     return result;
   }
 
-  private async collect(): Promise<Exposition> {
+  private async collect(perTenant: boolean): Promise<Exposition> {
     this.tenantsNow = undefined;
     try {
-      return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+      const body = await this.registry.metrics();
+      return { contentType: this.registry.contentType, body: perTenant ? body + (await this.tenantRegistry.metrics()) : body };
     } finally {
       this.tenantsNow = undefined;
     }
@@ -175,20 +181,32 @@ export class ServerMetrics {
         this.set({ stat: 'sum' }, sum);
       },
     });
-    const perTenant = (name: string, help: string, pick: (t: { services: number; variables: number; bytes: number }) => number) =>
+    // Totals for everyone; per tenant only with the metrics token (tenant names are not for any client to learn).
+    const perTenant = (name: string, help: string, pick: (t: { services: number; variables: number; bytes: number }) => number) => {
       new Gauge({
         name,
         help,
-        labelNames: ['tenant'],
         registers,
+        collect() {
+          let sum = 0;
+          for (const t of tenants().values()) sum += pick(t);
+          this.set(sum);
+        },
+      });
+      new Gauge({
+        name: name.replace(/^commy_/, 'commy_tenant_'),
+        help: `${help} Per tenant (served with the metrics token only).`,
+        labelNames: ['tenant'],
+        registers: [this.tenantRegistry],
         collect() {
           this.reset();
           for (const [tenant, t] of tenants()) this.set({ tenant }, pick(t));
         },
       });
-    perTenant('commy_services_open', 'Services open now, per tenant.', (t) => t.services);
-    perTenant('commy_variables', 'Live variables of the open services, per tenant.', (t) => t.variables);
-    perTenant('commy_mapped_bytes', 'Bytes of the open services\' files (what their mappings can hold in memory), per tenant.', (t) => t.bytes);
+    };
+    perTenant('commy_services_open', 'Services open now.', (t) => t.services);
+    perTenant('commy_variables', 'Live variables of the open services.', (t) => t.variables);
+    perTenant('commy_mapped_bytes', "Bytes of the open services' files (what their mappings can hold in memory).", (t) => t.bytes);
     new Counter({
       name: 'commy_file_syncs_total',
       help: 'Service files synced to disk since the server started (durability).',

@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
@@ -15,6 +16,7 @@ import { filePolicyOf } from './file-policy.js';
 import { Connection, type ConnectionOptions } from './connection.js';
 import { routeHttp, type ServerState } from './http-routes.js';
 import { createServerLogger, type Logger } from './logger.js';
+import { LogBudget } from './log-budget.js';
 import { ServerMetrics } from './metrics.js';
 import { OpLedger } from './op-ledger.js';
 import { ServiceRegistry } from './service-registry.js';
@@ -69,6 +71,8 @@ export class Server implements ServerState {
   private readonly sockets = new Map<Session, WebSocket>();
   /** Sockets whose closing has begun, until they are gone (close() cuts them off too). */
   private readonly closingSockets = new Set<WebSocket>();
+  /** Log lines clients can cause at will (refusals, evictions, failed authentications), rate-limited. */
+  private readonly clientLines: LogBudget;
   /** Who holds a connection: counts per pool and per source, checked at every upgrade. */
   private readonly admission: Admission;
   private closingPromise: Promise<void> | undefined;
@@ -84,9 +88,11 @@ export class Server implements ServerState {
     private readonly log: Logger,
     /** Prometheus metrics, served at GET /metrics. */
     readonly metrics: ServerMetrics,
+    clientLines: LogBudget,
   ) {
     this.config = config;
     this.admission = new Admission(config.limits);
+    this.clientLines = clientLines;
   }
 
   static async start(options: ServerOptions = {}): Promise<Server> {
@@ -142,13 +148,14 @@ export class Server implements ServerState {
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
     const ledger = OpLedger.of(config.limits);
-    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics));
+    const clientLines = new LogBudget(logger);
+    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics, clientLines));
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, made));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => made.admit(socket));
     // Made once and shared by every connection: per-connection objects are what an idle connection costs.
     const permissions = new PermissionsCache(config.limits);
-    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => made.ended(s), log: logger, metrics };
+    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => made.ended(s), log: logger, clientLines, metrics };
     const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS), metrics };
     http.on('upgrade', (req, socket, head) => made.upgrade(req, socket as Socket, head, ctx, wire));
     await new Promise<void>((resolve, reject) => {
@@ -205,6 +212,16 @@ export class Server implements ServerState {
   }
 
   /** Connections open and not closing. */
+  /** Does `req` carry the configured metrics token? Never, when none is configured. Compared in constant time. */
+  metricsTokenOf(req: IncomingMessage): boolean {
+    const token = this.config.metricsToken;
+    const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (token === undefined || given === undefined) return false;
+    const a = createHash('sha256').update(token).digest();
+    const b = createHash('sha256').update(given).digest();
+    return timingSafeEqual(a, b);
+  }
+
   /** Bytes queued unsent on the connections' sockets: the largest and the total (for the metrics). */
   outputBuffered(): { max: number; sum: number } {
     let max = 0;
@@ -252,7 +269,7 @@ export class Server implements ServerState {
     }
     const ticket = this.admission.admit(address);
     if (!isTicket(ticket)) {
-      this.log.info({ event: 'refused', ip: address, limit: ticket.limit }, 'connection refused');
+      this.clientLines.info({ event: 'refused', ip: address, limit: ticket.limit }, 'connection refused');
       // Under TLS nothing readable can be said before the handshake: the refusal is the reset.
       if (this.secure) socket.destroy();
       else refuseUpgrade(socket, ticket.limit, ticket.message);
@@ -283,7 +300,7 @@ export class Server implements ServerState {
       conn.attach(session);
       ws.watchClosing(socket, conn);
       ticket.onEvict = () => {
-        this.log.info({ event: 'evicted', conn: session.clientId, ip: ticket.source }, 'unauthenticated connection evicted for a newcomer');
+        this.clientLines.info({ event: 'evicted', conn: session.clientId, ip: ticket.source }, 'unauthenticated connection evicted for a newcomer');
         evict(ws);
       };
       this.sockets.set(session, ws); // until Session.closed() calls ctx.ended (the ticket goes with the TCP socket)

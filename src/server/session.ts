@@ -10,6 +10,7 @@ import type { Authenticator } from './auth.js';
 import { untilNotBusy } from './busy-retry.js';
 import { ROUTES, type Handler, type Lane } from './handlers/index.js';
 import type { Limits } from './limits.js';
+import type { LogBudget } from './log-budget.js';
 import type { Logger } from './logger.js';
 import type { ServerMetrics } from './metrics.js';
 import type { OpLedger } from './op-ledger.js';
@@ -35,6 +36,8 @@ export interface SessionContext {
    * authentication: info). Never a credential: only the fields named here are logged.
    */
   log?: Logger;
+  /** Lines a client can cause at will (failed authentications), rate-limited (log-budget.ts). */
+  clientLines?: LogBudget;
   /** The server's metrics (absent: nothing counted). */
   metrics?: ServerMetrics;
 }
@@ -162,7 +165,7 @@ export class Session {
   authFailed(tenant: string, code: string): void {
     const attempt = ++this.failedAuth;
     this.ctx.metrics?.authFailed(code);
-    this.ctx.log?.info({ event: 'auth-failed', conn: this.clientId, ip: this.peer.source, tenant: tenant.slice(0, 64), code, attempt }, 'authentication failed');
+    this.ctx.clientLines?.info({ event: 'auth-failed', conn: this.clientId, ip: this.peer.source, tenant: tenant.slice(0, 64), code, attempt }, 'authentication failed');
     if (attempt >= MAX_FAILED_AUTH) setImmediate(() => this.link.close(CloseCode.AUTH_FAILED, 'too many failed authentications'));
   }
 
