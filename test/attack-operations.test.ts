@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { closeSync, copyFileSync, open, openSync, truncateSync, writeSync } from 'node:fs';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
 import { H } from '../src/local/file-format.js';
+import { runCli } from './helpers/cli.js';
 import { startServer } from './helpers/server.js';
 import { OPS } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
@@ -18,19 +18,6 @@ import { pino } from 'pino';
  * Each test is a defect found by attacking them, fixed unless marked todo.
  */
 
-const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
-
-/** Runs the CLI to its end: exit code and output (killed after the test if it never ends). */
-async function runCli(t: { after(fn: () => void): void }, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.after(() => proc.kill('SIGKILL'));
-  let stdout = '';
-  let stderr = '';
-  proc.stdout!.on('data', (d) => (stdout += String(d)));
-  proc.stderr!.on('data', (d) => (stderr += String(d)));
-  const code = await new Promise<number | null>((resolve) => proc.on('exit', (c) => resolve(c)));
-  return { code, stdout, stderr };
-}
 
 /** A plain HTTP server on 127.0.0.1 answering every request with `handle`; closed after the test. */
 async function httpServer(t: { after(fn: () => void): void }, handle: Parameters<typeof createServer>[1]): Promise<string> {
@@ -155,7 +142,7 @@ test('commy inspect: control characters in a file\'s recorded tenant or service 
   writeSync(fd, name, 0, name.length, H.TENANT);
   writeSync(fd, Buffer.from([name.length]), 0, 1, H.TENANT_LEN);
   closeSync(fd);
-  const run = await runCli(t, ['inspect', path]);
+  const run = await runCli(['inspect', path], t);
   assert.equal(run.code, 0, run.stderr);
   assert.doesNotMatch(run.stdout, /[\x00-\x08\x0b-\x1f\x7f]/, 'a control character reached the terminal');
   assert.equal(run.stdout.split('\n').filter((l) => l.startsWith('file ')).length, 1, 'a line forged by the file');
@@ -172,14 +159,14 @@ test('commy stats: a server answering /metrics with an endless body is refused, 
     };
     more();
   });
-  const run = await runCli(t, ['stats', url, '--interval', '0.1', '--count', '1']);
+  const run = await runCli(['stats', url, '--interval', '0.1', '--count', '1'], t);
   assert.equal(run.code, 1, run.stdout);
   assert.match(run.stderr, /^commy: .*metrics.*more than \d+ MiB/m);
 });
 
 test('commy stats: a server that never answers /metrics is given up on', { timeout: 120_000 }, async (t) => {
   const url = await httpServer(t, () => {});
-  const run = await runCli(t, ['stats', url, '--interval', '0.1', '--count', '1']);
+  const run = await runCli(['stats', url, '--interval', '0.1', '--count', '1'], t);
   assert.equal(run.code, 1, run.stdout);
   assert.match(run.stderr, /^commy: .*metrics.*(did not answer|timed out)/m);
 });

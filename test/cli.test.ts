@@ -4,13 +4,12 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { SignJWT } from 'jose';
-import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
 import { startChild } from './helpers/child.js';
+import { CLI, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
-const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
 /** Runs `commy serve` on embedded defaults (but port 0) and reads the key and URL it prints. */
 async function serve(t: Parameters<typeof tempDir>[0]): Promise<{ url: string; key: string; cwd: string; exited: Promise<number | null>; stop: () => void }> {
@@ -99,17 +98,6 @@ test('commy serve: audit lines are batched yet reach the file within moments, an
   assert.equal(await server.exited, 0);
   assert.equal(changes(), 300, 'one audit line per acknowledged write');
 });
-
-/** Runs the CLI to its end: exit code and output. */
-async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  proc.stdout!.on('data', (d) => (stdout += String(d)));
-  proc.stderr!.on('data', (d) => (stderr += String(d)));
-  const code = await new Promise<number | null>((resolve) => proc.on('exit', (c) => resolve(c)));
-  return { code, stdout, stderr };
-}
 
 test("commy inspect: a live server's file as the server has it; a variable held mid-write is reported, never waited for", { timeout: 120_000 }, async (t) => {
   const server = await serve(t);
