@@ -134,7 +134,6 @@ export class Server implements ServerState {
       onError,
       onLocalWrite: (host, pid, variables) =>
         audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid }),
-      durability: config.durability,
     }, policies, { mode: config.durability, intervalMs: config.syncIntervalMs });
     const audit = createAuditLog({
       enabled: config.audit.enabled,

@@ -52,10 +52,11 @@ export class ServiceRegistry {
     broadcast: BroadcastOptions,
     /** Tenants whose files belong to a Unix group (config `tenants.<t>.files`); none by default. */
     private readonly policies: ReadonlyMap<string, FilePolicy> = new Map(),
-    durability: Durability = { mode: broadcast.durability ?? 'none', intervalMs: DEFAULT_DURABILITY.intervalMs },
+    /** When the hosts' files are synced (durability.ts); the hosts are told the mode. Default: `none`. */
+    durability: Durability = { mode: 'none', intervalMs: DEFAULT_DURABILITY.intervalMs },
   ) {
     this.root = resolve(dataDir);
-    this.broadcast = { ...broadcast, onBroken: (host) => this.evict(host), onSynced: () => this.syncs++ };
+    this.broadcast = { ...broadcast, durability: durability.mode, onBroken: (host) => this.evict(host), onSynced: () => this.syncs++ };
     if (durability.mode === 'periodic') this.syncTimer = setInterval(() => this.syncWritten(), durability.intervalMs).unref();
     ensurePrivateDir(this.root, ErrorCode.CONFIG_INVALID, 'data directory', true);
     ensurePrivateDir(join(this.root, 'tenants'), ErrorCode.CONFIG_INVALID, 'tenants directory');
