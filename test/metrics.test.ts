@@ -1,19 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
+import { parseExposition } from '../src/cli/stats.js';
 import { startServer } from './helpers/server.js';
 import { OPS } from './helpers/server-process.js';
-
-/** The exposition as a map of `name{labels}` → value (comments and types left out). */
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return out;
-}
 
 test('GET /metrics: Prometheus text, every name commy_…, counting what the clients did', { timeout: 120_000 }, async (t) => {
   const server = await startServer(t, { durability: 'ack' });
@@ -38,7 +28,7 @@ test('GET /metrics: Prometheus text, every name commy_…, counting what the cli
   const names = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.split(/[{ ]/, 1)[0]!);
   assert.ok(names.length > 20, text);
   for (const name of names) assert.match(name, /^commy_/, `${name} is not a commy_ name`);
-  const m = parse(text);
+  const m = parseExposition(text);
   assert.ok(m.get('commy_connections{state="authenticated"}')! >= 2, 'the writer and the reader');
   assert.ok(m.get('commy_messages_received_total{type="ReportVariableChanges"}')! >= 10);
   assert.ok(m.get('commy_received_bytes_total{type="ReportVariableChanges"}')! > 0);
@@ -66,7 +56,7 @@ test('GET /metrics with the metrics token: the per-tenant series too; a wrong to
   t.after(() => client.close());
   await client.getVirtualServiceFile('beta', 'secret-project');
   const scrape = async (authorization?: string) =>
-    parse(await (await fetch(`${server.url.replace(/^ws/, 'http')}/metrics`, authorization === undefined ? {} : { headers: { authorization } })).text());
+    parseExposition(await (await fetch(`${server.url.replace(/^ws/, 'http')}/metrics`, authorization === undefined ? {} : { headers: { authorization } })).text());
   const full = await scrape(`Bearer ${metricsToken}`);
   assert.equal(full.get('commy_tenant_services_open{tenant="beta"}'), 1);
   assert.equal(full.get('commy_services_open'), 1);

@@ -51,6 +51,11 @@ async function scrape(endpoint: string, timeoutMs: number): Promise<Sample> {
     if (signal.aborted) throw new Error(`${endpoint} did not answer within ${timeoutMs / 1000} s`);
     throw err;
   }
+  return parseExposition(text);
+}
+
+/** Prometheus text as `name{labels}` → value (comments and types left out). */
+export function parseExposition(text: string): Sample {
   const out: Sample = new Map();
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
