@@ -14,6 +14,7 @@ import { decodeFrame } from '../src/protocol/frame-codec.js';
 import { createAuditLog } from '../src/server/audit.js';
 import { Server } from '../src/server/index.js';
 import { OpLedger } from '../src/server/op-ledger.js';
+import { once } from './helpers/ledger.js';
 import type { Message } from '../src/protocol/messages.js';
 import { startChild } from './helpers/child.js';
 import { CutProxy } from './helpers/cut-proxy.js';
@@ -672,12 +673,12 @@ test('ledger: many identities that each wrote a burst, then once more, keep no m
   const ledger = new OpLedger({ ttlMs: 1000, maxPerClient: 10_000, maxWeight: 1_000_000 }, () => now);
   const IDS = 300;
   for (let c = 0; c < IDS; c++) {
-    for (let op = 1; op <= 1000; op++) await ledger.once('acme', `acme/ops/client-${c}`, op, 'w', async () => ({ versions: [op] }), () => 2);
+    for (let op = 1; op <= 1000; op++) await once(ledger, 'acme', `acme/ops/client-${c}`, op, 'w', async () => ({ versions: [op] }), () => 2);
   }
   now = 500;
-  for (let c = 0; c < IDS; c++) await ledger.once('acme', `acme/ops/client-${c}`, 5000, 'w', async () => ({ versions: [1] }), () => 2);
+  for (let c = 0; c < IDS; c++) await once(ledger, 'acme', `acme/ops/client-${c}`, 5000, 'w', async () => ({ versions: [1] }), () => 2);
   now = 1200; // the bursts are past their time; each identity's last write is not
-  await ledger.once('acme', 'acme/ops/someone-else', 1, 'w', async () => ({ versions: [1] }), () => 2);
+  await once(ledger, 'acme', 'acme/ops/someone-else', 1, 'w', async () => ({ versions: [1] }), () => 2);
   assert.equal(ledger.size, IDS + 1, 'what is remembered: each identity\'s last write');
   assert.ok(ledger.queued <= 4 * ledger.size + 4 * 1024, `${ledger.queued} entries held for ${ledger.size} remembered`);
 });
@@ -696,20 +697,20 @@ test('ledger: op ids reused at a high rate, failing ops, many identities and TTL
     const opId = (step % 91) + 1; // reused over and over
     const fail = step % 13 === 0;
     const op = fail ? async () => Promise.reject(new Error('refused')) : ok(step);
-    await ledger.once('acme', identity, opId, `w ${step % 91}`, op, () => 1).catch(() => undefined);
+    await once(ledger, 'acme', identity, opId, `w ${step % 91}`, op, () => 1).catch(() => undefined);
     // Another tenant is never pushed out by acme.
-    if (step === 39_000) await ledger.once('beta', 'beta/ops/k', 1, 'w', ok(-1), () => 1);
+    if (step === 39_000) await once(ledger, 'beta', 'beta/ops/k', 1, 'w', ok(-1), () => 1);
   }
   assert.ok(ledger.size <= 400 + 1, `remembered ${ledger.size}`);
   assert.ok(ledger.queued <= 4 * ledger.size + 4 * 1024 + 37 * 1024, `queued ${ledger.queued}`);
   const before = runs;
-  assert.equal(await ledger.once('beta', 'beta/ops/k', 1, 'w', ok(-2), () => 1), -1, 'beta\'s op is still answered from memory');
+  assert.equal(await once(ledger, 'beta', 'beta/ops/k', 1, 'w', ok(-2), () => 1), -1, 'beta\'s op is still answered from memory');
   assert.equal(runs, before);
   // The newest of acme's is remembered, an old one is run again.
   const last = 39_999;
-  assert.equal(await ledger.once('acme', `acme/ops/c${last % 37}`, (last % 91) + 1, `w ${last % 91}`, ok(-3), () => 1), last);
+  assert.equal(await once(ledger, 'acme', `acme/ops/c${last % 37}`, (last % 91) + 1, `w ${last % 91}`, ok(-3), () => 1), last);
   now += 20_000;
-  assert.equal(await ledger.once('acme', `acme/ops/c${last % 37}`, (last % 91) + 1, `w ${last % 91}`, ok(-4), () => 1), -4, 'expired: run again');
+  assert.equal(await once(ledger, 'acme', `acme/ops/c${last % 37}`, (last % 91) + 1, `w ${last % 91}`, ok(-4), () => 1), -4, 'expired: run again');
 });
 
 // ---- permissions shared between connections -------------------------------------------------------------

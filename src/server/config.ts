@@ -115,6 +115,7 @@ const limitsSchema = z.strictObject({
   opIdTtlMs: positiveInt.optional(),
   maxOpIdsPerClient: positiveInt.optional(),
   maxOpIdWeight: positiveInt.optional(),
+  opJournalBytes: positiveInt.min(64 * 1024).max(1024 * 1024 * 1024).multipleOf(8).optional(),
 } satisfies Record<keyof Limits, z.ZodType>);
 const auditSchema = z.strictObject({
   /** Unset: <dataDir>/audit.log; "-" means stdout (server.ts). */

@@ -69,6 +69,11 @@ export interface Limits {
   maxOpIdsPerClient: number;
   /** Versions remembered with operation ids, per tenant (an acknowledgement of n changes weighs n + 1). */
   maxOpIdWeight: number;
+  /**
+   * Each tenant's operation journal (`<dataDir>/oplog/<tenant>.ops`), in bytes: the applied operation ids a
+   * restarted server still knows are the most recent that fit (a write of n changes takes 128 + 24 n bytes).
+   */
+  opJournalBytes: number;
 }
 
 const MiB = 1024 * 1024;
@@ -112,6 +117,8 @@ export const DEFAULT_LIMITS: Limits = Object.freeze({
   // Each remembered op costs a few hundred bytes: 100,000 is tens of MB at most, and a client only ever resends
   // what was in flight when its connection broke.
   maxOpIdWeight: 100_000,
+  // About 26,000 one-variable writes; a sparse file, paged in as it is written.
+  opJournalBytes: 4 * MiB,
 });
 
 /**

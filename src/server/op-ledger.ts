@@ -1,5 +1,8 @@
+import { join } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import type { DurabilityMode } from './durability.js';
 import type { Limits } from './limits.js';
+import { identityDigest, OpJournal, OpRecord, RecordState, whatDigest, type JournalChange, type JournalEntry } from './op-journal.js';
 
 /**
  * Idempotent writes: the server remembers what each write it applied answered, by client identity and
@@ -18,6 +21,52 @@ export interface OpLedgerLimits {
   readonly maxPerClient: number;
   /** Versions remembered over all identities of one tenant (an ack of n changes weighs n + 1). */
   readonly maxWeight: number;
+}
+
+/**
+ * Where and how the ledger keeps its journal (op-journal.ts): what makes operation ids survive the server.
+ * Without one, they are remembered in memory only.
+ */
+export interface OpJournalOptions {
+  /** The directory of the tenants' journals (`<dataDir>/oplog`, made private by the caller). */
+  readonly dir: string;
+  /** Each tenant's ring, in bytes. */
+  readonly bytes: number;
+  /** `ack`: an answer waits for its record's sync too; `periodic`: synced every `intervalMs`. */
+  readonly durability: DurabilityMode;
+  readonly intervalMs: number;
+  /**
+   * What a write found unfinished in the journal did (a server killed while it applied): the version each change
+   * got, or undefined when nothing was written. `changes[i].version` is what the record already knew (0: not yet).
+   */
+  readonly settle: (tenant: string, service: string, changes: readonly (JournalChange & { readonly version: number })[]) => number[] | undefined;
+  /** A journal that cannot be used (the tenant's operation ids are then remembered in memory only). */
+  readonly onError?: (tenant: string, err: unknown) => void;
+}
+
+/** How a write is named to the ledger: whose it is, what it is, and which service it writes. */
+export interface OpKey {
+  readonly tenant: string;
+  readonly identity: string;
+  readonly opId: number | undefined;
+  /** What the write is (writeFingerprint): a retry must be the same write. */
+  readonly what: string;
+  readonly service: string;
+}
+
+/** How the ledger keeps and gives back a write's answer. */
+export interface OpAnswer<T> {
+  /** What the answer costs to remember (1 + the versions it holds). */
+  weigh(result: T): number;
+  /** The answer again, from the versions a journal kept (a retry that reaches a restarted server). */
+  revive(versions: readonly number[]): T;
+}
+
+/** A write the journal says a server before this one applied. */
+interface Recovered {
+  readonly what: number;
+  readonly versions: readonly number[];
+  readonly at: number;
 }
 
 /**
@@ -88,6 +137,10 @@ const SLACK = 1024;
 /** The same for one identity's queue: small, since a tenant may have many identities. */
 const CLIENT_SLACK = 8;
 
+function reused(opId: number): CommyError {
+  return new CommyError(ErrorCode.INVALID_MESSAGE, `operation id ${opId} was used for another write`);
+}
+
 function isLive(entry: Entry): boolean {
   return entry.live;
 }
@@ -104,15 +157,20 @@ interface ClientOps {
  */
 export class OpLedger {
   private readonly tenants = new Map<string, TenantLedger>();
+  private readonly journals = new Map<string, OpJournal>();
+  private readonly syncTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly limits: OpLedgerLimits,
     private readonly now: () => number = Date.now,
-  ) {}
+    private readonly journal?: OpJournalOptions,
+  ) {
+    if (journal?.durability === 'periodic') this.syncTimer = setInterval(() => this.syncWritten(), journal.intervalMs).unref();
+  }
 
   /** The ledger the server's limits describe (opIdTtlMs, maxOpIdsPerClient, maxOpIdWeight per tenant). */
-  static of(limits: Limits): OpLedger {
-    return new OpLedger({ ttlMs: limits.opIdTtlMs, maxPerClient: limits.maxOpIdsPerClient, maxWeight: limits.maxOpIdWeight });
+  static of(limits: Limits, journal?: OpJournalOptions): OpLedger {
+    return new OpLedger({ ttlMs: limits.opIdTtlMs, maxPerClient: limits.maxOpIdsPerClient, maxWeight: limits.maxOpIdWeight }, Date.now, journal);
   }
 
   /** Operations remembered now, over all tenants (for tests and metrics). */
@@ -129,12 +187,47 @@ export class OpLedger {
     return n;
   }
 
-  /** See TenantLedger.once; `tenant` is whose memory the operation counts against. */
-  once<T>(tenant: string, identity: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
-    if (opId === undefined) return op();
-    let ledger = this.tenants.get(tenant);
-    if (ledger === undefined) this.tenants.set(tenant, (ledger = new TenantLedger(this.limits, this.now)));
-    return ledger.once(identity, opId, what, op, weigh);
+  /**
+   * Runs `op` once per (identity, opId) of `key.tenant` (see TenantLedger.once). `op` gets the journal record
+   * its write fills in (ServiceHost.apply), when the ledger keeps a journal and the write has an operation id.
+   */
+  once<T>(key: OpKey, op: (record: OpRecord | undefined) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
+    if (key.opId === undefined) return op(undefined);
+    let ledger = this.tenants.get(key.tenant);
+    if (ledger === undefined) this.tenants.set(key.tenant, (ledger = this.open(key.tenant)));
+    return ledger.once(key, op, answer);
+  }
+
+  /** A tenant's part, with what its journal remembers from the servers before this one. */
+  private open(tenant: string): TenantLedger {
+    const journal = this.openJournal(tenant);
+    const ledger = new TenantLedger(this.limits, this.now, journal, this.journal?.durability === 'ack');
+    if (journal !== undefined) ledger.recover(journal.read(), (service, changes) => this.journal!.settle(tenant, service, changes));
+    return ledger;
+  }
+
+  private openJournal(tenant: string): OpJournal | undefined {
+    if (this.journal === undefined) return undefined;
+    try {
+      const journal = OpJournal.open(join(this.journal.dir, `${tenant}.ops`), this.journal.bytes);
+      this.journals.set(tenant, journal);
+      return journal;
+    } catch (err) {
+      this.journal.onError?.(tenant, err);
+      return undefined;
+    }
+  }
+
+  private syncWritten(): void {
+    for (const j of this.journals.values()) if (j.dirty) j.sync().catch(() => undefined);
+  }
+
+  /** Syncs and closes the journals (the server's stop). The ledger keeps answering from memory. */
+  async close(): Promise<void> {
+    clearInterval(this.syncTimer);
+    const journals = [...this.journals.values()];
+    this.journals.clear();
+    await Promise.all(journals.map((j) => j.close()));
   }
 }
 
@@ -143,12 +236,19 @@ class TenantLedger {
   /** Every remembered operation, oldest first (forgotten ones are skipped when reached). */
   private readonly all = new Fifo<Entry>();
   private readonly clients = new Map<string, ClientOps>();
+  /** Writes servers before this one applied, by identity digest and operation id (until their time is up). */
+  private readonly recovered = new Map<string, Recovered>();
+  /** Identities' digests (SHA-256: computed once per identity, not per write). */
+  private readonly digests = new Map<string, { readonly bytes: Uint8Array; readonly hex: string }>();
   private count = 0;
   private weight = 0;
 
   constructor(
     private readonly limits: OpLedgerLimits,
     private readonly now: () => number = Date.now,
+    private readonly journal?: OpJournal,
+    /** Durability `ack`: an answer waits for its record's sync. */
+    private readonly syncEach = false,
   ) {}
 
   /** Operations remembered now (for tests and metrics). */
@@ -162,32 +262,86 @@ class TenantLedger {
     return n;
   }
 
+  /** Takes in what the journal kept, settling the writes a dead server left unfinished. */
+  recover(entries: readonly JournalEntry[], settle: (service: string, changes: JournalEntry['changes']) => number[] | undefined): void {
+    const oldest = this.now() - this.limits.ttlMs;
+    for (const e of entries) {
+      if (e.state === RecordState.Void) continue;
+      let versions: readonly number[] | undefined = e.changes.map((c) => c.version);
+      if (e.state !== RecordState.Done) {
+        versions = settle(e.service, e.changes);
+        e.settle(versions);
+      }
+      if (versions !== undefined && e.at > oldest) this.recovered.set(`${e.identity}:${e.opId}`, { what: e.what, versions, at: e.at });
+    }
+  }
+
   /**
-   * Runs `op` once per (identity, opId). `what` names the write (kind and
-   * target; INVALID_MESSAGE when a known id comes with another one). `weigh` tells what its result costs to
-   * keep (1 + the versions it holds).
+   * Runs `op` once per (identity, opId). `key.what` names the write (kind and target; INVALID_MESSAGE when a
+   * known id comes with another one). `answer.weigh` tells what its result costs to keep (1 + the versions it holds).
    */
-  once<T>(identity: string, opId: number, what: string, op: () => Promise<T>, weigh: (result: T) => number): Promise<T> {
+  once<T>(key: OpKey, op: (record: OpRecord | undefined) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
     this.expire();
+    const { identity, what } = key;
+    const opId = key.opId!;
     const known = this.clients.get(identity)?.byId.get(opId);
     if (known !== undefined) {
       // A retry is the same write; the same id on another one is a client's bug: answering with the first
       // write's result would report as done a write that was never made.
-      if (known.what !== what) return Promise.reject(new CommyError(ErrorCode.INVALID_MESSAGE, `operation id ${opId} was used for another write`));
+      if (known.what !== what) return Promise.reject(reused(opId));
       // A retry that waits for the first attempt: if that one fails (nothing was applied; e.g. its connection died
       // while it waited for a lock), the retry runs on its own rather than inherit the dead attempt's error.
-      return (known.result as Promise<T>).catch(() => this.once(identity, opId, what, op, weigh));
+      return (known.result as Promise<T>).catch(() => this.once(key, op, answer));
     }
-    const result = op();
+    const record = this.journal === undefined ? undefined : this.journalled(key);
+    if (record instanceof Promise) return record as Promise<never>;
+    if (record !== undefined && 'versions' in record) return Promise.resolve(answer.revive(record.versions));
+    const result = this.run(op, record);
     const entry: Entry = { identity, opId, what, result, at: this.now(), weight: 1, live: true };
     this.add(entry);
     result.then(
-      (value) => this.weigh(entry, weigh(value)),
+      (value) => this.weigh(entry, answer.weigh(value)),
       () => this.remove(entry), // nothing was applied: a retry runs again
     );
     return result;
   }
 
+  /**
+   * What the journal says of this write: a server before this one applied it (its versions), or a record for
+   * this attempt to fill in; a rejection when the id was used for another write.
+   */
+  private journalled(key: OpKey): Recovered | OpRecord | Promise<never> {
+    let digest = this.digests.get(key.identity);
+    if (digest === undefined) {
+      if (this.digests.size >= this.limits.maxPerClient) this.digests.clear(); // a cache: bounded, recomputed at worst
+      const bytes = identityDigest(key.identity);
+      this.digests.set(key.identity, (digest = { bytes, hex: bytes.toString('hex') }));
+    }
+    const what = whatDigest(key.what);
+    if (this.recovered.size > 0) {
+      const before = this.recovered.get(`${digest.hex}:${key.opId}`);
+      if (before !== undefined && before.at > this.now() - this.limits.ttlMs) {
+        return before.what === what ? before : Promise.reject(reused(key.opId!));
+      }
+    }
+    return new OpRecord(this.journal!, digest.bytes, key.opId!, what, key.service);
+  }
+
+  /** Runs the write; on failure its record (if it got as far as an intent) says nothing was written. */
+  private run<T>(op: (record: OpRecord | undefined) => Promise<T>, record: OpRecord | undefined): Promise<T> {
+    const result = op(record);
+    if (record === undefined) return result;
+    return result.then(
+      async (value) => {
+        if (this.syncEach) await this.journal!.sync();
+        return value;
+      },
+      (err: unknown) => {
+        record.void();
+        throw err;
+      },
+    );
+  }
   private add(entry: Entry): void {
     let client = this.clients.get(entry.identity);
     if (client === undefined) this.clients.set(entry.identity, (client = { byId: new Map(), order: new Fifo() }));

@@ -18,7 +18,10 @@ import { routeHttp, type ServerState } from './http-routes.js';
 import { createServerLogger, type Logger } from './logger.js';
 import { LogBudget } from './log-budget.js';
 import { ServerMetrics } from './metrics.js';
-import { OpLedger } from './op-ledger.js';
+import { ensurePrivateDir } from './data-dir.js';
+import { settleWrites } from './op-journal.js';
+import { OpLedger, type OpJournalOptions } from './op-ledger.js';
+import type { ServiceHost } from './service-host.js';
 import { ServiceRegistry } from './service-registry.js';
 import { ServerSocket } from './server-socket.js';
 import { Session, type SessionContext } from './session.js';
@@ -89,6 +92,7 @@ export class Server implements ServerState {
     /** Prometheus metrics, served at GET /metrics. */
     readonly metrics: ServerMetrics,
     clientLines: LogBudget,
+    private readonly ledger: OpLedger,
   ) {
     this.config = config;
     this.admission = new Admission(config.limits);
@@ -146,9 +150,9 @@ export class Server implements ServerState {
       maxConcurrentAuth: config.limits.maxConcurrentAuth,
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
-    const ledger = OpLedger.of(config.limits);
+    const ledger = OpLedger.of(config.limits, opJournal(config, registry, logger));
     const clientLines = new LogBudget(logger);
-    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics, clientLines));
+    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics, clientLines, ledger));
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, made));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => made.admit(socket));
@@ -330,6 +334,7 @@ export class Server implements ServerState {
       this.http.closeAllConnections?.();
       await new Promise<void>((resolve) => this.http.close(() => resolve()));
       await this.registry.close(); // every file written since its last sync is synced first
+      await this.ledger.close();
       await this.audit.close();
     })();
     return this.closingPromise;
@@ -410,6 +415,36 @@ function refuseUpgrade(socket: Socket, limit: string, message: string): void {
 function evict(ws: WebSocket): void {
   ws.close(CloseCode.TOO_MANY_CONNECTIONS, 'too many unauthenticated connections');
   setTimeout(() => ws.terminate(), EVICT_GRACE_MS).unref();
+}
+
+/**
+ * The operation journals (op-journal.ts) in `<dataDir>/oplog`, synced as the service files are; a write a dead
+ * server left unfinished is settled by its service file (settleWrites).
+ */
+function opJournal(config: ServerConfig, registry: ServiceRegistry, log: Logger): OpJournalOptions {
+  const dir = join(resolve(config.dataDir), 'oplog');
+  ensurePrivateDir(dir, ErrorCode.CONFIG_INVALID, 'operation journal directory');
+  const settle: OpJournalOptions['settle'] = (tenant, service, changes) => {
+    let host: ServiceHost;
+    try {
+      host = registry.acquire(tenant, service, false);
+    } catch {
+      return undefined; // the service is gone: nothing of it can be answered for
+    }
+    try {
+      return settleWrites(host.file, changes);
+    } finally {
+      registry.release(host);
+    }
+  };
+  return {
+    dir,
+    bytes: config.limits.opJournalBytes,
+    durability: config.durability,
+    intervalMs: config.syncIntervalMs,
+    settle,
+    onError: (tenant, err) => log.warn({ event: 'journal-unusable', tenant, err: String(err) }, 'operation journal unusable: operation ids are remembered in memory only'),
+  };
 }
 
 /** The audit file: as configured, `<dataDir>/audit.log` by default; "-" (stdout) becomes undefined. */

@@ -5,6 +5,7 @@ import { encodeFrame } from '../protocol/frame-codec.js';
 import { Broadcaster, type BroadcastSource } from './broadcaster.js';
 import { FileSyncer, type DurabilityMode } from './durability.js';
 import type { ServerMetrics } from './metrics.js';
+import type { OpRecord } from './op-journal.js';
 import type { ChangeFeed, ChangeFeedFactory, FeedChange } from './change-feed.js';
 import { localChangeFeed } from './local-change-feed.js';
 import { snapshotFrames } from './snapshot.js';
@@ -23,6 +24,11 @@ export interface ApplyOptions {
    * learns of the removal from its subscription. Otherwise a removed one is VARIABLE_NOT_FOUND, nothing written.
    */
   skipRemoved?: boolean;
+  /**
+   * The operation journal's record of this write (op-journal.ts): its intent is written under the locks, before
+   * the first value, and each version as it is known, so a server killed in between can tell later what it did.
+   */
+  record?: OpRecord;
 }
 
 export interface BroadcastOptions {
@@ -173,8 +179,19 @@ export class ServiceHost {
     entries.forEach((e, i) => {
       if (!gone.includes(e)) last.set(e, i);
     });
+    const record = options.record;
+    record?.intent(entries.map((e) => ({ index: e.index, skipped: gone.includes(e), before: Number(file.entryVersion(e)) })));
     const written = new Map<DirEntry, bigint>();
-    for (const [e, i] of last) written.set(e, file.writeLocked(e, values[i]!));
+    for (const [e, i] of last) {
+      const version = file.writeLocked(e, values[i]!);
+      written.set(e, version);
+      record?.wrote(i, Number(version));
+    }
+    if (record !== undefined) {
+      // A variable named twice was written once, with the last value: the other changes get its version too.
+      entries.forEach((e, j) => void (last.get(e) !== j && written.has(e) && record.wrote(j, Number(written.get(e)))));
+      record.done();
+    }
     this.syncer.dirty = true;
     if (origin !== undefined) for (const [e, version] of written) origin.ownWrite(e.index, e.meta.name, Number(version));
     return entries.map((e) => written.get(e) ?? 0n);

@@ -13,7 +13,8 @@ import type { Limits } from './limits.js';
 import type { LogBudget } from './log-budget.js';
 import type { Logger } from './logger.js';
 import type { ServerMetrics } from './metrics.js';
-import type { OpLedger } from './op-ledger.js';
+import type { OpRecord } from './op-journal.js';
+import type { OpAnswer, OpLedger } from './op-ledger.js';
 import type { Permissions, PermissionsCache, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
 import type { ServiceRegistry } from './service-registry.js';
@@ -269,16 +270,18 @@ export class Session {
   }
 
   /**
-   * Runs the write `op` once per operation id of this client (see op-ledger.ts): a retry gets the first
-   * answer. `what`: the write's kind and target (a retry names the same); `weigh`: what its answer costs to remember.
+   * Runs the write `op` of `service` once per operation id of this client (see op-ledger.ts): a retry gets the
+   * first answer, also from a server restarted since (its journal). `what`: the write's kind and target (a retry
+   * names the same); `answer`: what the answer costs to remember, and how to make it again from its versions.
+   * `op` passes the journal record it gets to ServiceHost.apply.
    */
-  once<T>(tenant: string, opId: number | undefined, what: string, op: () => Promise<T>, weigh: (result: T) => number = () => 1): Promise<T> {
+  once<T>(tenant: string, service: string, opId: number | undefined, what: string, op: (record: OpRecord | undefined) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
     const grant = this.grantOf(tenant);
-    if (grant === undefined) return op(); // not authenticated for it: op's own checks refuse it
+    if (grant === undefined) return op(undefined); // not authenticated for it: op's own checks refuse it
     // Whose operation ids these are: the credential (by kind: key:<id>, jwt:<iss>:<sub>) and the client's
     // clientKey (or this connection alone). Neither tenant nor clientKey holds a '/': the parts never run together.
     grant.identity ??= `${tenant}/${grant.perms.grants.principal}/${grant.clientKey ?? `connection:${this.clientId}`}`;
-    return this.ctx.ledger.once(tenant, grant.identity, opId, what, op, weigh);
+    return this.ctx.ledger.once({ tenant, identity: grant.identity, opId, what, service }, op, answer);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */

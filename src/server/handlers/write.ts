@@ -16,16 +16,18 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
   const { tenant, service, name, value, opId } = m.body;
   const perms = s.check(tenant, service, 'write');
   s.assertName(name, 'variable name');
-  const ack = await s.once(tenant, opId, writeFingerprint('WriteVariable', `${tenant}/${service}/${name}`, value), () =>
+  const acked = (serviceId: string, version: number): VariableChangesAcknowledgedBody => ({ serviceId, changedVariables: [name], count: 1, version, versions: [version] });
+  const what = writeFingerprint('WriteVariable', `${tenant}/${service}/${name}`, value);
+  const ack = await s.once(tenant, service, opId, what, (record) =>
     s.withService(tenant, service, async (host): Promise<VariableChangesAcknowledgedBody> => {
       const entry = host.file.entry(name);
       assertFits(entry.meta, value.length);
-      const [written] = await s.whenFree(() => host.apply([entry], [value]), `${host.serviceId}/${name}`);
+      const [written] = await s.whenFree(() => host.apply([entry], [value], { record }), `${host.serviceId}/${name}`);
       await host.durable();
-      const version = Number(written);
       s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
-      return { serviceId: host.serviceId, changedVariables: [name], count: 1, version, versions: [version] };
+      return acked(host.serviceId, Number(written));
     }),
+    { weigh: () => 1, revive: ([version]) => acked(`${tenant}/${service}`, version ?? 0) },
   );
   s.ctx.metrics?.writeAcknowledged((performance.now() - start) / 1000);
   return encodeFrame('VariableChangesAcknowledged', m.id, ack);
@@ -44,24 +46,32 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
   }
   const sub = s.subscription(m.body.sid, 'write');
   const { tenant, service } = sub.host;
+  const file = sub.host.file;
+  const acked = (versions: number[]): VariableChangesAcknowledgedBody => ({
+    serviceId: sub.host.serviceId,
+    count: versions.length,
+    version: Math.max(0, ...versions) || Number(file.version),
+    versions,
+  });
+  const what = `ReportVariableChanges ${sub.host.serviceId} ${m.body.changes.map(([index]) => index).join(',')}`;
   const ack = await s.once(
     tenant,
+    service,
     m.body.opId,
-    `ReportVariableChanges ${sub.host.serviceId} ${m.body.changes.map(([index]) => index).join(',')}`,
-    async (): Promise<VariableChangesAcknowledgedBody> => {
-      const file = sub.host.file;
+    what,
+    async (record): Promise<VariableChangesAcknowledgedBody> => {
       const entries = m.body.changes.map((change) => entryOf(file, change, true));
       const values = m.body.changes.map(([, bytes]) => bytes);
-      const written = await s.whenFree(() => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub, skipRemoved: true })), `variables of ${sub.host.serviceId}`);
+      const apply = () => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub, skipRemoved: true, record }));
+      const written = await s.whenFree(apply, `variables of ${sub.host.serviceId}`);
       if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
       await sub.host.durable();
       const versions = written.map(Number);
       const names = entries.flatMap((e, i) => (versions[i] === 0 ? [] : [e.meta.name]));
       s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: names });
-      const version = Math.max(0, ...versions) || Number(file.version);
-      return { serviceId: sub.host.serviceId, count: versions.length, version, versions };
+      return acked(versions);
     },
-    (ack) => 1 + (ack.versions?.length ?? 0),
+    { weigh: (ack) => 1 + (ack.versions?.length ?? 0), revive: (versions) => acked([...versions]) },
   );
   s.ctx.metrics?.writeAcknowledged((performance.now() - start) / 1000);
   return encodeFrame('VariableChangesAcknowledged', m.id, ack);
@@ -76,16 +86,25 @@ export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply>
   const start = performance.now();
   const { sid, index, value, opId, expectedVersion } = m.body;
   const sub = s.subscription(sid, 'write');
-  const body = await s.once(sub.host.tenant, opId, writeFingerprint('Mutate', `${sub.host.serviceId} ${index}`, value, expectedVersion), async () => {
-    const entry = entryOf(sub.host.file, [index, value]);
-    const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion] }));
-    const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
-    if (written === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sid} ended before the mutation was applied`);
-    await sub.host.durable();
-    const { tenant, service } = sub.host;
-    s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [entry.meta.name] });
-    return { sid, index, version: Number(written) };
-  });
+  const { tenant, service } = sub.host;
+  const what = writeFingerprint('Mutate', `${sub.host.serviceId} ${index}`, value, expectedVersion);
+  const body = await s.once(
+    tenant,
+    service,
+    opId,
+    what,
+    async (record) => {
+      const entry = entryOf(sub.host.file, [index, value]);
+      const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion], record }));
+      const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
+      if (written === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sid} ended before the mutation was applied`);
+      await sub.host.durable();
+      s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [entry.meta.name] });
+      return { sid, index, version: Number(written) };
+    },
+    // A retry may come on another subscription (a new connection): it is answered on its own.
+    { weigh: () => 1, revive: ([version]) => ({ sid, index, version: version ?? 0 }) },
+  );
   s.ctx.metrics?.writeAcknowledged((performance.now() - start) / 1000);
   return encodeFrame('MutationResponse', m.id, body);
 }
