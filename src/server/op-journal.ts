@@ -97,6 +97,8 @@ export function settleWrites(file: ServiceFile, changes: readonly (JournalChange
 /** The handle a write fills in while it applies (ServiceHost.apply): intent, versions, done or void. */
 export class OpRecord {
   private at = -1;
+  /** With `syncOnDone`: the sync of this record, started as soon as it is done (beside the service file's). */
+  synced: Promise<void> | undefined;
 
   constructor(
     private readonly journal: OpJournal,
@@ -105,6 +107,8 @@ export class OpRecord {
     readonly opId: number,
     readonly what: number,
     readonly service: string,
+    /** Durability `ack`: the answer waits for the record on disk too. */
+    private readonly syncOnDone = false,
   ) {}
 
   /** Called under the write's locks, before anything is written. Without room, the write goes unrecorded. */
@@ -118,7 +122,9 @@ export class OpRecord {
   }
 
   done(): void {
-    if (this.at >= 0) this.journal.setState(this.at, RecordState.Done);
+    if (this.at < 0) return;
+    this.journal.setState(this.at, RecordState.Done);
+    if (this.syncOnDone) this.synced = this.journal.sync();
   }
 
   /** Nothing was written after all (the write threw after its intent). */

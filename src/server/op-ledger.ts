@@ -324,7 +324,7 @@ class TenantLedger {
         return before.what === what ? before : Promise.reject(reused(key.opId!));
       }
     }
-    return new OpRecord(this.journal!, digest.bytes, key.opId!, what, key.service);
+    return new OpRecord(this.journal!, digest.bytes, key.opId!, what, key.service, this.syncEach);
   }
 
   /** Runs the write; on failure its record (if it got as far as an intent) says nothing was written. */
@@ -333,7 +333,7 @@ class TenantLedger {
     if (record === undefined) return result;
     return result.then(
       async (value) => {
-        if (this.syncEach) await this.journal!.sync();
+        await record.synced;
         return value;
       },
       (err: unknown) => {
