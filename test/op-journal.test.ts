@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { openSync, readSync, statSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { VariableMetadata, VariableType } from '../src/index.js';
@@ -183,4 +183,23 @@ test('a journal owned by another live server is refused (INVALID_FILE); one whos
   closeSync(fd);
   assert.equal(b.readInt32LE(0), process.pid);
   await taken.close();
+});
+
+test('a journal truncated by another process: no crash; the writes go on unrecorded, and the next open starts it afresh', async (t) => {
+  const path = join(tempDir(t), 'acme.ops');
+  const j = OpJournal.open(path, 64 * KiB);
+  record(j, 1);
+  truncateSync(path, 0);
+  const rec = new OpRecord(j, identityDigest('alice'), 2, whatDigest('w'), 'svc');
+  rec.intent([{ index: 0, skipped: false, before: 1 }]); // a SIGBUS, repaired: the record is not kept
+  rec.wrote(0, 2);
+  rec.done();
+  assert.equal(rec.synced, undefined);
+  record(j, 3);
+  await j.close();
+  const again = OpJournal.open(path, 64 * KiB);
+  assert.deepEqual(again.read(), []);
+  record(again, 4);
+  assert.deepEqual(again.read().map((e) => e.opId), [4]);
+  await again.close();
 });

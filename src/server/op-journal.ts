@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import { CommyError, ErrorCode } from '../core/errors.js';
-import { native } from '../native/addon.js';
+import { damageCount, native } from '../native/addon.js';
 import { holderGone, OWN_PID, OWN_START } from '../local/process-lock.js';
 import type { ServiceFile } from '../local/service-file.js';
 import { FileSyncer } from './durability.js';
@@ -143,6 +143,10 @@ export class OpJournal {
   private readonly capacity: number;
   private readonly syncer: FileSyncer;
   private closed = false;
+  /** A fault inside the mapping was repaired (another process truncated the file): the journal is not used again. */
+  private broken = false;
+  /** The process-wide damage count when the mapping was last known intact (as FileMapping.damageMark). */
+  private damageMark = damageCount[0]!;
 
   private constructor(
     private readonly fd: number,
@@ -221,7 +225,7 @@ export class OpJournal {
   /** Writes a record at the head (the oldest records make room), returns its position, or -1 when it cannot fit. */
   append(rec: OpRecord, changes: readonly JournalChange[]): number {
     const length = R.changes + changes.length * CHANGE;
-    if (this.closed || length > this.capacity || rec.service.length > 64) return -1;
+    if (!this.intact() || length > this.capacity || rec.service.length > 64) return -1;
     const at = this.reserve(length);
     const v = this.view;
     const base = HEADER + at;
@@ -248,7 +252,20 @@ export class OpJournal {
     // Published last: a record is part of the journal only once the head has moved past it.
     this.setWord(H.head, at + length, seq + 1);
     this.syncer.dirty = true;
-    return at;
+    return this.intact() ? at : -1; // stores into a truncated file went to a private page: not recorded
+  }
+
+  /**
+   * Open and never truncated under us. Another process (the server's own user) may truncate the file: a store
+   * past its end is a SIGBUS that native/sigbus.cc turns into a private zero page, and from then on the write
+   * ids of this tenant are kept in memory only (the next server starts the journal afresh).
+   */
+  private intact(): boolean {
+    if (this.damageMark !== damageCount[0]) {
+      this.damageMark = damageCount[0]!;
+      if (!this.broken && native.damaged(this.buffer)) this.broken = true;
+    }
+    return !this.closed && !this.broken;
   }
 
   /** Makes room for `length` bytes at the head, dropping the oldest records it needs; returns the position. */
