@@ -48,6 +48,13 @@ test('query: the services a key may read, their definitions and values, in pages
   const filtered = await ops.request('Query', { tenant: 'acme', services: ['sec*'], variables: ['v1'] });
   assert.ok(filtered.type === 'QueryResponse' && !filtered.body.more);
   assert.deepEqual(filtered.body.services.map((s) => [s.service, s.variables.map((d) => d[1]), s.values]), [['secret', ['v1'], undefined]]);
+  // What each key may write is said per service (an inspector offers editing only there).
+  assert.ok(parts.every((s) => s.writable === true), 'dash writes dash-*');
+  const viewer = await signedIn(t, server.url, 'viewer:view');
+  const seen = await viewer.request('Query', { tenant: 'acme' });
+  assert.ok(seen.type === 'QueryResponse');
+  assert.deepEqual(seen.body.services.map((s) => [s.service, s.writable]), [['dash-a', false], ['secret', false]]);
+  assert.ok(filtered.body.services.every((s) => s.writable === true));
 });
 
 test('query: a cancel pipelined right behind its Query stops it before any page', async (t) => {

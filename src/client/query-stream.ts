@@ -26,6 +26,8 @@ export interface QueriedService {
   readonly service: string;
   readonly version: bigint;
   readonly variables: QueriedVariable[];
+  /** This client's key may write the service. */
+  readonly writable: boolean;
 }
 
 export interface QueryPage {
@@ -114,5 +116,5 @@ function serviceOf(wire: WireService): QueriedService {
     const value = known ? codecFor(typeId, size).load(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0) : new Uint8Array(bytes);
     return { metadata, version: BigInt(update[1]), value };
   });
-  return { service: wire.service, version: BigInt(wire.version), variables };
+  return { service: wire.service, version: BigInt(wire.version), variables, writable: wire.writable === true };
 }

@@ -197,6 +197,8 @@ export interface QueriedService {
   version: number;
   variables: VariableDef[];
   values?: Update[];
+  /** The key may write this service (what a UI offers to edit); absent from older servers: unknown, read only. */
+  writable?: boolean;
 }
 /** A page of a query's answer, with the Query's request id; `more: false` on the last (a service may span pages). */
 export interface QueryResponseBody {

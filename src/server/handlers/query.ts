@@ -27,7 +27,8 @@ export async function query(s: Session, m: MessageOf<'Query'>, signal: AbortSign
   for (const service of s.ctx.registry.services(tenant)) {
     if (!perms.can('read', service) || (services !== undefined && !services(service))) continue;
     await page.room();
-    await s.withService(tenant, service, (host) => describe(s, host, variables, values, page));
+    const writable = perms.can('write', service);
+    await s.withService(tenant, service, (host) => describe(s, host, variables, values, writable, page));
   }
   return page.last();
 }
@@ -36,7 +37,7 @@ export async function query(s: Session, m: MessageOf<'Query'>, signal: AbortSign
  * One service's definitions (and values) into the pages, a group at a time: values are read only for the
  * group being added, so a large service never sits in memory whole.
  */
-async function describe(s: Session, host: ServiceHost, wanted: GlobMatcher | undefined, values: boolean, page: Pager): Promise<void> {
+async function describe(s: Session, host: ServiceHost, wanted: GlobMatcher | undefined, values: boolean, writable: boolean, page: Pager): Promise<void> {
   const file = host.file;
   const version = Number(file.version);
   const entries = file.list().filter((e) => wanted === undefined || wanted(e.meta.name));
@@ -44,7 +45,7 @@ async function describe(s: Session, host: ServiceHost, wanted: GlobMatcher | und
   const groups = splitByCost(entries, cost, s.ctx.limits.maxFrameBytes / 2);
   if (groups.length === 0) groups.push([]); // a service with no (matching) variable is still listed
   for (const group of groups) {
-    const part: QueriedService = { service: host.service, version, variables: group.map((e) => defOf(e, file.entryVersion(e))) };
+    const part: QueriedService = { service: host.service, version, writable, variables: group.map((e) => defOf(e, file.entryVersion(e))) };
     if (values) part.values = await readAll(s, host, group);
     await page.add(part);
   }
