@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
-import { parseExposition } from '../src/cli/stats.js';
+import { parseExposition } from '../src/core/metrics-text.js';
 import { startServer } from './helpers/server.js';
 import { OPS } from './helpers/server-process.js';
 

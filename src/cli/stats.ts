@@ -4,7 +4,7 @@
  * buckets over the interval (an upper bound: the bucket's edge).
  */
 
-type Sample = Map<string, number>;
+import { parseExposition, quantile, total, type Sample } from '../core/metrics-text.js';
 
 export interface StatsOptions {
   url: string;
@@ -54,17 +54,6 @@ async function scrape(endpoint: string, timeoutMs: number): Promise<Sample> {
   return parseExposition(text);
 }
 
-/** Prometheus text as `name{labels}` → value (comments and types left out). */
-export function parseExposition(text: string): Sample {
-  const out: Sample = new Map();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const at = line.lastIndexOf(' ');
-    out.set(line.slice(0, at), Number(line.slice(at + 1)));
-  }
-  return out;
-}
-
 /** The body as text, read up to MAX_BODY_BYTES (then refused). */
 async function boundedText(endpoint: string, res: Response): Promise<string> {
   const chunks: Uint8Array[] = [];
@@ -76,13 +65,6 @@ async function boundedText(endpoint: string, res: Response): Promise<string> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString('utf8');
-}
-
-/** Sum of every series of `name` (all label sets). */
-function total(s: Sample, name: string): number {
-  let sum = 0;
-  for (const [key, value] of s) if (key === name || key.startsWith(`${name}{`)) sum += value;
-  return sum;
 }
 
 function statsRow(a: Sample, b: Sample, seconds: number): string[] {
@@ -106,21 +88,6 @@ function statsRow(a: Sample, b: Sample, seconds: number): string[] {
     rate('commy_file_syncs_total').toFixed(0),
     kb(get('commy_output_buffered_bytes{stat="max"}')),
   ];
-}
-
-/** The q-quantile of what a histogram observed between two scrapes, as its bucket's upper edge (seconds). */
-function quantile(a: Sample, b: Sample, name: string, q: number): number {
-  const buckets: Array<[number, number]> = [];
-  for (const [key, value] of b) {
-    const le = /^(.+)_bucket\{le="([^"]+)"\}$/.exec(key);
-    if (le === null || le[1] !== name) continue;
-    buckets.push([le[2] === '+Inf' ? Infinity : Number(le[2]), value - (a.get(key) ?? 0)]);
-  }
-  buckets.sort((x, y) => x[0] - y[0]);
-  const count = buckets.at(-1)?.[1] ?? 0;
-  if (count <= 0) return NaN;
-  for (const [edge, cumulative] of buckets) if (cumulative >= q * count) return edge;
-  return Infinity;
 }
 
 function ms(seconds: number): string {
