@@ -28,3 +28,4 @@ export { LocalFileAccessor } from './local/local-accessor.js';
 export { ServiceFile, type ServiceFileOptions } from './local/service-file.js';
 export { encodeFrame, decodeFrame } from './protocol/frame-codec.js';
 export type { Message, MessageBodies, MessageTypeName } from './protocol/messages.js';
+export { decodes, reactiveStats, type ReactiveStats } from './client/reactive.js';

@@ -8,6 +8,8 @@ import type { MutateOptions } from '../core/mutate-options.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { typeName, type VariableTypeId, type VariableValue } from '../core/variable-type.js';
 import { checkGlobs } from './remote/filter-switch.js';
+import type { ReadonlySignal } from '@preact/signals-core';
+import { closeViews, viewsOf } from './reactive.js';
 
 /** How VirtualVariableFile.open opens (or creates) an embedded service file. */
 export interface OpenOptions {
@@ -231,8 +233,23 @@ export class VirtualVariableFile {
     return queue;
   }
 
+  /**
+   * A signal (@preact/signals-core) of the variable's value that follows every change by anyone (docs/client.md,
+   * "Reactive views"): decoded only when read, the same object until the value changes. Closing the file ends
+   * it: it keeps its last value.
+   */
+  signal<T extends VariableValue = VariableValue>(name: string): ReadonlySignal<T> {
+    return viewsOf(this, this.accessor).signal<T>(name);
+  }
+
+  /** A signal of Map<name, value> over the variables a glob matches (entities 'Position.<id>': 'Position.*'), as they come and go. */
+  signalMap<T extends VariableValue = VariableValue>(glob: string): ReadonlySignal<ReadonlyMap<string, T>> {
+    return viewsOf(this, this.accessor).signalMap<T>(glob);
+  }
+
   /** Unmaps (local) or leaves the service (remote); later calls throw NOT_CONNECTED. */
   async close(): Promise<void> {
+    closeViews(this);
     for (const queue of [...this.queues]) queue.end();
     await this.accessor.close();
   }

@@ -15,6 +15,10 @@ export interface VariableHandle<T extends VariableValue = VariableValue> {
   version(): bigint;
 }
 
+/** See FileAccessor.changeStamp: compared with `!==` only, never ordered. */
+export type ChangeStamp = number | bigint;
+export const CHANGE_STAMP_MISSING = -1;
+
 type V = typeof VariableType;
 
 /** What typed accessors give for a variable type id: 64-bit integers are bigint, other numbers number. */
@@ -65,6 +69,17 @@ export interface FileAccessor {
   flush(): Promise<void>;
   /** Calls `listener` for every change; returns the function that stops it. */
   watch(listener: (event: FileChangeEvent) => void): () => void;
+  /**
+   * What reactive views (client/reactive.ts) compare instead of decoding, with no listener: a value that changes
+   * whenever this copy of the variable `name` (or, without a name, of any variable or the layout) may have changed,
+   * by anyone, this client's own writes included. CHANGE_STAMP_MISSING for a name this copy does not have.
+   */
+  changeStamp?(name?: string): ChangeStamp;
+  /**
+   * Hears this client's own writes into its copy as they happen (remote: its change events come only with the
+   * acknowledgement). Absent where own writes need no hook (local: the version moves at once, the watcher follows).
+   */
+  watchOwnWrites?(listener: (name: string) => void): () => void;
   /** Keep the process alive while something waits for changes. */
   hold(): void;
   unhold(): void;

@@ -1,8 +1,8 @@
-import { CommyError, ErrorCode } from '../core/errors.js';
+import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import { assertValidName } from '../core/names.js';
 import { damageCount, native } from '../native/addon.js';
 import { pairsFromFlat, variablesTouched } from '../core/byte-diff.js';
-import type { FileAccessor, VariableHandle } from '../core/file-accessor.js';
+import { CHANGE_STAMP_MISSING, type ChangeStamp, type FileAccessor, type VariableHandle } from '../core/file-accessor.js';
 import { checkMutateOptions, type MutateOptions } from '../core/mutate-options.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
@@ -306,6 +306,20 @@ export class LocalFileAccessor implements FileAccessor {
       throw new CommyError(ErrorCode.PERMISSION_DENIED, `${this.file.label} is mapped read-only: raw writes into bytes() (a copy) cannot be published`);
     }
     this.syncShadow();
+  }
+
+  /**
+   * Versions: every write takes one from the service's counter before anyone can read it, in this process or
+   * another, and registrations and removals bump it too; so a variable's version, and the service's, are stamps.
+   */
+  changeStamp(name?: string): ChangeStamp {
+    if (name === undefined) return this.file.version;
+    try {
+      return this.handle(name).version();
+    } catch (err) {
+      if (isCommyError(err, ErrorCode.VARIABLE_NOT_FOUND)) return CHANGE_STAMP_MISSING;
+      throw err;
+    }
   }
 
   watch(listener: (event: FileChangeEvent) => void): () => void {

@@ -25,8 +25,12 @@ export interface ChangeTap {
 /** The change listeners of one remote service: one event per batch or acknowledgement, ranges sorted. */
 export class ChangeEvents {
   private readonly listeners = new Set<Listener>();
+  /** Hear this client's own writes at once (reactive views); `listeners` hear them with the acknowledgement. */
+  private readonly writers = new Set<(name: string) => void>();
   /** A mirror file's bridge, when the client mirrors this service. */
   tap: ChangeTap | undefined;
+  /** Moves with every change of `current` (FileAccessor.changeStamp): each changed entry's `rev` takes the new value. */
+  revision = 0;
 
   constructor(
     private readonly serviceId: string,
@@ -41,16 +45,22 @@ export class ChangeEvents {
   /** `layout`: names of variables added (also among `entries`) and removed (not among them) by the change. */
   emit(entries: readonly RemoteEntry[], version: number, layout: LayoutChange = {}): void {
     const removals = layout.removed?.length ?? 0;
+    if (entries.length + removals > 0) this.stamp(entries);
     if (this.tap !== undefined && entries.length + removals > 0) this.tell((tap) => tap.changed(entries, layout.removed ?? []));
     if (this.listeners.size === 0 || entries.length + removals === 0) return;
     const event = changeEventOf('', this.serviceId, entries.map((e) => e.meta), BigInt(version), layout);
-    deliverChange(this.listeners, event, (err) =>
-      this.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `a change listener threw: ${String(err)}`, { cause: err })),
-    );
+    deliverChange(this.listeners, event, (err) => this.listenerThrew(err));
+  }
+
+  /** Own writes as they happen (FileAccessor.watchOwnWrites). */
+  watchWrites(listener: (name: string) => void): () => void {
+    this.writers.add(listener);
+    return () => this.writers.delete(listener);
   }
 
   clear(): void {
     this.listeners.clear();
+    this.writers.clear();
     const tap = this.tap;
     this.tap = undefined;
     if (tap !== undefined) this.tell(() => tap.closed(), tap);
@@ -58,7 +68,29 @@ export class ChangeEvents {
 
   /** A typed write of this client into `current` (listeners hear of it when the server acknowledges it). */
   wrote(entry: RemoteEntry): void {
+    entry.rev = ++this.revision; // the hot path: no array for one entry
     if (this.tap !== undefined) this.tell((tap) => tap.changed([entry], []));
+    if (this.writers.size > 0) this.tellWriters(entry.meta.name);
+  }
+
+  private stamp(entries: readonly RemoteEntry[]): void {
+    const revision = ++this.revision;
+    for (const e of entries) e.rev = revision;
+  }
+
+  /** A listener that throws is reported and does not starve the others (as deliverChange does for events). */
+  private tellWriters(name: string): void {
+    for (const writer of this.writers) {
+      try {
+        writer(name);
+      } catch (err) {
+        this.listenerThrew(err);
+      }
+    }
+  }
+
+  private listenerThrew(err: unknown): void {
+    this.onError(err instanceof CommyError ? err : new CommyError(ErrorCode.INTERNAL_ERROR, `a change listener threw: ${String(err)}`, { cause: err }));
   }
 
   /** close() began (ChangeTap.closing). */

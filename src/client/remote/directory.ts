@@ -17,6 +17,8 @@ export interface RemoteEntry {
   version: number;
   /** The server removed it: gone from the directory; answers still on their way for it are ignored. */
   removed?: boolean;
+  /** ChangeEvents.revision at this variable's last change in `current` (its change stamp; unset: none since the snapshot). */
+  rev?: number;
 }
 
 /** What a handle held across a removal says: the variable is gone (it may be registered again under a new handle). */

@@ -1,5 +1,5 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
-import type { FileAccessor, VariableHandle } from '../../core/file-accessor.js';
+import { CHANGE_STAMP_MISSING, type ChangeStamp, type FileAccessor, type VariableHandle } from '../../core/file-accessor.js';
 import type { FileChangeEvent } from '../../core/file-change-event.js';
 import type { MutateOptions } from '../../core/mutate-options.js';
 import { layoutHashOf } from '../../core/layout-hash.js';
@@ -322,6 +322,19 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   watch(listener: (event: FileChangeEvent) => void): () => void {
     this.assertOpen();
     return this.events.watch(listener);
+  }
+
+  /** Every change of `current` stamps the entries it touched with a new ChangeEvents.revision. */
+  changeStamp(name?: string): ChangeStamp {
+    this.assertOpen();
+    if (name === undefined) return this.events.revision;
+    const entry = this.directory.named(name);
+    return entry === undefined ? CHANGE_STAMP_MISSING : (entry.rev ?? 0);
+  }
+
+  watchOwnWrites(listener: (name: string) => void): () => void {
+    this.assertOpen();
+    return this.events.watchWrites(listener);
   }
 
   // The client's WebSocket already keeps the process alive until client.close().
