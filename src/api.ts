@@ -6,7 +6,7 @@ export { CommyError, ErrorCode, isCommyError } from './core/errors.js';
 export { VariableMetadata } from './core/variable-metadata.js';
 export { VariableType, type VariableTypeId, type VariableTypeName, type VariableValue } from './core/variable-type.js';
 export type { FileChangeEvent } from './core/file-change-event.js';
-export type { ValueOfType, VariableHandle } from './core/file-accessor.js';
+export type { Staleness, ValueOfType, VariableHandle } from './core/file-accessor.js';
 export type { ReadonlySignal } from '@preact/signals-core';
 export type { MutateOptions } from './core/mutate-options.js';
 export type { ByteRange } from './core/byte-diff.js';

@@ -29,3 +29,4 @@ export { ServiceFile, type ServiceFileOptions } from './local/service-file.js';
 export { encodeFrame, decodeFrame } from './protocol/frame-codec.js';
 export type { Message, MessageBodies, MessageTypeName } from './protocol/messages.js';
 export { decodes, reactiveStats, type ReactiveStats } from './client/reactive.js';
+export { StalenessTracker } from './client/staleness.js';

@@ -10,7 +10,7 @@ import { until } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
- * Reactive views (docs/client.md, "Reactive views"): vf.signal() and vf.signalMap(), watched
+ * Reactive views (docs/client.md, "Reactive views"): vf.signal(), vf.signalMap() and vf.staleness(), watched
  * with effects of @preact/signals-core, in local mode (another process writing through the mapped file) and
  * remote mode (another client writing through the server).
  */
@@ -175,6 +175,7 @@ test('local client of a server: a remote client\'s write reaches the effect thro
   const seen = observe(t, local.signal<number>('temp')).seen;
   remote.set('temp', 21.5);
   await until(() => seen.at(-1) === 21.5, 'the local client\'s effect sees the remote write');
+  assert.deepEqual(local.staleness('temp'), { versionsBehind: 0, ms: 0 }, 'a local copy is the file: never behind');
 });
 
 test('many signals share one change listener, held only while one is watched; unwatched, a read still sees the current value', { timeout: 60_000 }, async (t) => {
@@ -209,6 +210,8 @@ test('close: the signals keep their last value and stop listening; signal() of a
   const [, vf] = await embedded(t, [['x', 8, VariableType.F64], ['Position.a', 8, VariableType.F64]]);
   assert.throws(() => vf.signal('nope'), code('VARIABLE_NOT_FOUND'));
   assert.throws(() => vf.signalMap(''), code('INVALID_MESSAGE'));
+  assert.throws(() => vf.staleness('nope'), code('VARIABLE_NOT_FOUND'));
+  assert.deepEqual(vf.staleness('x'), { versionsBehind: 0, ms: 0 });
   vf.set('x', 1);
   const x = vf.signal<number>('x');
   const map = vf.signalMap<number>('Position.*');
@@ -234,4 +237,30 @@ test('a removed variable\'s signal keeps its last value, and follows the name wh
   vf.set('x', 2);
   assert.equal(x.value, 2);
   await until(() => seen.at(-1) === 2, 'the effect sees the new variable\'s value');
+});
+
+test('staleness: a remote copy held back by the server\'s tick is behind by the versions it lacks, for the variables it lacks, then current', { timeout: 60_000 }, async (t) => {
+  const s = await startClientServer(t, { tick: 2000 });
+  const reader = await (await s.connect()).getVirtualServiceFile('acme', 'slow');
+  const writer = await (await s.connect()).getVirtualServiceFile('acme', 'slow');
+  for (const name of ['x', 'y']) await writer.registerVariable(new VariableMetadata(name, -1, 8, VariableType.F64));
+  await until(() => reader.variables().length === 2, 'the reader knows both variables');
+  await until(() => reader.staleness('x').versionsBehind === 0, 'the reader has caught up with the registrations');
+  const had = reader.handle('x').version();
+
+  writer.set('x', 1);
+  writer.set('x', 2);
+  await writer.flush();
+  const latest = writer.handle('x').version();
+  await until(() => reader.staleness('x').versionsBehind > 0, 'the reader hears that it is behind on x');
+  assert.equal(reader.get('x'), 0, 'the update itself is still held back');
+  const behind = reader.staleness('x');
+  assert.equal(behind.versionsBehind, Number(latest - had), 'behind by the versions between its copy and the server\'s');
+  assert.ok(behind.ms >= 0 && Number.isFinite(behind.ms));
+  assert.ok(reader.staleness('x').ms >= behind.ms, 'and for longer as time goes by');
+  assert.deepEqual(reader.staleness('y'), { versionsBehind: 0, ms: 0 }, 'y did not change: it is current');
+
+  await until(() => reader.get('x') === 2, 'the held-back batch arrives');
+  assert.deepEqual(reader.staleness('x'), { versionsBehind: 0, ms: 0 }, 'current again');
+  assert.deepEqual(writer.staleness('x'), { versionsBehind: 0, ms: 0 }, 'the writer has its own write');
 });

@@ -31,6 +31,7 @@ export class PushRouter {
   onPush(message: Message): void {
     if (message.type === 'SyncBatch') this.routes.get(message.body.sid)?.onBatch(message.body);
     else if (message.type === 'SnapshotChunk') this.routes.get(message.body.sid)?.onChunk(message.body);
+    else if (message.type === 'SyncPending') this.routes.get(message.body.sid)?.onPending(message.body);
     else if (message.type === 'Unsubscribed') this.ended(message.body);
     // Names only, for a read-only local file that reads the values from its mapping.
     else if (message.type === 'VariablesUpdated' && message.body.sid !== undefined) this.notices.get(message.body.sid)?.(message.body);

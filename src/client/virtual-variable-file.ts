@@ -3,13 +3,14 @@ import { variablesTouched, type ByteRange } from '../core/byte-diff.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { EventQueue } from '../core/event-queue.js';
 import { mergeChangeEvents, type FileChangeEvent } from '../core/file-change-event.js';
-import type { FileAccessor, ValueOfType, VariableHandle } from '../core/file-accessor.js';
+import type { FileAccessor, Staleness, ValueOfType, VariableHandle } from '../core/file-accessor.js';
 import type { MutateOptions } from '../core/mutate-options.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { typeName, type VariableTypeId, type VariableValue } from '../core/variable-type.js';
 import { checkGlobs } from './remote/filter-switch.js';
 import type { ReadonlySignal } from '@preact/signals-core';
 import { closeViews, viewsOf } from './reactive.js';
+import { stalenessOf } from './staleness.js';
 
 /** How VirtualVariableFile.open opens (or creates) an embedded service file. */
 export interface OpenOptions {
@@ -245,6 +246,11 @@ export class VirtualVariableFile {
   /** A signal of Map<name, value> over the variables a glob matches (entities 'Position.<id>': 'Position.*'), as they come and go. */
   signalMap<T extends VariableValue = VariableValue>(glob: string): ReadonlySignal<ReadonlyMap<string, T>> {
     return viewsOf(this, this.accessor).signalMap<T>(glob);
+  }
+
+  /** How far this copy of the variable lags the server's latest applied write ({0, 0} when current; always, locally). */
+  staleness(name: string): Staleness {
+    return stalenessOf(this.accessor, name);
   }
 
   /** Unmaps (local) or leaves the service (remote); later calls throw NOT_CONNECTED. */

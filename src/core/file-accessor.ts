@@ -19,6 +19,14 @@ export interface VariableHandle<T extends VariableValue = VariableValue> {
 export type ChangeStamp = number | bigint;
 export const CHANGE_STAMP_MISSING = -1;
 
+/** How far a copy lags the server (vf.staleness): both 0 when it is current. */
+export interface Staleness {
+  /** The server's latest applied version of the variable this copy has not seen, minus the version it has. */
+  readonly versionsBehind: number;
+  /** How long this copy has been behind, as far as it knows (from the server's first notice of it). */
+  readonly ms: number;
+}
+
 type V = typeof VariableType;
 
 /** What typed accessors give for a variable type id: 64-bit integers are bigint, other numbers number. */
@@ -80,6 +88,8 @@ export interface FileAccessor {
    * acknowledgement). Absent where own writes need no hook (local: the version moves at once, the watcher follows).
    */
   watchOwnWrites?(listener: (name: string) => void): () => void;
+  /** How far this copy of the variable lags the server's latest applied write (remote; a local copy is the file). */
+  staleness?(name: string): Staleness;
   /** Keep the process alive while something waits for changes. */
   hold(): void;
   unhold(): void;

@@ -94,6 +94,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     optBool(b, 'create');
     if (b.variables !== undefined) strArray(b, 'variables', 1000);
     optBool(b, 'notify');
+    optBool(b, 'pending');
     if (b.since !== undefined) {
       if (typeof b.since !== 'object' || b.since === null || Array.isArray(b.since)) throw bad('since must be {version, fileId}');
       num(b.since as Obj, 'version');
@@ -186,6 +187,14 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     if (b.removed !== undefined) indexes(b, 'removed');
     if (b.defs !== undefined) for (const d of arr(b, 'defs', 1 << 22)) def(d);
     for (const u of arr(b, 'updates', 1 << 22)) update(u);
+  },
+  SyncPending(b) {
+    num(b, 'sid', 1, MAX_ID);
+    num(b, 'version');
+    if (b.pending === undefined) return;
+    for (const p of arr(b, 'pending', 1 << 22)) {
+      if (!Array.isArray(p) || p.length !== 2 || !p.every((n) => typeof n === 'number' && Number.isInteger(n) && n >= 0)) throw bad('a pending entry is [index, version]');
+    }
   },
   Unsubscribed(b) {
     num(b, 'sid', 1, MAX_ID);

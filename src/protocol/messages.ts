@@ -36,6 +36,7 @@ export const MessageType = {
   QueryResponse: 74,
   SnapshotChunk: 75,
   VariableRemoved: 76,
+  SyncPending: 77,
   Error: 127,
 } as const;
 
@@ -98,6 +99,11 @@ export interface SubscriptionBody extends ServiceRef {
    * read-only and so reads the values itself, but cannot run a watcher on the mapping.
    */
   notify?: boolean;
+  /**
+   * Ask for SyncPending notices while the server holds updates back (a `tick` in ms): what this subscription is
+   * owed, so the client knows how stale its copy is. Servers that predate it ignore it and send none.
+   */
+  pending?: boolean;
 }
 export interface SnapshotBody {
   sid: number;
@@ -140,6 +146,17 @@ export interface SyncBatchBody {
   /** Variables registered since the last batch or snapshot, before their updates. */
   defs?: VariableDef[];
   updates: Update[];
+}
+/** An owed variable: its directory index and the server's latest version of it. */
+export type PendingVersion = [index: number, version: number];
+/**
+ * What the server holds back for a subscription that asked (SubscriptionBody.pending): its service version now,
+ * and the latest version of each variable owed to it, or no `pending` at all when too many are owed to name.
+ */
+export interface SyncPendingBody {
+  sid: number;
+  version: number;
+  pending?: PendingVersion[];
 }
 export interface UnsubscribeBody {
   sid: number;
@@ -281,6 +298,7 @@ export interface MessageBodies {
   Snapshot: SnapshotBody;
   SnapshotChunk: SnapshotChunkBody;
   SyncBatch: SyncBatchBody;
+  SyncPending: SyncPendingBody;
   Unsubscribed: UnsubscribedBody;
   VariableRegistered: VariableRegisteredBody;
   VariableRemoved: VariableRemovedBody;

@@ -4,6 +4,7 @@ import { encodeFrame } from '../protocol/frame-codec.js';
 import { SharedSyncBatch } from '../protocol/sync-batch-frame.js';
 import { splitByCost } from '../protocol/frame-split.js';
 import type { SyncBatchBody, Update } from '../protocol/messages.js';
+import { holdsBack, PendingNotices } from './pending-notices.js';
 import { defOf, readOrGone } from './snapshot.js';
 import { RETRY_MAX_MS, RETRY_MIN_MS, type Subscriber } from './subscriber.js';
 
@@ -43,13 +44,18 @@ export class Broadcaster {
   private readonly due = new Set<Subscriber>();
   private scheduled = false;
   private readonly runRound = (): void => this.round();
+  /** With a tick long enough to hold updates back: what tells subscribers how far behind they are. */
+  private readonly notices: PendingNotices | undefined;
 
-  constructor(private readonly source: BroadcastSource) {}
+  constructor(private readonly source: BroadcastSource) {
+    if (holdsBack(source.tick)) this.notices = new PendingNotices(source.file);
+  }
 
   /** The subscriber is owed something: it is flushed in the next round. */
   mark(sub: Subscriber): void {
     if (sub.loading || sub.closed) return;
     this.due.add(sub);
+    this.notices?.owed(sub);
     if (!this.scheduled) this.schedule(this.source.tick);
   }
 
@@ -201,6 +207,7 @@ export class Broadcaster {
   /** Forgets a subscriber that ended (its pending round and retry). */
   drop(sub: Subscriber): void {
     this.due.delete(sub);
+    this.notices?.drop(sub);
     clearTimeout(sub.retryTimer);
     sub.retryTimer = undefined;
   }

@@ -43,6 +43,8 @@ export class Subscriber {
   resumeSent = 0;
   /** Current wait before retrying a held-back flush. */
   retryMs = RETRY_MIN_MS;
+  /** The service version of the last SyncPending sent (pending-notices.ts): a notice goes only when it moved. */
+  noticedVersion = -1;
 
   constructor(
     readonly sid: number,

@@ -13,6 +13,8 @@ export interface SubscriptionSpec {
   readonly since?: number;
   /** 'values': Snapshot data and SyncBatches; 'names': definitions only, then VariablesUpdated pushes (notify). */
   readonly mode: 'values' | 'names';
+  /** Tell the client what is held back for it (SyncPending) while a `tick` delays its batches. */
+  readonly pending?: boolean;
 }
 
 /**
@@ -67,5 +69,6 @@ export function resumeFrom(asked: ResumePoint, fileId: string, version: bigint, 
 export function specOf(body: SubscriptionBody, limits: GlobLimits, since?: number): SubscriptionSpec {
   const mode = body.notify === true ? 'names' : 'values';
   const filter = VariableFilter.of(body.variables, limits);
-  return since === undefined ? { filter, mode } : { filter, mode, since };
+  const spec: SubscriptionSpec = { filter, mode, ...(body.pending === true && mode === 'values' ? { pending: true } : {}) };
+  return since === undefined ? spec : { ...spec, since };
 }

@@ -1,5 +1,5 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
-import { CHANGE_STAMP_MISSING, type ChangeStamp, type FileAccessor, type VariableHandle } from '../../core/file-accessor.js';
+import { CHANGE_STAMP_MISSING, type ChangeStamp, type FileAccessor, type Staleness, type VariableHandle } from '../../core/file-accessor.js';
 import type { FileChangeEvent } from '../../core/file-change-event.js';
 import type { MutateOptions } from '../../core/mutate-options.js';
 import { layoutHashOf } from '../../core/layout-hash.js';
@@ -7,8 +7,9 @@ import { assertValidName } from '../../core/names.js';
 import { VariableMetadata } from '../../core/variable-metadata.js';
 import { assertFits, sameLayout } from '../../core/variable-rules.js';
 import type { VariableValue } from '../../core/variable-type.js';
-import type { ResumePoint, SnapshotBody, SnapshotChunkBody, SubscriptionBody, SyncBatchBody } from '../../protocol/messages.js';
+import type { ResumePoint, SnapshotBody, SnapshotChunkBody, SubscriptionBody, SyncBatchBody, SyncPendingBody } from '../../protocol/messages.js';
 import type { Reattachable } from '../reattachable.js';
+import { StalenessTracker } from '../staleness.js';
 import { ChangeEvents, type ChangeTap } from './change-events.js';
 import type { RemoteContext } from './context.js';
 import { withDeadline } from './deadline.js';
@@ -47,6 +48,8 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   private readonly inbound: Inbound;
   private readonly outbox: Outbox;
   private readonly handles = new Map<string, RemoteVariableHandle>();
+  /** What the server said it holds back (SyncPending): vf.staleness(). */
+  private readonly stale = new StalenessTracker();
   private readonly target: LoadTarget;
   private sidValue: number;
   /** The file's incarnation (Snapshot.fileId): a resume names it; absent from servers that cannot resume. */
@@ -91,7 +94,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     const path = new WritePath(this.store, this.directory, this.reconciler, this.inbound, this.events, ctx);
     this.outbox = new Outbox(send, path, ctx, () => ctx.nextOpId());
     const { target, inbound, outbox } = this;
-    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: { tenant, service, create: true } };
+    this.site = { ctx, serviceId: this.serviceId, target, inbound, outbox, ref: subscriptionRef(tenant, service) };
     this.filter = new FilterSwitch(this.site, {
       attachment: () => (this.online && !this.closedFlag ? this.attachment : undefined),
       sid: () => this.sidValue,
@@ -104,7 +107,7 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   /** Subscribes to a service (creating it if the key may) and starts from the server's snapshot. */
   static subscribe(ctx: RemoteContext, tenant: string, service: string): Promise<RemoteFileAccessor> {
     // Runs before the next frame is decoded, so no SyncBatch for this sid can arrive unrouted.
-    return ctx.conn.subscribe({ tenant, service, create: true }, (snapshot, { resolve, reject }) => {
+    return ctx.conn.subscribe(subscriptionRef(tenant, service), (snapshot, { resolve, reject }) => {
       const accessor = new RemoteFileAccessor(ctx, tenant, service, snapshot);
       ctx.route(snapshot.sid, accessor);
       const ready = (version: number): void => {
@@ -317,6 +320,12 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
 
   onBatch(batch: SyncBatchBody): void {
     this.inbound.batch(batch);
+    this.stale.delivered(batch, this.inbound.resumePoint);
+  }
+
+  /** What the server holds back for this subscription (it asked: Subscription.pending). */
+  onPending(body: SyncPendingBody): void {
+    this.stale.noticed(body);
   }
 
   watch(listener: (event: FileChangeEvent) => void): () => void {
@@ -335,6 +344,11 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
   watchOwnWrites(listener: (name: string) => void): () => void {
     this.assertOpen();
     return this.events.watchWrites(listener);
+  }
+
+  staleness(name: string): Staleness {
+    const e = this.lookup(name);
+    return this.stale.of(e.index, e.version, this.inbound.resumePoint);
   }
 
   // The client's WebSocket already keeps the process alive until client.close().
@@ -412,10 +426,17 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
       done: (snapshot, version, resumed, { resolve }) => {
         this.fileId = snapshot.fileId;
         this.inbound.loaded(version, !resumed);
+        if (!resumed) this.stale.clear(); // another file, maybe: its versions are not the old one's
+        this.stale.caughtUp(version);
         this.online = true;
         this.outbox.resume();
         resolve();
       },
     });
   }
+}
+
+/** Every subscription of a remote file asks for SyncPending notices (staleness). */
+function subscriptionRef(tenant: string, service: string): SubscriptionBody {
+  return { tenant, service, create: true, pending: true };
 }
