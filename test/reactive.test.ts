@@ -6,7 +6,7 @@ import { CommyError, VariableMetadata, VariableType, VirtualVariableFile, type V
 import { decodes, reactiveStats } from '../src/internal.js';
 import { startChild, type Child } from './helpers/child.js';
 import { startClientServer } from './helpers/client-server.js';
-import { until } from './helpers/server-process.js';
+import { reconnectingClient, serverIn, until } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
@@ -237,6 +237,28 @@ test('a removed variable\'s signal keeps its last value, and follows the name wh
   vf.set('x', 2);
   assert.equal(x.value, 2);
   await until(() => seen.at(-1) === 2, 'the effect sees the new variable\'s value');
+});
+
+test('a remote file\'s signals live through a server restart: a write made offline shows at once, a change after the reconnection reaches the effect', { timeout: 120_000 }, async (t) => {
+  const dataDir = tempDir(t);
+  const first = await serverIn(t, dataDir);
+  const vf = await (await reconnectingClient(t, first.url)).getVirtualServiceFile('acme', 'phoenix');
+  await vf.registerVariable(new VariableMetadata('n', -1, 8, VariableType.F64));
+  const n = vf.signal<number>('n');
+  const seen = observe(t, n).seen;
+
+  first.child.kill('SIGKILL');
+  await first.child.exited;
+  vf.set('n', 1); // offline: into the buffer, and into the signal at once
+  assert.equal(seen.at(-1), 1);
+
+  const second = await serverIn(t, dataDir, new URL(first.url).port);
+  await vf.flush();
+  const other = await (await reconnectingClient(t, second.url)).getVirtualServiceFile('acme', 'phoenix');
+  assert.equal(other.get('n'), 1, 'the offline write reached the restarted server');
+  other.set('n', 2);
+  await until(() => seen.at(-1) === 2, 'the effect hears a change made after the reconnection');
+  assert.equal(n.value, 2);
 });
 
 test('staleness: a remote copy held back by the server\'s tick is behind by the versions it lacks, for the variables it lacks, then current', { timeout: 60_000 }, async (t) => {
