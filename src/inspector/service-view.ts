@@ -32,11 +32,6 @@ interface Row {
   changedAt: number | undefined;
 }
 
-/** What a VirtualVariableFile may offer beyond the contract's core: staleness (reactive views) when built in. */
-interface StalenessSource {
-  staleness?(name: string): { versionsBehind: number | bigint; ms: number };
-}
-
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text?: string): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -230,12 +225,12 @@ export class ServiceView {
   tick(row?: Row): void {
     const rows = row === undefined ? this.rows.values() : [row];
     const now = Date.now();
-    const source = this.vf as (VirtualVariableFile & StalenessSource) | undefined;
+    const vf = this.vf;
     for (const r of rows) {
       if (r.changedAt !== undefined) r.changed.textContent = ago(now - r.changedAt);
-      if (typeof source?.staleness !== 'function') continue;
+      if (vf === undefined) continue;
       try {
-        const s = source.staleness(r.meta.name);
+        const s = vf.staleness(r.meta.name);
         r.staleness.textContent = Number(s.versionsBehind) === 0 ? 'current' : `${s.versionsBehind} behind, ${Math.round(s.ms)} ms`;
       } catch {
         r.staleness.textContent = '—';
