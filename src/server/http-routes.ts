@@ -1,7 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import type { AdmissionCounts } from './admission.js';
 import type { AuthStats } from './auth.js';
 import type { ServerMetrics } from './metrics.js';
+import { lazyAsset, loadAsset, serveAsset } from './static-asset.js';
 
 /** What an HTTP route may read of the running server (metrics and the inspector hang here later). */
 export interface ServerState {
@@ -23,6 +25,12 @@ const text = (res: ServerResponse, status: number, body: string): void => {
   res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
 };
 
+/** The browser bundle (scripts/build-browser.mjs): dist/browser/, beside this file's dist/src/server/. */
+const BUNDLE_DIR = new URL('../../browser/', import.meta.url);
+const REBUILD = 'the browser bundle is built by `npm install` or `npm run build` (scripts/build-browser.mjs); restart the server after building it';
+const clientJs = lazyAsset(() => loadAsset(fileURLToPath(new URL('client.js', BUNDLE_DIR)), 'text/javascript; charset=utf-8', REBUILD));
+const clientJsMap = lazyAsset(() => loadAsset(fileURLToPath(new URL('client.js.map', BUNDLE_DIR)), 'application/json; charset=utf-8', REBUILD));
+
 /** Plain HTTP on the WebSocket port, by path (GET and HEAD). */
 export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpRoute>([
   // Alive: the process answers.
@@ -31,6 +39,9 @@ export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpR
   ['/readyz', (_req, res, state) => (state.closing ? text(res, 503, 'closing\n') : text(res, 200, 'ok\n'))],
   // Prometheus text: every name commy_… (docs/operations.md, Metrics).
   ['/metrics', (req, res, state) => void scrapeInto(res, state.metrics, state.metricsTokenOf(req))],
+  // The client for browsers, one ES module (docs/client.md, In a browser), and its source map.
+  ['/client.js', (req, res) => serveAsset(req, res, clientJs())],
+  ['/client.js.map', (req, res) => serveAsset(req, res, clientJsMap())],
 ]);
 
 async function scrapeInto(res: ServerResponse, metrics: ServerMetrics, perTenant: boolean): Promise<void> {
