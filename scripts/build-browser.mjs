@@ -63,13 +63,13 @@ function writeAtomically(path, contents) {
  * changed; `workingDir` is the directory esbuild resolves from (the package).
  * Returns whether it built, and the bundle's size raw and gzipped. Throws esbuild's error when the build fails.
  */
-export async function buildBrowserBundle({ entry, outFile, workingDir = process.cwd(), force = false }) {
+export async function buildBrowserBundle({ entry, outFile, workingDir = process.cwd(), force = false, plugins = [] }) {
   const stampFile = `${outFile}.stamp`;
   const base = workingDir; // esbuild names its inputs relative to it; so does the stamp
   const previous = readStamp(stampFile);
   const upToDate = !force && previous !== undefined && existsSync(outFile) && existsSync(`${outFile}.map`) && stampOf(base, previous.inputs) === previous.hash;
   if (!upToDate) {
-    const result = await esbuild.build({ ...BUNDLE_OPTIONS, entryPoints: [entry], outfile: outFile, absWorkingDir: base, write: false, metafile: true });
+    const result = await esbuild.build({ ...BUNDLE_OPTIONS, entryPoints: [entry], outfile: outFile, absWorkingDir: base, write: false, metafile: true, plugins });
     mkdirSync(dirname(outFile), { recursive: true });
     // The map first: a bundle on disk always has the map it names.
     const outputs = [...result.outputFiles].sort((a, b) => Number(b.path.endsWith('.map')) - Number(a.path.endsWith('.map')));
@@ -83,15 +83,32 @@ export async function buildBrowserBundle({ entry, outFile, workingDir = process.
 
 const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
 
+/**
+ * The inspector (src/inspector/main.ts) imports the client from the server's own client.js, beside it (one copy
+ * in the page, and the inspector exercises the very bundle pages use): its import of src/browser.ts is left to
+ * the browser as `./client.js`.
+ */
+const clientFromServer = {
+  name: 'client-from-server',
+  setup(build) {
+    build.onResolve({ filter: /(^|\/)browser\.js$/ }, () => ({ path: './client.js', external: true }));
+  },
+};
+
+const BUNDLES = [
+  { entry: join(root, 'src', 'browser.ts'), outFile: join(root, 'dist', 'browser', 'client.js') },
+  { entry: join(root, 'src', 'inspector', 'main.ts'), outFile: join(root, 'dist', 'browser', 'inspector.js'), plugins: [clientFromServer] },
+];
+
 async function main() {
-  const outFile = join(root, 'dist', 'browser', 'client.js');
-  try {
-    const entry = join(root, 'src', 'browser.ts');
-    const { built, bytes, gzipBytes } = await buildBrowserBundle({ entry, outFile, workingDir: root, force: process.env.COMMY_FORCE_BUILD === '1' });
-    console.log(`commy: browser bundle ${built ? 'built' : 'up to date'} (dist/browser/${basename(outFile)}: ${kib(bytes)}, ${kib(gzipBytes)} gzipped)`);
-  } catch (err) {
-    console.error(`commy: building the browser bundle (src/browser.ts → dist/browser/client.js) failed:\n${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
+  for (const { entry, outFile, plugins } of BUNDLES) {
+    try {
+      const { built, bytes, gzipBytes } = await buildBrowserBundle({ entry, outFile, workingDir: root, force: process.env.COMMY_FORCE_BUILD === '1', plugins });
+      console.log(`commy: browser bundle ${built ? 'built' : 'up to date'} (dist/browser/${basename(outFile)}: ${kib(bytes)}, ${kib(gzipBytes)} gzipped)`);
+    } catch (err) {
+      console.error(`commy: building the browser bundle (${entry} → ${outFile}) failed:\n${err instanceof Error ? err.message : String(err)}`);
+      process.exit(1);
+    }
   }
 }
 

@@ -14,10 +14,12 @@ export const INSPECTOR_HTML = `<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>commy inspector</title>
+<link rel="icon" href="data:,">
 <style>
   :root { color-scheme: light dark; --fg: #1d2330; --muted: #6b7385; --line: #d9dde5; --bg: #fff; --panel: #f5f7fa; --accent: #2f6fde; --bad: #c0392b; }
   @media (prefers-color-scheme: dark) { :root { --fg: #e3e7ee; --muted: #98a1b3; --line: #333a47; --bg: #14171d; --panel: #1b1f27; --accent: #6b9bff; --bad: #ff7b6b; } }
   * { box-sizing: border-box; }
+  [hidden] { display: none !important; }
   body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
   header { display: flex; align-items: baseline; gap: 1rem; padding: .75rem 1.25rem; border-bottom: 1px solid var(--line); }
   header h1 { font-size: 1.05rem; margin: 0; }
@@ -28,7 +30,7 @@ export const INSPECTOR_HTML = `<!doctype html>
   input { font: inherit; padding: .3rem .45rem; border: 1px solid var(--line); border-radius: 4px; background: var(--bg); color: var(--fg); }
   button { font: inherit; padding: .35rem .8rem; border: 0; border-radius: 4px; background: var(--accent); color: #fff; cursor: pointer; }
   .error { color: var(--bad); min-height: 1.2em; }
-  .layout { display: grid; grid-template-columns: 1fr 15rem; gap: 1.25rem; align-items: start; }
+  .layout { display: grid; grid-template-columns: 1fr 18rem; gap: 1.25rem; align-items: start; }
   @media (max-width: 900px) { .layout { grid-template-columns: 1fr; } }
   #traffic { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: .75rem 1rem; }
   #traffic h2 { font-size: .9rem; margin: 0 0 .5rem; }
@@ -41,7 +43,8 @@ export const INSPECTOR_HTML = `<!doctype html>
   th, td { text-align: left; padding: .3rem .6rem; border-top: 1px solid var(--line); vertical-align: middle; }
   th { font-weight: 500; color: var(--muted); font-size: .85em; }
   td.value { font-family: ui-monospace, monospace; max-width: 28rem; overflow-wrap: anywhere; }
-  td.num { font-variant-numeric: tabular-nums; } td.type, td.when { color: var(--muted); }
+  td.num { font-variant-numeric: tabular-nums; } td.type, td.when { color: var(--muted); white-space: nowrap; }
+  #traffic dt { white-space: nowrap; }
   td.spark polyline { fill: none; stroke: var(--accent); stroke-width: 1.5; }
   td input { width: 9rem; } .note { margin-left: .4rem; color: var(--muted); font-size: .85em; }
 </style>

@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import type { AdmissionCounts } from './admission.js';
 import type { AuthStats } from './auth.js';
 import type { ServerMetrics } from './metrics.js';
-import { lazyAsset, loadAsset, serveAsset } from './static-asset.js';
+import { INSPECTOR_CSP, INSPECTOR_HTML } from '../inspector/page.js';
+import { assetOf, lazyAsset, loadAsset, serveAsset } from './static-asset.js';
 
 /** What an HTTP route may read of the running server (metrics and the inspector hang here later). */
 export interface ServerState {
@@ -30,6 +31,10 @@ const BUNDLE_DIR = new URL('../../browser/', import.meta.url);
 const REBUILD = 'the browser bundle is built by `npm install` or `npm run build` (scripts/build-browser.mjs); restart the server after building it';
 const clientJs = lazyAsset(() => loadAsset(fileURLToPath(new URL('client.js', BUNDLE_DIR)), 'text/javascript; charset=utf-8', REBUILD));
 const clientJsMap = lazyAsset(() => loadAsset(fileURLToPath(new URL('client.js.map', BUNDLE_DIR)), 'application/json; charset=utf-8', REBUILD));
+const inspectorJs = lazyAsset(() => loadAsset(fileURLToPath(new URL('inspector.js', BUNDLE_DIR)), 'text/javascript; charset=utf-8', REBUILD));
+const inspectorJsMap = lazyAsset(() => loadAsset(fileURLToPath(new URL('inspector.js.map', BUNDLE_DIR)), 'application/json; charset=utf-8', REBUILD));
+// The page may be framed by nobody and load nothing but this server's scripts (page.ts); it never leaves a referrer.
+const inspectorPage = lazyAsset(() => assetOf(Buffer.from(INSPECTOR_HTML), 'text/html; charset=utf-8', { 'content-security-policy': INSPECTOR_CSP, 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' }));
 
 /** Plain HTTP on the WebSocket port, by path (GET and HEAD). */
 export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpRoute>([
@@ -42,6 +47,10 @@ export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpR
   // The client for browsers, one ES module (docs/client.md, In a browser), and its source map.
   ['/client.js', (req, res) => serveAsset(req, res, clientJs())],
   ['/client.js.map', (req, res) => serveAsset(req, res, clientJsMap())],
+  // The live inspector (docs/operations.md, Inspector): its page, and its script built on /client.js.
+  ['/inspector', (req, res) => serveAsset(req, res, inspectorPage())],
+  ['/inspector.js', (req, res) => serveAsset(req, res, inspectorJs())],
+  ['/inspector.js.map', (req, res) => serveAsset(req, res, inspectorJsMap())],
 ]);
 
 async function scrapeInto(res: ServerResponse, metrics: ServerMetrics, perTenant: boolean): Promise<void> {

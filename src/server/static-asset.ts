@@ -11,6 +11,8 @@ export interface StaticAsset {
   /** Strong validators, one per representation (RFC 9110: a gzipped body is another representation). */
   readonly etag: string;
   readonly gzipEtag: string;
+  /** Sent with it besides the usual ones (a page's Content-Security-Policy). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** A file that could not be read: `message` says which and what to do, for the 503 answer. */
@@ -29,8 +31,13 @@ export function loadAsset(path: string, contentType: string, whenMissing: string
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
     return { missing: `${path} cannot be read (${code}): ${whenMissing}` };
   }
+  return assetOf(raw, contentType);
+}
+
+/** An asset made of `raw` (a page the server holds in memory, or a file read): its gzipped form and ETags. */
+export function assetOf(raw: Buffer, contentType: string, headers: Readonly<Record<string, string>> = {}): StaticAsset {
   const tag = createHash('sha256').update(raw).digest('base64url').slice(0, 27);
-  return { contentType, raw, gzip: gzipSync(raw), etag: `"${tag}"`, gzipEtag: `"${tag}-gz"` };
+  return { contentType, raw, gzip: gzipSync(raw), etag: `"${tag}"`, gzipEtag: `"${tag}-gz"`, headers };
 }
 
 /** Loads on first use and keeps the result, the failure too: a missing file is not looked for again per request. */
@@ -81,7 +88,7 @@ export function serveAsset(req: IncomingMessage, res: ServerResponse, load: Asse
     return;
   }
   const body = gzip ? load.gzip : load.raw;
-  Object.assign(headers, { 'content-type': load.contentType, 'content-length': body.byteLength, 'x-content-type-options': 'nosniff' });
+  Object.assign(headers, { 'content-type': load.contentType, 'content-length': body.byteLength, 'x-content-type-options': 'nosniff' }, load.headers);
   if (gzip) headers['content-encoding'] = 'gzip';
   res.writeHead(200, headers).end(body); // HEAD: Node sends the headers only
 }
