@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { AdmissionCounts } from './admission.js';
 import type { AuthStats } from './auth.js';
 import type { ServerMetrics } from './metrics.js';
-import { INSPECTOR_CSP, INSPECTOR_HTML } from '../inspector/page.js';
+import { INSPECTOR_CSP, INSPECTOR_HTML } from './inspector-page.js';
 import { assetOf, lazyAsset, loadAsset, serveAsset } from './static-asset.js';
 
 /** What an HTTP route may read of the running server (metrics and the inspector hang here later). */

@@ -6,22 +6,9 @@ import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 
-/** Debian's chromium (scripts/install-browser.sh installs it); COMMY_CHROMIUM names another binary. */
-export const CHROMIUM = process.env.COMMY_CHROMIUM ?? '/usr/bin/chromium';
+import { CHROMIUM, CHROMIUM_ARGS } from './chromium.js';
 
-/**
- * Headless, as root, on a closed network: no sandbox (root), no GPU, and none of Chromium's own background
- * connections (updates, sync, QUIC probes), which this network refuses. Playwright adds a fresh --user-data-dir.
- */
-export const CHROMIUM_ARGS: readonly string[] = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+export { CHROMIUM, CHROMIUM_ARGS };
 
 /** Where tests put what a person may want to look at after a run (screenshots); git-ignored. */
 export const ARTIFACTS = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test-artifacts');

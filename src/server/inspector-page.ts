@@ -1,5 +1,5 @@
 /**
- * The inspector's page (GET /inspector): markup and style only; its script is /inspector.js (main.ts, bundled),
+ * The inspector's page (GET /inspector): markup and style only; its script is /inspector.js (src/inspector/, bundled),
  * which imports the client from /client.js. Served with a Content-Security-Policy that allows nothing but this
  * server: no inline script, no other origin.
  */
