@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { openSync, writeSync, closeSync, ftruncateSync, writeFileSync, readFileSync, statSync } from 'node:fs';
 import { VirtualVariableFile, VariableMetadata, VariableType } from '../src/index.js';
-import { H, E, HEADER_SIZE, FORMAT_VERSION, entryOffset, dataStartFor, DEFAULT_MAX_VARIABLES } from '../src/local/file-format.js';
+import { H, E, HEADER_SIZE, FORMAT_VERSION, STRUCT_FORMAT_VERSION, entryOffset, dataStartFor, DEFAULT_MAX_VARIABLES } from '../src/local/file-format.js';
 import { tempDir } from './helpers/temp.js';
 
 async function makeFile(t: Parameters<typeof tempDir>[0]): Promise<string> {
@@ -43,7 +43,7 @@ test('the header records magic, version, layout, tenant and service', async (t) 
 
 for (const [what, mutate] of [
   ['wrong magic', (p: string) => patch(p, 0, Buffer.from('NOTCOMMY'))],
-  ['a future format version', (p: string) => patch(p, H.FORMAT_VERSION, Buffer.from([FORMAT_VERSION + 1, 0, 0, 0]))],
+  ['a future format version', (p: string) => patch(p, H.FORMAT_VERSION, Buffer.from([STRUCT_FORMAT_VERSION + 1, 0, 0, 0]))],
   // Version 1 watchers slept on a futex that version 2 writers no longer wake (docs/file-format.md, Format versions).
   ['format version 1', (p: string) => patch(p, H.FORMAT_VERSION, Buffer.from([1, 0, 0, 0]))],
   ['a truncated header', (p: string) => { const fd = openSync(p, 'r+'); ftruncateSync(fd, 100); closeSync(fd); }],
@@ -66,7 +66,7 @@ for (const [what, mutate] of [
 test('a version 1 file is refused with a message that says why', async (t) => {
   const path = await makeFile(t);
   patch(path, H.FORMAT_VERSION, Buffer.from([1, 0, 0, 0]));
-  await assert.rejects(VirtualVariableFile.open(path), (e: Error & { code?: string }) => e.code === 'INVALID_FILE' && /format version 1; this commy reads version 2 \(made by an older commy/.test(e.message));
+  await assert.rejects(VirtualVariableFile.open(path), (e: Error & { code?: string }) => e.code === 'INVALID_FILE' && /format version 1; this commy reads versions 2 and 3 \(made by an older commy/.test(e.message));
 });
 
 test('a path with NUL is refused', async () => {

@@ -36,8 +36,11 @@ function describe(v: VariableReport): string {
   return v.torn ? `${text} (TORN: a writer died mid-write)` : text;
 }
 
-/** A value on one line: bytes in hex (the first 32), strings quoted, both cut short. */
+/** A value on one line: bytes in hex (the first 32), strings quoted, both cut short; a struct's fields as `{x: 1.5, y: 2}`. */
 function show(value: unknown): string {
+  if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array)) {
+    return `{${Object.entries(value).map(([field, v]) => `${field}: ${show(v)}`).join(', ')}}`;
+  }
   if (value instanceof Uint8Array) {
     const hex = Buffer.from(value.subarray(0, 32)).toString('hex');
     return value.length > 32 ? `0x${hex}… (${value.length} bytes)` : `0x${hex}`;

@@ -1,7 +1,7 @@
 import type { FileChangeEvent } from './file-change-event.js';
 import type { MutateOptions } from './mutate-options.js';
 import type { VariableMetadata } from './variable-metadata.js';
-import type { VariableType, VariableTypeId, VariableValue } from './variable-type.js';
+import type { StructValue, VariableType, VariableTypeId, VariableValue } from './variable-type.js';
 
 /** The hot path: one variable, resolved once; no name lookup per call. */
 export interface VariableHandle<T extends VariableValue = VariableValue> {
@@ -40,7 +40,9 @@ export type ValueOfType<Id extends VariableTypeId> = Id extends V['U64'] | V['I6
         ? string
         : Id extends V['Bytes']
           ? Uint8Array
-          : VariableValue;
+          : Id extends V['Struct']
+            ? StructValue
+            : VariableValue;
 
 /**
  * What a VirtualVariableFile stands on: a memory-mapped service file (local) or a synced buffer (remote).

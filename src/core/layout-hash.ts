@@ -1,7 +1,8 @@
+import { describeFields } from './struct-layout.js';
 import type { VariableMetadata } from './variable-metadata.js';
 
 /**
- * A hash of a set of definitions (name, offset, size, type), the same whatever order they come in and in
+ * A hash of a set of definitions (name, offset, size, type, a struct's fields), the same whatever order they come in and in
  * every mode: a client that sees `vf.layoutHash` change knows a variable was added or removed and rebuilds
  * its typed views. FNV-1a, 64 bits, as 16 hex digits: a change detector, not a security boundary.
  */
@@ -19,6 +20,7 @@ export function layoutHashOf(variables: readonly VariableMetadata[]): string {
       lo = loMul >>> 0;
     }
   };
-  for (const v of sorted) mix(`${v.name}\u0000${v.offset}\u0000${v.size}\u0000${v.typeId}\u0001`);
+  // A struct's fields follow its type: another layout at the same place is another definition.
+  for (const v of sorted) mix(`${v.name}\u0000${v.offset}\u0000${v.size}\u0000${v.typeId}${v.fields === undefined ? '' : describeFields(v.fields)}\u0001`);
   return hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
 }

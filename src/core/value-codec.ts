@@ -145,7 +145,7 @@ const boolCodec: ValueCodec = {
   load: (view, offset) => view.getUint8(offset) !== 0,
 };
 
-/** The codec for a variable of this type and size (size already validated against the type). */
+/** The codec for a variable of this scalar type and size (size already validated against the type); a Struct's is codecOf's. */
 export function codecFor(typeId: VariableTypeId, size: number): ValueCodec {
   switch (typeId) {
     case VariableType.Bytes:
@@ -174,6 +174,8 @@ export function codecFor(typeId: VariableTypeId, size: number): ValueCodec {
       return intCodec(typeId, 1, -0x80, 0x7f, (v, o) => v.getInt8(o), (v, o, x) => v.setInt8(o, x));
     case VariableType.Bool:
       return boolCodec;
+    case VariableType.Struct:
+      throw new CommyError(ErrorCode.TYPE_MISMATCH, 'a Struct is typed by its fields: use codecOf(meta) (struct-codec.ts)');
     default:
       throw new CommyError(ErrorCode.TYPE_MISMATCH, `unknown type id ${String(typeId)}`);
   }

@@ -1,7 +1,8 @@
 import { CommyError, ErrorCode } from './errors.js';
 import { assertValidName } from './names.js';
 import { VariableMetadata } from './variable-metadata.js';
-import { fixedSizeOf, isVariableTypeId, typeName } from './variable-type.js';
+import { describeFields, fieldsProblem, sameFields, structSize } from './struct-layout.js';
+import { VariableType, fixedSizeOf, isVariableTypeId, typeName } from './variable-type.js';
 
 /**
  * The rules a variable's definition obeys, in one place for the file, the server and the client:
@@ -22,6 +23,20 @@ export function definitionProblem(meta: VariableMetadata): CommyError | undefine
   if (offset !== -1 && (!Number.isInteger(offset) || offset < 0)) {
     return new CommyError(ErrorCode.INVALID_OFFSET, `offset must be -1 (allocate) or a non-negative integer, got ${String(offset)}`);
   }
+  return layoutProblem(meta);
+}
+
+/** A Struct has valid fields whose sizes add up to its size; no other type has fields. */
+function layoutProblem(meta: VariableMetadata): CommyError | undefined {
+  const { fields } = meta;
+  if (meta.typeId !== VariableType.Struct) {
+    return fields === undefined ? undefined : new CommyError(ErrorCode.TYPE_MISMATCH, `only a Struct variable has fields, not a ${typeName(meta.typeId)}`);
+  }
+  if (fields === undefined) return new CommyError(ErrorCode.TYPE_MISMATCH, 'a Struct variable needs its fields: VariableMetadata.struct(name, { … })');
+  const problem = fieldsProblem(fields);
+  if (problem !== undefined) return problem;
+  const sum = structSize(fields);
+  if (sum !== meta.size) return new CommyError(ErrorCode.TYPE_MISMATCH, `the fields ${describeFields(fields)} take ${sum} bytes, not ${meta.size}`);
   return undefined;
 }
 
@@ -36,12 +51,15 @@ export function assertDefinition(meta: VariableMetadata, maxSize: number): Varia
 }
 
 /**
- * Registering a known name is a no-op when `want` has the registered type and size (and offset, unless it
- * asks for any with -1); otherwise TYPE_MISMATCH or INVALID_OFFSET. Returns the registered definition.
+ * Registering a known name is a no-op when `want` has the registered type, fields and size (and offset, unless
+ * it asks for any with -1); otherwise TYPE_MISMATCH or INVALID_OFFSET. Returns the registered definition.
  */
 export function sameLayout(have: VariableMetadata, want: VariableMetadata): VariableMetadata {
   if (have.typeId !== want.typeId) {
     throw new CommyError(ErrorCode.TYPE_MISMATCH, `${have.name} is registered as ${typeName(have.typeId)}, not ${typeName(want.typeId)}`);
+  }
+  if (!sameFields(have.fields, want.fields)) {
+    throw new CommyError(ErrorCode.TYPE_MISMATCH, `${have.name} is registered with the fields ${describeFields(have.fields ?? [])}, not ${describeFields(want.fields ?? [])}`);
   }
   if (have.size !== want.size || (want.offset !== -1 && want.offset !== have.offset)) {
     throw new CommyError(ErrorCode.INVALID_OFFSET, `${have.name} is registered at [${have.offset}, ${have.end}), not with offset ${want.offset} size ${want.size}`);

@@ -13,13 +13,23 @@ export const VariableType = {
   I8: 10,
   Bool: 11,
   String: 12,
+  /** Named fields of the types above, packed in declared order (core/struct-layout.ts). */
+  Struct: 13,
 } as const;
 
 export type VariableTypeName = keyof typeof VariableType;
 export type VariableTypeId = (typeof VariableType)[VariableTypeName];
 
+/** What one field of a struct holds: the scalar values. 64-bit integers are bigint. */
+export type ScalarValue = number | bigint | boolean | string | Uint8Array;
+
+/** A Struct variable's value: one property per field, e.g. `{ x: 1.5, y: 2 }`. */
+export interface StructValue {
+  [field: string]: ScalarValue;
+}
+
 /** What typed accessors take and return. 64-bit integers are bigint. */
-export type VariableValue = number | bigint | boolean | string | Uint8Array;
+export type VariableValue = ScalarValue | StructValue;
 
 const FIXED_SIZES: readonly (number | undefined)[] = [
   undefined, // Bytes: any size
@@ -29,6 +39,7 @@ const FIXED_SIZES: readonly (number | undefined)[] = [
   1, 1, // U8 I8
   1, // Bool
   undefined, // String: size is the UTF-8 capacity
+  undefined, // Struct: size is the sum of its fields'
 ];
 
 const TYPE_NAMES = Object.keys(VariableType) as VariableTypeName[];
@@ -37,7 +48,7 @@ export function isVariableTypeId(id: unknown): id is VariableTypeId {
   return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < FIXED_SIZES.length;
 }
 
-/** The size a type demands, or undefined for Bytes and String (any size ≥ 1). */
+/** The size a type demands, or undefined for Bytes and String (any size ≥ 1) and Struct (its fields'). */
 export function fixedSizeOf(typeId: VariableTypeId): number | undefined {
   return FIXED_SIZES[typeId];
 }

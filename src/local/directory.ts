@@ -1,11 +1,14 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { isValidName } from '../core/names.js';
-import { codecFor, type ValueCodec } from '../core/value-codec.js';
+import { codecOf } from '../core/struct-codec.js';
+import type { ValueCodec } from '../core/value-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
+import type { StructField } from '../core/struct-layout.js';
 import { definitionProblem } from '../core/variable-rules.js';
-import type { VariableTypeId } from '../core/variable-type.js';
+import { VariableType, type VariableTypeId } from '../core/variable-type.js';
 import { E, ENTRY_LIVE, ENTRY_REMOVED, H, entryOffset } from './file-format.js';
 import { I32, I64, type FileMapping } from './file-mapping.js';
+import type { LayoutRecords } from './layout-records.js';
 
 /** One directory entry as this process has cached it, with the indexes its hot paths need. */
 export interface DirEntry {
@@ -51,7 +54,10 @@ export class Directory {
   private live: DirEntry[] | undefined = [];
   private seenGeneration = -1;
 
-  constructor(private readonly file: FileMapping) {}
+  constructor(
+    private readonly file: FileMapping,
+    private readonly layouts: LayoutRecords,
+  ) {}
 
   /** Slots cached so far (no refresh): where the next registration goes. */
   get count(): number {
@@ -71,13 +77,14 @@ export class Directory {
       this.sweep();
     }
     if (count === this.entries.length) return;
-    if (count < this.entries.length || count > file.info.maxVariables) {
+    // The layout records (read after the count: they are published before the entries that name them).
+    if (count < this.entries.length || count > file.info.maxVariables - Math.min(this.layouts.publishedSlots(), file.info.maxVariables)) {
       throw file.corrupt(`directory count ${count} is corrupt`);
     }
     const capacity = file.checkedDataCapacity();
     try {
       for (let i = this.entries.length; i < count; i++) {
-        const entry = this.readEntry(i, capacity);
+        const entry = this.readEntry(i, capacity, count);
         file.assertIntact(); // an entry read from a damaged page is all zeros: say why, not "corrupt"
         this.entries.push(entry);
         if (!entry.removed) this.byName.set(entry.meta.name, entry);
@@ -141,14 +148,19 @@ export class Directory {
     this.live = undefined;
   }
 
-  /** Slot `index` as the mapping holds it, checked: INVALID_FILE unless it is a well-formed variable (live or removed) inside `capacity`. */
-  private readEntry(index: number, capacity: number): DirEntry {
+  /**
+   * Slot `index` as the mapping holds it, checked: INVALID_FILE unless it is a well-formed variable (live or
+   * removed) inside `capacity`, a struct's with a well-formed layout record (`count`: the published slots).
+   */
+  private readEntry(index: number, capacity: number, count: number): DirEntry {
     const file = this.file;
     const base = entryOffset(index);
     const v = file.view;
     const nameLen = v.getUint8(base + E.NAME_LEN);
     const name = Buffer.from(file.buffer, base + E.NAME, Math.min(nameLen, 64)).toString('latin1');
-    const meta = new VariableMetadata(name, v.getUint32(base + E.OFFSET, true), v.getUint32(base + E.SIZE, true), v.getUint8(base + E.TYPE_ID) as VariableTypeId);
+    const typeId = v.getUint8(base + E.TYPE_ID) as VariableTypeId;
+    const fields = typeId === VariableType.Struct ? this.layoutOf(index, v.getUint32(base + E.LAYOUT, true), count) : undefined;
+    const meta = new VariableMetadata(name, v.getUint32(base + E.OFFSET, true), v.getUint32(base + E.SIZE, true), typeId, fields);
     const state = Atomics.load(file.i32, I32(base + E.STATE));
     const known = state === ENTRY_LIVE ? this.byName.get(name) : undefined;
     // A live name cached from a slot removed since (the sweep has not run): that slot is the tombstone now.
@@ -163,7 +175,7 @@ export class Directory {
     return {
       index,
       meta,
-      codec: codecFor(meta.typeId, meta.size),
+      codec: codecOf(meta),
       at: file.dataStart + meta.offset,
       lockIdx: I32(base + E.LOCK),
       lockStartIdx: I32(base + E.LOCK_START),
@@ -174,5 +186,11 @@ export class Directory {
       stateIdx: I32(base + E.STATE),
       removed: state === ENTRY_REMOVED,
     };
+  }
+
+  private layoutOf(index: number, ref: number, count: number): readonly StructField[] {
+    const fields = this.layouts.read(ref, count);
+    if (fields === undefined) throw this.file.corrupt(`the layout of directory entry ${index} is corrupt`);
+    return fields;
   }
 }

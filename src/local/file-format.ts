@@ -1,8 +1,10 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
 
 /**
- * The service file format, version 2 (docs/file-format.md is the prose of this file). Version 2 changed how
- * watchers are woken (wake channels: see WATCH_TOKENS), which version 1 processes cannot follow.
+ * The service file format, versions 2 and 3 (docs/file-format.md is the prose of this file). Version 2 changed
+ * how watchers are woken (wake channels: see WATCH_TOKENS), which version 1 processes cannot follow. Version 3
+ * is version 2 with struct layouts (layout-records.ts): a file becomes version 3 when its first struct is
+ * registered, so a commy that knows no structs refuses it at open instead of misreading it.
  *
  *   [0, 4096)                    header
  *   [4096, dataStart)            variable directory: maxVariables entries of 128 bytes (sparse until used)
@@ -12,7 +14,10 @@ import { CommyError, ErrorCode } from '../core/errors.js';
  * touched with atomic instructions (Atomics.*); the offsets below keep them naturally aligned.
  */
 export const MAGIC = 'COMMYSVC';
+/** The version a new file is written with: version 2 processes share it as long as it holds no struct. */
 export const FORMAT_VERSION = 2;
+/** The version of a file that holds (or held) a struct layout; also the newest this commy reads. */
+export const STRUCT_FORMAT_VERSION = 3;
 export const HEADER_SIZE = 4096;
 export const ENTRY_SIZE = 128;
 export const DATA_ALIGN = 8;
@@ -47,6 +52,7 @@ export const H = {
   DATA_CAPACITY: 96, // u64 bytes of data region the file currently holds
   PARKED: 104, // i32 bit mask: watchers (by watcher bit) parked on their wake channel; a writer takes the bits it wakes
   REG_LOCK_START: 108, // u32 start time of REG_LOCK's holder (low 32 bits of /proc/PID/stat field 22), 0 unknown
+  LAYOUT_SLOTS: 112, // u32 directory slots at the top of the directory holding struct layouts (version 3; 0 before)
   TENANT_LEN: 128, // u8
   SERVICE_LEN: 129, // u8
   TENANT: 192, // 64 bytes
@@ -77,6 +83,7 @@ export const E = {
   NAME: 40, // 64 bytes ASCII
   LOCK_START: 104, // u32 start time of LOCK's holder (low 32 bits of /proc/PID/stat field 22), 0 unknown
   LAST_WRITER: 108, // i32 pid of the process that completed the last write (or registered it), 0 unknown
+  LAYOUT: 112, // u32 a Struct's layout record: the first directory slot it occupies (layout-records.ts)
 } as const;
 
 export const ENTRY_LIVE = 1;
@@ -155,9 +162,9 @@ export function readHeader(label: string, page: Buffer, fileSize: number): Heade
   if (page.length < HEADER_SIZE || fileSize < HEADER_SIZE) throw invalid(label, `truncated header (${fileSize} bytes)`);
   if (page.toString('ascii', H.MAGIC, H.MAGIC + 8) !== MAGIC) throw invalid(label, 'wrong magic');
   const version = page.readUInt32LE(H.FORMAT_VERSION);
-  if (version !== FORMAT_VERSION) {
-    const hint = version > FORMAT_VERSION ? ' (upgrade commy)' : version >= 1 ? ' (made by an older commy, whose processes are woken another way)' : '';
-    throw invalid(label, `format version ${version}; this commy reads version ${FORMAT_VERSION}${hint}`);
+  if (version < FORMAT_VERSION || version > STRUCT_FORMAT_VERSION) {
+    const hint = version > STRUCT_FORMAT_VERSION ? ' (upgrade commy)' : version >= 1 ? ' (made by an older commy, whose processes are woken another way)' : '';
+    throw invalid(label, `format version ${version}; this commy reads versions ${FORMAT_VERSION} and ${STRUCT_FORMAT_VERSION}${hint}`);
   }
   if (page.readUInt32LE(H.HEADER_SIZE) !== HEADER_SIZE || page.readUInt32LE(H.ENTRY_SIZE) !== ENTRY_SIZE) {
     throw invalid(label, 'unexpected header or entry size');
@@ -180,6 +187,8 @@ export function readHeader(label: string, page: Buffer, fileSize: number): Heade
   if (dataEnd > capacity) throw invalid(label, `corrupt data end ${dataEnd} (capacity ${capacity})`);
   const varCount = page.readUInt32LE(H.VAR_COUNT);
   if (varCount > maxVariables) throw invalid(label, `corrupt directory count ${varCount}`);
+  const layoutSlots = page.readUInt32LE(H.LAYOUT_SLOTS);
+  if (layoutSlots > maxVariables - varCount) throw invalid(label, `corrupt layout area of ${layoutSlots} slots`);
   const tenantLen = page.readUInt8(H.TENANT_LEN);
   const serviceLen = page.readUInt8(H.SERVICE_LEN);
   if (tenantLen > HEADER_NAME_MAX || serviceLen > HEADER_NAME_MAX) throw invalid(label, 'corrupt tenant or service name');

@@ -1,3 +1,4 @@
+import type { StructField } from '../core/struct-layout.js';
 import { typeName } from '../core/variable-type.js';
 import { BUSY } from './busy.js';
 import { H, WATCH_SLOT_COUNT } from './file-format.js';
@@ -14,6 +15,8 @@ export interface VariableReport {
   readonly offset: number;
   readonly size: number;
   readonly state: 'live' | 'removed';
+  /** A Struct's fields, in their order in its bytes; its value is an object of them. */
+  readonly fields?: readonly StructField[];
   readonly version: bigint;
   /** Pid of the process that completed the last write (0 unknown). */
   readonly lastWriter: number;
@@ -70,7 +73,7 @@ export function inspectFile(path: string): FileReport {
 }
 
 function variableReport(file: ServiceFile, e: DirEntry): VariableReport {
-  const { name, size, typeId } = e.meta;
+  const { name, size, typeId, fields } = e.meta;
   const live = file.isLive(e);
   const report = {
     index: e.index,
@@ -79,6 +82,7 @@ function variableReport(file: ServiceFile, e: DirEntry): VariableReport {
     offset: e.at - file.dataStart,
     size,
     state: live ? ('live' as const) : ('removed' as const),
+    ...(fields !== undefined ? { fields } : {}),
     version: file.entryVersion(e),
     lastWriter: file.lastWriter(e),
     torn: file.isTorn(e),

@@ -6,6 +6,7 @@ import type { DirEntry, Directory } from './directory.js';
 import { DATA_ALIGN, E, ENTRY_LIVE, ENTRY_REMOVED, ENTRY_SIZE, H, alignUp, entryOffset, grownCapacity } from './file-format.js';
 import { freedOffset } from './free-space.js';
 import { I32, I64, type FileMapping } from './file-mapping.js';
+import { directoryFull, type LayoutRecords } from './layout-records.js';
 import { OWN_PID, type LockWord } from './process-lock.js';
 import type { WakeUps } from './wake-up.js';
 import type { WriterLocks } from './writer-lock.js';
@@ -23,6 +24,7 @@ export class Registrar {
   constructor(
     private readonly file: FileMapping,
     private readonly directory: Directory,
+    private readonly layouts: LayoutRecords,
     private readonly locks: WriterLocks,
     private readonly wakeUps: WakeUps,
     private readonly maxVariableSize: number,
@@ -133,9 +135,7 @@ export class Registrar {
   private publish(want: VariableMetadata): void {
     const file = this.file;
     const index = this.directory.count;
-    if (index >= file.info.maxVariables) {
-      throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${file.label} already holds its maximum of ${file.info.maxVariables} variables`);
-    }
+    if (index >= file.info.maxVariables - this.layouts.publishedSlots()) throw directoryFull(file);
     const dataEnd = file.checkedDataEnd();
     const offset = want.offset !== -1 ? want.offset : (freedOffset(this.directory.slots(), want.size, DATA_ALIGN) ?? alignUp(dataEnd, DATA_ALIGN));
     const end = offset + want.size;
@@ -143,9 +143,11 @@ export class Registrar {
     else if (file.dataStart + end > file.info.maxFileSize) {
       throw new CommyError(ErrorCode.VALUE_TOO_LARGE, `${file.label} is full: ${want.size} more bytes exceed its ${file.info.maxFileSize}-byte limit`);
     }
+    // A struct's layout record is published (if new) before the entry that names it.
+    const layout = want.fields === undefined ? 0 : this.layouts.place(want.fields, index);
     this.ensureCapacity(end);
     const base = entryOffset(index);
-    this.writeEntry(base, want, offset);
+    this.writeEntry(base, want, offset, layout);
     // The new variable's region may hold bytes a crashed registration left: start it at zero.
     file.u8.fill(0, file.dataStart + offset, file.dataStart + end);
     Atomics.store(file.b64, I64(base + E.VERSION), file.nextVersion());
@@ -159,12 +161,13 @@ export class Registrar {
   }
 
   /** The entry's fixed fields, into a slot nobody reads yet (the count does not include it). */
-  private writeEntry(base: number, want: VariableMetadata, offset: number): void {
+  private writeEntry(base: number, want: VariableMetadata, offset: number, layout: number): void {
     const { u8, view } = this.file;
     u8.fill(0, base, base + ENTRY_SIZE);
     view.setUint32(base + E.OFFSET, offset, true);
     view.setUint32(base + E.SIZE, want.size, true);
     view.setUint8(base + E.TYPE_ID, want.typeId);
+    view.setUint32(base + E.LAYOUT, layout, true);
     view.setUint8(base + E.NAME_LEN, want.name.length);
     u8.set(Buffer.from(want.name, 'latin1'), base + E.NAME);
   }

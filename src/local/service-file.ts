@@ -3,6 +3,7 @@ import type { BUSY } from './busy.js';
 import { Directory, type DirEntry } from './directory.js';
 import { ENTRY_LIVE, type HeaderInfo } from './file-format.js';
 import { FileMapping } from './file-mapping.js';
+import { LayoutRecords } from './layout-records.js';
 import { closeQuietly, openFailure, openServiceFile, readCheckedHeader, type OpenedFile, type ServiceFileOptions } from './file-open.js';
 import { DEFAULT_LOCK_POLICY } from './process-lock.js';
 import { Registrar } from './registration.js';
@@ -27,6 +28,7 @@ export const DEFAULT_MAX_VARIABLE_SIZE = 64 * 1024;
  * | file-open.ts    | opening, creating (temp file + link), header checks, growing the file |
  * | file-mapping.ts | the mapping, its views, closed/damaged/read-only guards, checked data capacity and end |
  * | directory.ts    | the cached directory: refresh, lookup, each entry checked |
+ * | layout-records.ts | struct layouts: records at the top of the directory, read checked, placed once and shared |
  * | registration.ts | adding and removing a variable: registration lock, placement (free-space.ts), growth, publication |
  * | value-write.ts  | where a local write goes: beginWrite/finishWrite around every write |
  * | value-read.ts   | seqlock reads, waiting or not (tryRead, tryReadCopy) |
@@ -45,10 +47,11 @@ export class ServiceFile extends FileMapping {
   private constructor(opened: OpenedFile, info: HeaderInfo, options: ServiceFileOptions) {
     super(opened, info, options.readOnly === true);
     this.maxVariableSize = options.maxVariableSize ?? DEFAULT_MAX_VARIABLE_SIZE;
-    this.directory = new Directory(this);
+    const layouts = new LayoutRecords(this);
+    this.directory = new Directory(this, layouts);
     this.locks = new WriterLocks(this, { ...DEFAULT_LOCK_POLICY, ...options.lock });
     this.wakeUps = new WakeUps(this);
-    this.registrar = new Registrar(this, this.directory, this.locks, this.wakeUps, this.maxVariableSize);
+    this.registrar = new Registrar(this, this.directory, layouts, this.locks, this.wakeUps, this.maxVariableSize);
     this.reader = new ValueReader(this, this.locks);
     this.writer = new ValueWriter(this, this.locks, this.wakeUps);
   }

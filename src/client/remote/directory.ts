@@ -1,7 +1,8 @@
 import { variablesTouched, type ByteRange } from '../../core/byte-diff.js';
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import { assertValidName } from '../../core/names.js';
-import { codecFor, type ValueCodec } from '../../core/value-codec.js';
+import { codecOf } from '../../core/struct-codec.js';
+import type { ValueCodec } from '../../core/value-codec.js';
 import { VariableMetadata } from '../../core/variable-metadata.js';
 import { definitionProblem } from '../../core/variable-rules.js';
 import { typeName, type VariableTypeId } from '../../core/variable-type.js';
@@ -59,7 +60,7 @@ export class RemoteDirectory {
       return undefined;
     }
     this.store.ensure(offset + size);
-    const entry: RemoteEntry = { index, meta, codec: codecFor(meta.typeId, size), version };
+    const entry: RemoteEntry = { index, meta, codec: codecOf(meta), version };
     this.entries[index] = entry;
     this.byName.set(name, entry);
     this.metas.push(meta);
