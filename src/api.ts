@@ -4,7 +4,8 @@
  */
 export { CommyError, ErrorCode, isCommyError } from './core/errors.js';
 export { VariableMetadata } from './core/variable-metadata.js';
-export { VariableType, type VariableTypeId, type VariableTypeName, type VariableValue } from './core/variable-type.js';
+export { VariableType, type ScalarValue, type StructValue, type VariableTypeId, type VariableTypeName, type VariableValue } from './core/variable-type.js';
+export { MAX_STRUCT_FIELDS, type StructField, type StructFieldSpec, type StructSpec } from './core/struct-layout.js';
 export type { FileChangeEvent } from './core/file-change-event.js';
 export type { Staleness, ValueOfType, VariableHandle } from './core/file-accessor.js';
 export type { ReadonlySignal } from '@preact/signals-core';

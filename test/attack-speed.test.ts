@@ -15,7 +15,7 @@ import { createAuditLog } from '../src/server/audit.js';
 import { Server } from '../src/server/index.js';
 import { OpLedger } from '../src/server/op-ledger.js';
 import { once } from './helpers/ledger.js';
-import type { Message } from '../src/protocol/messages.js';
+import type { Message, VariableDef } from '../src/protocol/messages.js';
 import { startChild } from './helpers/child.js';
 import { CutProxy } from './helpers/cut-proxy.js';
 import { RawClient } from './helpers/raw-client.js';
@@ -114,7 +114,7 @@ function replay(sub: Sub, ids: Map<string, number>, problems: string[]): Map<str
   const versions = new Map<string, number>();
   const rounds = new Map<string, number>();
   const where = `${sub.wire.name} sid ${sub.sid} (${sub.tenant}/${sub.service} ${JSON.stringify(sub.globs)})`;
-  const define = (d: [number, string, number, number, number, number]) => {
+  const define = (d: VariableDef) => {
     if (!wants(d[1])) problems.push(`${where}: told of ${d[1]}, outside its filter`);
     if (known.has(d[0]) && known.get(d[0]) !== d[1]) problems.push(`${where}: index ${d[0]} redefined as ${d[1]}`);
     known.set(d[0], d[1]);

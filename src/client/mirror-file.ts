@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import type { FileChangeEvent } from '../core/file-change-event.js';
+import { sameFields } from '../core/struct-layout.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
 import { ChangeWatcher } from '../local/change-watcher.js';
 import { alignUp, dataStartFor, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_VARIABLES, MAX_MAX_FILE_SIZE, MAX_MAX_VARIABLES, PAGE_SIZE } from '../local/file-format.js';
@@ -215,9 +216,8 @@ class MirrorBridge implements ChangeTap {
     if (this.registering.has(name) || this.refused.has(name) || this.removals.has(name) || this.accessor.closed) return;
     const entry = this.file.list().find((e) => e.meta.name === name);
     if (entry === undefined) return;
-    const { offset, size, typeId } = entry.meta;
     this.registering.add(name);
-    this.accessor.register(new VariableMetadata(name, offset, size, typeId)).then(
+    this.accessor.register(entry.meta).then(
       () => this.registering.delete(name), // its definition came through changed(): it is a server variable now
       (err: unknown) => {
         this.registering.delete(name);
@@ -257,11 +257,11 @@ class MirrorBridge implements ChangeTap {
 
   /** The server's variable in the mirror: registered at its offset, or found there with its layout. */
   private place(meta: VariableMetadata): DirEntry | undefined {
-    const { name, offset, size, typeId } = meta;
+    const { name, offset, size, typeId, fields } = meta;
     const there = this.file.list().find((e) => e.meta.name === name);
     if (there !== undefined) {
       const m = there.meta;
-      if (m.offset === offset && m.size === size && m.typeId === typeId) {
+      if (m.offset === offset && m.size === size && m.typeId === typeId && sameFields(m.fields, fields)) {
         this.entries.set(name, there);
         return there; // registered by a local process first (and forwarded): its bytes there are news
       }
@@ -270,7 +270,7 @@ class MirrorBridge implements ChangeTap {
     }
     let entry: DirEntry | typeof BUSY;
     try {
-      entry = this.file.tryRegister(new VariableMetadata(name, offset, size, typeId));
+      entry = this.file.tryRegister(new VariableMetadata(name, offset, size, typeId, fields));
     } catch (err) {
       this.cannotMirror(name, err instanceof Error ? err.message : String(err));
       return undefined;

@@ -4,6 +4,7 @@ import type { VariableMetadata } from '../core/variable-metadata.js';
 import { LocalFileAccessor, type ChangeSource } from '../local/local-accessor.js';
 import type { DirEntry, ServiceFile } from '../local/service-file.js';
 import type { SnapshotBody, VariablesUpdatedBody } from '../protocol/messages.js';
+import { registerBody } from '../protocol/variable-def.js';
 import type { Connection } from './connection.js';
 import type { Reattachable } from './reattachable.js';
 
@@ -151,9 +152,8 @@ export class NotifiedLocalAccessor extends LocalFileAccessor implements Reattach
       // Anything but "a new variable on a read-only mapping" (bad layout, closed, …) is the answer.
       if (!isCommyError(err, ErrorCode.PERMISSION_DENIED) || this.file.closed) throw err;
     }
-    const { name, offset, size, typeId } = meta;
-    await this.ctx.conn.request('RegisterVariable', { sid: this.notices.sid, name, offset, size, typeId }, 'VariableRegistered');
-    return this.file.entry(name).meta; // the server has published it in the file this process maps
+    await this.ctx.conn.request('RegisterVariable', registerBody(this.notices.sid, meta), 'VariableRegistered');
+    return this.file.entry(meta.name).meta; // the server has published it in the file this process maps
   }
 
   /** The mapping is read-only: the server removes it (admin right), in the file this process maps. */

@@ -1,8 +1,10 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
-import { codecFor } from '../core/value-codec.js';
+import { codecOf } from '../core/struct-codec.js';
 import { VariableMetadata } from '../core/variable-metadata.js';
-import { isVariableTypeId, VariableType, type VariableValue } from '../core/variable-type.js';
-import type { QueriedService as WireService, QueryBody, QueryResponseBody } from '../protocol/messages.js';
+import { definitionProblem } from '../core/variable-rules.js';
+import { VariableType, type VariableValue } from '../core/variable-type.js';
+import type { QueriedService as WireService, QueryBody, QueryResponseBody, Update, VariableDef } from '../protocol/messages.js';
+import { metadataOfDef } from '../protocol/variable-def.js';
 import type { Connection } from './connection.js';
 
 /** What client.query() asks: a tenant's services (globs), their variables (globs), with values or not. */
@@ -104,17 +106,21 @@ function bodyOf(spec: QuerySpec): QueryBody {
   return { tenant, ...(services !== undefined ? { services } : {}), ...(variables !== undefined ? { variables } : {}), ...(values !== undefined ? { values } : {}) };
 }
 
-/** The wire's definitions and values as metadata and typed values (a type this client does not know keeps its bytes). */
+/** The wire's definitions and values as metadata and typed values. */
 function serviceOf(wire: WireService): QueriedService {
   const values = new Map((wire.values ?? []).map((u) => [u[0], u]));
-  const variables = wire.variables.map(([index, name, offset, size, typeId, version]): QueriedVariable => {
-    const known = isVariableTypeId(typeId);
-    const metadata = new VariableMetadata(name, offset, size, known ? typeId : VariableType.Bytes);
-    const update = values.get(index);
-    if (update === undefined) return { metadata, version: BigInt(version) };
-    const bytes = update[2];
-    const value = known ? codecFor(typeId, size).load(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0) : new Uint8Array(bytes);
-    return { metadata, version: BigInt(update[1]), value };
-  });
-  return { service: wire.service, version: BigInt(wire.version), variables, writable: wire.writable === true };
+  return { service: wire.service, version: BigInt(wire.version), variables: wire.variables.map((def) => variableOf(def, values.get(def[0]))), writable: wire.writable === true };
+}
+
+/** One definition (and value): a type (or layout) this client does not know, or a value of another size, keeps its bytes. */
+function variableOf(def: VariableDef, update: Update | undefined): QueriedVariable {
+  const [, name, offset, size, , version] = def;
+  const described = metadataOfDef(def);
+  const known = definitionProblem(described) === undefined;
+  const metadata = known ? described : new VariableMetadata(name, offset, size, VariableType.Bytes);
+  if (update === undefined) return { metadata, version: BigInt(version) };
+  const bytes = update[2];
+  const typed = known && bytes.length === size;
+  const value = typed ? codecOf(metadata).load(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0) : new Uint8Array(bytes);
+  return { metadata, version: BigInt(update[1]), value };
 }

@@ -1,5 +1,6 @@
 import { Packr, Unpackr } from 'msgpackr';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { MAX_STRUCT_FIELDS } from '../core/struct-layout.js';
 import { elementCountExceeds } from './frame-shape.js';
 import { MessageType, messageName, type Message, type MessageBodies, type MessageTypeName } from './messages.js';
 
@@ -63,8 +64,22 @@ function strArray(o: Obj, k: string, max: number): void {
   for (const s of arr(o, k, max)) if (typeof s !== 'string' || s.length > 256) throw bad(`field ${k} must hold strings`);
 }
 function def(v: unknown): void {
-  if (!Array.isArray(v) || v.length !== 6 || typeof v[1] !== 'string') throw bad('a variable definition must be [index, name, offset, size, typeId, version]');
+  if (!Array.isArray(v) || (v.length !== 6 && v.length !== 7) || typeof v[1] !== 'string') {
+    throw bad('a variable definition must be [index, name, offset, size, typeId, version, fields?]');
+  }
   for (const i of [0, 2, 3, 4, 5]) if (typeof v[i] !== 'number' || !Number.isInteger(v[i]) || (v[i] as number) < 0) throw bad('a variable definition holds non-negative integers');
+  if (v.length === 7) fields(v[6]);
+}
+/** A struct's fields: at most MAX_STRUCT_FIELDS [name, typeId, size] triples (what they mean is checked where they are used). */
+function fields(v: unknown): void {
+  if (!Array.isArray(v) || v.length > MAX_STRUCT_FIELDS) throw bad(`struct fields are at most ${MAX_STRUCT_FIELDS} [name, typeId, size] triples`);
+  for (const f of v) {
+    const ok = Array.isArray(f) && f.length === 3 && typeof f[0] === 'string' && f[0].length <= 64 && isUint(f[1], 255) && isUint(f[2], 0xffffffff);
+    if (!ok) throw bad('a struct field is [name (at most 64 characters), typeId (0-255), size (u32)]');
+  }
+}
+function isUint(v: unknown, max: number): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
 }
 function indexes(o: Obj, k: string): void {
   for (const i of arr(o, k, 1 << 22)) if (typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i > MAX_ID) throw bad(`field ${k} must hold directory indexes`);
@@ -108,6 +123,7 @@ const validators: { [K in MessageTypeName]: (body: Obj) => void } = {
     num(b, 'offset', -1, 0xffffffff);
     num(b, 'size', 0, 0xffffffff);
     num(b, 'typeId', 0, 255);
+    if (b.fields !== undefined) fields(b.fields);
   },
   ReadVariable(b) {
     serviceRef(b);

@@ -4,7 +4,7 @@
  * `requestId` is chosen by the client (1..2^31-1) and echoed in the reply; 0 means "no reply expected"
  * or "not a reply" (broadcasts). Type numbers are stable: never renumber, only add.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The oldest protocol this side still speaks (version 1 lacks RemoveVariable and removals; nothing else changed for it). */
 export const MIN_PROTOCOL_VERSION = 1;
 
@@ -43,8 +43,13 @@ export const MessageType = {
 export type MessageTypeName = keyof typeof MessageType;
 export type MessageTypeId = (typeof MessageType)[MessageTypeName];
 
-/** A variable as the wire describes it: its directory index is its identity on this service. */
-export type VariableDef = [index: number, name: string, offset: number, size: number, typeId: number, version: number];
+/** A struct field on the wire: packed in the order of the list (protocol 3; see variable-def.ts). */
+export type WireField = [name: string, typeId: number, size: number];
+/**
+ * A variable as the wire describes it: its directory index is its identity on this service. A Struct's
+ * definition carries its fields (protocol 3); an older client is sent it as Bytes (variable-def.ts).
+ */
+export type VariableDef = [index: number, name: string, offset: number, size: number, typeId: number, version: number, fields?: WireField[]];
 
 export interface AuthenticateBody {
   tenant: string;
@@ -176,6 +181,8 @@ export interface RegisterVariableBody {
   offset: number;
   size: number;
   typeId: number;
+  /** A Struct's fields, in order (protocol 3). */
+  fields?: WireField[];
 }
 export interface VariableRegisteredBody {
   sid: number;

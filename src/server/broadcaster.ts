@@ -5,7 +5,7 @@ import { SharedSyncBatch } from '../protocol/sync-batch-frame.js';
 import { splitByCost } from '../protocol/frame-split.js';
 import type { SyncBatchBody, Update } from '../protocol/messages.js';
 import { holdsBack, PendingNotices } from './pending-notices.js';
-import { defOf, readOrGone } from './snapshot.js';
+import { entryDef, readOrGone } from './snapshot.js';
 import { RETRY_MAX_MS, RETRY_MIN_MS, type Subscriber } from './subscriber.js';
 
 /** What a broadcaster needs from its service host. */
@@ -167,7 +167,7 @@ export class Broadcaster {
    */
   private sendOwn(sub: Subscriber, updates: Update[], added: readonly DirEntry[], version: number): void {
     const file = this.source.file;
-    const defs = added.map((e) => defOf(e, file.entryVersion(e)));
+    const defs = added.map((e) => entryDef(e, file.entryVersion(e), sub.spec.protocol));
     const removed = [...sub.removed];
     sub.removed.clear();
     if (updates.length === 0 && defs.length === 0 && removed.length === 0) return;

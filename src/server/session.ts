@@ -4,7 +4,7 @@ import { assertValidName } from '../core/names.js';
 import { DEFAULT_LOCK_POLICY } from '../local/process-lock.js';
 import type { BUSY } from '../local/service-file.js';
 import { encodeError } from '../protocol/frame-codec.js';
-import { CloseCode, messageName, type Message } from '../protocol/messages.js';
+import { CloseCode, PROTOCOL_VERSION, messageName, type Message } from '../protocol/messages.js';
 import type { AuditLog } from './audit.js';
 import type { Authenticator } from './auth.js';
 import { untilNotBusy } from './busy-retry.js';
@@ -97,6 +97,7 @@ export class Session {
   private leases: Set<ServiceHost> | undefined;
   private nextSid = 1;
   private failedAuth = 0;
+  private protocolVersion = PROTOCOL_VERSION;
   private authTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -160,6 +161,15 @@ export class Session {
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
     this.ctx.log?.debug({ event: 'authenticated', conn: this.clientId, tenant, key: perms.grants.keyId }, 'authenticated');
+  }
+
+  /** The protocol the client speaks: the lowest its Authenticates announced (definitions are written for it). */
+  get protocol(): number {
+    return this.protocolVersion;
+  }
+
+  speaks(protocol: number): void {
+    if (protocol < this.protocolVersion) this.protocolVersion = protocol;
   }
 
   /** A failed one (`code`: why, as answered): after MAX_FAILED_AUTH the connection is closed. */

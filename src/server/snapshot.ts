@@ -3,14 +3,12 @@ import { BUSY, type DirEntry, type ServiceFile } from '../local/service-file.js'
 import { encodeFrame } from '../protocol/frame-codec.js';
 import { splitByCost } from '../protocol/frame-split.js';
 import type { SnapshotBody, SnapshotChunkBody, VariableDef } from '../protocol/messages.js';
+import { defCost, defOf } from '../protocol/variable-def.js';
 import type { SubscriptionSpec } from './subscription-spec.js';
 
-/** Bytes of MessagePack per definition beyond its name: a 6-array of small integers, generously counted. */
-const DEF_OVERHEAD = 40;
-
-export function defOf(entry: DirEntry, version: bigint): VariableDef {
-  const m = entry.meta;
-  return [entry.index, m.name, m.offset, m.size, m.typeId, Number(version)];
+/** The entry's definition at `version`, for a client speaking `protocol` (a struct is Bytes before protocol 3). */
+export function entryDef(entry: DirEntry, version: bigint, protocol: number): VariableDef {
+  return defOf(entry.index, entry.meta, version, protocol);
 }
 
 export interface SnapshotRequest {
@@ -47,11 +45,11 @@ export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, voi
     if (old < settled) settled = old;
   };
   const entries = file.list().filter((e) => spec.filter.wants(e.index, e.meta.name));
-  const defs = entries.map((e) => defOf(e, file.entryVersion(e)));
+  const defs = entries.map((e) => entryDef(e, file.entryVersion(e), spec.protocol));
   const namesOnly = spec.mode === 'names';
   const valued = namesOnly ? [] : changedSince(file, entries, spec.since);
   const dataEnd = namesOnly ? 0 : endOf(file, valued, spec.filter.everything && spec.since === undefined);
-  const defsCost = defs.reduce((n, d) => n + d[1].length + DEF_OVERHEAD, 0);
+  const defsCost = defs.reduce((n, d) => n + defCost(d), 0);
   const head = (variables: VariableDef[], data: Uint8Array, more: boolean): Uint8Array => {
     const body: SnapshotBody = { sid: req.sid, serviceId: req.serviceId, version: Number(settled), variables, data, readOnly: req.readOnly, fileId: file.info.fileId };
     if (more) body.more = true;
@@ -64,7 +62,7 @@ export function* snapshotFrames(req: SnapshotRequest): Generator<Uint8Array, voi
     yield head(defs, data, false);
     return;
   }
-  const defGroups = splitByCost(defs, (d) => d[1].length + DEF_OVERHEAD, req.budget);
+  const defGroups = splitByCost(defs, defCost, req.budget);
   const runs = dataRuns(valued, req.budget);
   yield head(defGroups[0] ?? [], new Uint8Array(0), true);
   const moreDefs = defGroups.slice(1);

@@ -15,6 +15,8 @@ export interface SubscriptionSpec {
   readonly mode: 'values' | 'names';
   /** Tell the client what is held back for it (SyncPending) while a `tick` delays its batches. */
   readonly pending?: boolean;
+  /** The protocol the client speaks: definitions are written for it (a struct is Bytes before version 3). */
+  readonly protocol: number;
 }
 
 /**
@@ -65,10 +67,10 @@ export function resumeFrom(asked: ResumePoint, fileId: string, version: bigint, 
   return { since: asked.version };
 }
 
-/** The spec a Subscription message asks for (`since`: from resumeFrom, when it could be served). */
-export function specOf(body: SubscriptionBody, limits: GlobLimits, since?: number): SubscriptionSpec {
+/** The spec a Subscription message asks for (`since`: from resumeFrom, when it could be served), from a client speaking `protocol`. */
+export function specOf(body: SubscriptionBody, limits: GlobLimits, protocol: number, since?: number): SubscriptionSpec {
   const mode = body.notify === true ? 'names' : 'values';
   const filter = VariableFilter.of(body.variables, limits);
-  const spec: SubscriptionSpec = { filter, mode, ...(body.pending === true && mode === 'values' ? { pending: true } : {}) };
+  const spec: SubscriptionSpec = { filter, mode, protocol, ...(body.pending === true && mode === 'values' ? { pending: true } : {}) };
   return since === undefined ? spec : { ...spec, since };
 }

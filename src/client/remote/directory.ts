@@ -3,10 +3,11 @@ import { CommyError, ErrorCode } from '../../core/errors.js';
 import { assertValidName } from '../../core/names.js';
 import { codecOf } from '../../core/struct-codec.js';
 import type { ValueCodec } from '../../core/value-codec.js';
-import { VariableMetadata } from '../../core/variable-metadata.js';
+import type { VariableMetadata } from '../../core/variable-metadata.js';
 import { definitionProblem } from '../../core/variable-rules.js';
-import { typeName, type VariableTypeId } from '../../core/variable-type.js';
+import { typeName } from '../../core/variable-type.js';
 import type { VariableDef } from '../../protocol/messages.js';
+import { metadataOfDef } from '../../protocol/variable-def.js';
 import type { RemoteStore } from './store.js';
 
 /** A variable as a remote client knows it: the directory index is its identity on the wire. */
@@ -54,9 +55,10 @@ export class RemoteDirectory {
   add(def: VariableDef): RemoteEntry | undefined {
     const [index, name, offset, size, typeId, version] = def;
     if (this.entries[index] !== undefined || this.byName.has(name)) return undefined;
-    const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
-    if (definitionProblem(meta) !== undefined || offset < 0) {
-      this.onError(new CommyError(ErrorCode.INVALID_MESSAGE, `${this.serviceId}: the server defined ${name} as ${typeName(typeId)} of ${size} bytes; ignored`));
+    const meta = metadataOfDef(def); // its layout too: checked here like the rest, whatever the server sent
+    const problem = offset < 0 ? 'a negative offset' : definitionProblem(meta)?.message;
+    if (problem !== undefined) {
+      this.onError(new CommyError(ErrorCode.INVALID_MESSAGE, `${this.serviceId}: the server defined ${name} as ${typeName(typeId)} of ${size} bytes (${problem}); ignored`));
       return undefined;
     }
     this.store.ensure(offset + size);

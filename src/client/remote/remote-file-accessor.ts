@@ -8,6 +8,7 @@ import { VariableMetadata } from '../../core/variable-metadata.js';
 import { assertFits, sameLayout } from '../../core/variable-rules.js';
 import type { VariableValue } from '../../core/variable-type.js';
 import type { ResumePoint, SnapshotBody, SnapshotChunkBody, SubscriptionBody, SyncBatchBody, SyncPendingBody } from '../../protocol/messages.js';
+import { registerBody } from '../../protocol/variable-def.js';
 import type { Reattachable } from '../reattachable.js';
 import { StalenessTracker } from '../staleness.js';
 import { ChangeEvents, type ChangeTap } from './change-events.js';
@@ -173,12 +174,11 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
     assertValidName(meta.name, 'variable name');
     const known = this.directory.named(meta.name);
     if (known !== undefined) return sameLayout(known.meta, meta);
-    const { name, offset, size, typeId } = meta;
-    const reply = await this.ctx.conn.request('RegisterVariable', { sid: this.sid, name, offset, size, typeId }, 'VariableRegistered');
+    const reply = await this.ctx.conn.request('RegisterVariable', registerBody(this.sid, meta), 'VariableRegistered');
     const added = this.closedFlag ? undefined : this.directory.add(reply.def);
     if (added !== undefined) this.events.emit([added], Math.max(this.inbound.version, added.version));
-    const entry = this.directory.at(reply.def[0]) ?? this.directory.named(name);
-    return entry?.meta ?? new VariableMetadata(name, reply.def[2], reply.def[3], meta.typeId);
+    const entry = this.directory.at(reply.def[0]) ?? this.directory.named(meta.name);
+    return entry?.meta ?? new VariableMetadata(meta.name, reply.def[2], reply.def[3], meta.typeId, meta.fields);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { CommyError, ErrorCode } from '../../core/errors.js';
 import type { VariableDef } from '../../protocol/messages.js';
+import { sameLayoutAs } from '../../protocol/variable-def.js';
 import type { ChangeEvents } from './change-events.js';
 import type { RemoteDirectory, RemoteEntry } from './directory.js';
 import type { Reconciler } from './reconciler.js';
@@ -118,7 +119,7 @@ export class SnapshotLoad {
 
   /** A definition after a reconnection: the same variable as before, or a new one; anything else is another file. */
   private redefine(def: VariableDef): void {
-    const [index, name, offset, size, typeId, version] = def;
+    const [index, name, , , , version] = def;
     const { directory } = this.target;
     this.defined.add(index);
     if (this.pruned !== undefined) {
@@ -136,7 +137,7 @@ export class SnapshotLoad {
         this.changed.add(added);
         this.added.push(name);
       }
-    } else if (known.index !== index || known.meta.name !== name || known.meta.offset !== offset || known.meta.size !== size || known.meta.typeId !== typeId) {
+    } else if (known.index !== index || known.meta.name !== name || !sameLayoutAs(known.meta, def)) {
       this.problem ??= new CommyError(
         ErrorCode.INVALID_FILE,
         `${this.target.serviceId} was replaced by a file with another layout (${name} moved or changed): open it again`,

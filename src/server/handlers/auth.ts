@@ -21,6 +21,7 @@ export async function authenticate(s: Session, m: MessageOf<'Authenticate'>): Pr
     throw err;
   }
   s.grant(tenant, perms, m.body.clientKey);
+  s.speaks(protocol);
   return encodeFrame('Authenticated', m.id, {
     clientId: s.clientId,
     hostId: hostId(),

@@ -6,7 +6,8 @@ import { splitByCost } from '../../protocol/frame-split.js';
 import type { MessageOf, QueriedService, Update } from '../../protocol/messages.js';
 import type { ServiceHost } from '../service-host.js';
 import type { Reply, Session } from '../session.js';
-import { defOf, readOrGone } from '../snapshot.js';
+import { defCost } from '../../protocol/variable-def.js';
+import { entryDef, readOrGone } from '../snapshot.js';
 
 /** What one definition (and value) costs in a page beyond its name and bytes, generously counted. */
 const ITEM_OVERHEAD = 48;
@@ -41,11 +42,12 @@ async function describe(s: Session, host: ServiceHost, wanted: GlobMatcher | und
   const file = host.file;
   const version = Number(file.version);
   const entries = file.list().filter((e) => wanted === undefined || wanted(e.meta.name));
-  const cost = (e: DirEntry) => e.meta.name.length + ITEM_OVERHEAD + (values ? e.meta.size : 0);
+  const defs = new Map(entries.map((e) => [e, entryDef(e, file.entryVersion(e), s.protocol)]));
+  const cost = (e: DirEntry) => defCost(defs.get(e)!) + ITEM_OVERHEAD + (values ? e.meta.size : 0);
   const groups = splitByCost(entries, cost, s.ctx.limits.maxFrameBytes / 2);
   if (groups.length === 0) groups.push([]); // a service with no (matching) variable is still listed
   for (const group of groups) {
-    const part: QueriedService = { service: host.service, version, writable, variables: group.map((e) => defOf(e, file.entryVersion(e))) };
+    const part: QueriedService = { service: host.service, version, writable, variables: group.map((e) => defs.get(e)!) };
     if (values) part.values = await readAll(s, host, group);
     await page.add(part);
   }

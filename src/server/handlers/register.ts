@@ -1,9 +1,11 @@
 import { VariableMetadata } from '../../core/variable-metadata.js';
+import { assertDefinition } from '../../core/variable-rules.js';
 import type { VariableTypeId } from '../../core/variable-type.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
 import type { MessageOf } from '../../protocol/messages.js';
+import { fieldsOfWire } from '../../protocol/variable-def.js';
 import type { Reply, Session } from '../session.js';
-import { defOf } from '../snapshot.js';
+import { entryDef } from '../snapshot.js';
 
 /**
  * RemoveVariable (admin): the variable leaves the directory; every subscriber that knows it is told (SyncBatch
@@ -22,17 +24,18 @@ export async function removeVariable(s: Session, m: MessageOf<'RemoveVariable'>)
   return encodeFrame('VariableRemoved', m.id, { sid: sub.sid, index: entry.index, version: Number(version) });
 }
 
-/** RegisterVariable (admin): checked against the tenant's quotas, then published in the file's directory. */
+/** RegisterVariable (admin): checked against the tenant's quotas, then published in the file's directory (a struct's layout checked there). */
 export async function registerVariable(s: Session, m: MessageOf<'RegisterVariable'>): Promise<Reply> {
   const sub = s.subscription(m.body.sid, 'admin');
   const { name, offset, size, typeId } = m.body;
   s.assertName(name, 'variable name');
   const file = sub.host.file;
-  const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId);
+  const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId, fieldsOfWire(m.body.fields));
+  assertDefinition(meta, file.maxVariableSize); // a bad layout is refused as such, before any quota is counted
   s.ctx.registry.checkRegistration(sub.host, meta);
   const entry = await s.whenFree(() => file.tryRegister(meta), `the directory of ${sub.host.serviceId}`);
   await sub.host.durable();
   const { tenant, service } = sub.host;
   s.ctx.audit.record({ event: 'VariableRegistered', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });
-  return encodeFrame('VariableRegistered', m.id, { sid: sub.sid, def: defOf(entry, file.entryVersion(entry)) });
+  return encodeFrame('VariableRegistered', m.id, { sid: sub.sid, def: entryDef(entry, file.entryVersion(entry), s.protocol) });
 }

@@ -13,7 +13,7 @@ export async function subscribe(s: Session, m: MessageOf<'Subscription'>): Promi
   const perms = s.check(tenant, service, 'read');
   const host = s.host(tenant, service, m.body.create === true);
   const resume: Resume | undefined = m.body.since && resumeFrom(m.body.since, host.file.info.fileId, host.file.version, host.lastRemoval());
-  const spec = specOf(m.body, s.ctx.limits, resume !== undefined && 'since' in resume ? resume.since : undefined);
+  const spec = specOf(m.body, s.ctx.limits, s.protocol, resume !== undefined && 'since' in resume ? resume.since : undefined);
   const subscriber = s.addSubscription(host, spec, !perms.can('write', service));
   s.ctx.audit.record({ event: 'Subscription', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service });
   let sent = false;
