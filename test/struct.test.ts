@@ -9,7 +9,7 @@ import { inspectFile } from '../src/local/file-report.js';
 import { E, ENTRY_SIZE, FORMAT_VERSION, H, STRUCT_FORMAT_VERSION, entryOffset } from '../src/local/file-format.js';
 import { startChild } from './helpers/child.js';
 import { runCli } from './helpers/cli.js';
-import { startClientServer } from './helpers/client-server.js';
+import { startClientServer, VIEWER_KEY } from './helpers/client-server.js';
 import { RawClient } from './helpers/raw-client.js';
 import { ScriptedServer, send } from './helpers/scripted-server.js';
 import { until } from './helpers/server-process.js';
@@ -355,6 +355,27 @@ test('remote and local clients of one service decode the same object; writes go 
   await fresh.registerVariable(VariableMetadata.struct('p', { x: VariableType.F64 }));
   const other = await (await s.connect()).getVirtualServiceFile('acme', 'ecs-other');
   await assert.rejects(other.registerVariable(VariableMetadata.struct('q', { x: VariableType.F64 }, 4)), { code: 'INVALID_OFFSET' }, 'overlap');
+});
+
+test('a read-only local client and another process on a mirror file decode the same struct', async (t) => {
+  const s = await startClientServer(t);
+  const owner = await (await s.connect({ mirror: { dir: tempDir(t, 'commy-mirror-') } })).getVirtualServiceFile('acme', 'shared');
+  await owner.registerVariable(pos());
+  owner.set('pos', { x: 0.5, y: -3 });
+  await owner.flush();
+
+  const viewer = await (await s.connect({ mode: 'local' }, VIEWER_KEY)).getVirtualServiceFile('acme', 'shared');
+  assert.equal(viewer.mode, 'local');
+  assert.deepEqual(viewer.get('pos'), { x: 0.5, y: -3 });
+  await viewer.registerVariable(pos()); // the same layout: a no-op, no right needed
+  assert.throws(() => viewer.set('pos', { x: 1, y: 1 }), { code: 'PERMISSION_DENIED' });
+
+  const mirror = await VirtualVariableFile.open(owner.mirrorPath!);
+  t.after(() => mirror.close());
+  await until(() => mirror.variables().length === 1 && (mirror.get('pos') as StructValue).y === -3, 'the struct in the mirror file');
+  assert.deepEqual(mirror.variables()[0]!.fields, owner.variables()[0]!.fields);
+  mirror.set('pos', { x: 9, y: 9 });
+  await until(() => (viewer.get('pos') as StructValue).x === 9, 'the mirror write to reach the server file');
 });
 
 test('remote: a struct registered later arrives with its layout; query returns struct values', async (t) => {
