@@ -1,11 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { openSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuthCredentials, Client, CommyError, VariableMetadata, VariableType, VirtualVariableFile, type StructValue } from '../src/index.js';
 import { decodeFrame, encodeFrame } from '../src/protocol/frame-codec.js';
 import type { Message, RegisterVariableBody, VariableDef, WireField } from '../src/protocol/messages.js';
+import { codecOf } from '../src/core/struct-codec.js';
+import { definitionProblem } from '../src/core/variable-rules.js';
 import { inspectFile } from '../src/local/file-report.js';
+import { decodeLayout, encodeLayout } from '../src/local/layout-records.js';
+import { metadataOfDef } from '../src/protocol/variable-def.js';
 import { E, ENTRY_SIZE, FORMAT_VERSION, H, STRUCT_FORMAT_VERSION, entryOffset } from '../src/local/file-format.js';
 import { startChild } from './helpers/child.js';
 import { runCli } from './helpers/cli.js';
@@ -533,4 +538,62 @@ test('a client given a hostile struct definition reports it, ignores that variab
   assert.deepEqual(vf.variables().map((v) => v.name), ['good']);
   assert.deepEqual(vf.get('good'), { x: 2.5 });
   assert.deepEqual(errors.map((e) => e.code), ['INVALID_MESSAGE', 'INVALID_MESSAGE', 'INVALID_MESSAGE', 'INVALID_MESSAGE']);
+});
+
+// ---- fuzz: what a file or a peer may say ---------------------------------------------------------------
+
+const fieldName = fc.stringMatching(/^[A-Za-z][A-Za-z0-9._-]{0,20}$/);
+const fieldType = fc.constantFrom<[number, number | undefined]>(
+  [VariableType.U64, 8], [VariableType.I64, 8], [VariableType.F64, 8], [VariableType.U32, 4], [VariableType.I32, 4], [VariableType.F32, 4],
+  [VariableType.U16, 2], [VariableType.I16, 2], [VariableType.U8, 1], [VariableType.I8, 1], [VariableType.Bool, 1],
+  [VariableType.String, undefined], [VariableType.Bytes, undefined],
+);
+const validFields = fc
+  .uniqueArray(fc.tuple(fieldName, fieldType, fc.integer({ min: 1, max: 40 })), { minLength: 1, maxLength: 64, selector: ([name]) => name })
+  .map((list) => list.map(([name, [typeId, fixed], size]) => ({ name, typeId: typeId as never, size: fixed ?? size })));
+
+test('fuzz: a layout record round-trips, and any bytes as a record decode to a valid layout or to nothing', () => {
+  fc.assert(
+    fc.property(validFields, (fields) => {
+      assert.deepEqual(decodeLayout(encodeLayout(fields)), fields);
+    }),
+    { numRuns: 2_000, interruptAfterTimeLimit: 10_000 },
+  );
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 600 }), fc.boolean(), (bytes, honestLength) => {
+      const record = Buffer.from(bytes);
+      if (honestLength && record.length >= 4) record.writeUInt32LE(record.length, 0);
+      const fields = decodeLayout(record);
+      if (fields !== undefined) assert.equal(definitionProblem(new VariableMetadata('v', -1, fields.reduce((n, f) => n + f.size, 0), VariableType.Struct, fields)), undefined);
+    }),
+    { numRuns: 20_000, interruptAfterTimeLimit: 10_000 },
+  );
+});
+
+test('fuzz: any fields in a definition are refused with a CommyError or make a codec whose zero value round-trips', () => {
+  const anyField = fc.tuple(fc.string({ maxLength: 70 }), fc.integer({ min: 0, max: 255 }), fc.oneof(fc.integer({ min: 0, max: 64 }), fc.constant(0xffffffff)));
+  fc.assert(
+    fc.property(fc.array(anyField, { maxLength: 70 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), (fields, size) => {
+      const frame = encodeFrame('VariableRegistered', 1, { sid: 1, def: [0, 'v', 0, size, VariableType.Struct, 1, fields] });
+      let def: VariableDef;
+      try {
+        const m = decodeFrame(frame);
+        assert.equal(m.type, 'VariableRegistered');
+        def = (m as Message & { type: 'VariableRegistered' }).body.def;
+      } catch (err) {
+        assert.ok(err instanceof CommyError && err.code === 'INVALID_MESSAGE');
+        return;
+      }
+      const meta = metadataOfDef(def);
+      const problem = definitionProblem(meta);
+      if (problem !== undefined) return assert.ok(problem instanceof CommyError);
+      const codec = codecOf(meta);
+      const zero = new Uint8Array(meta.size);
+      const value = codec.load(new DataView(zero.buffer), 0);
+      const out = new Uint8Array(meta.size).fill(0xff);
+      codec.store(new DataView(out.buffer), 0, codec.check(value));
+      assert.deepEqual(out, zero);
+    }),
+    { numRuns: 5_000, interruptAfterTimeLimit: 10_000 },
+  );
 });
