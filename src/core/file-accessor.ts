@@ -9,7 +9,11 @@ export interface VariableHandle<T extends VariableValue = VariableValue> {
   readonly metadata: VariableMetadata;
   get(): T;
   set(value: T): void;
-  /** Read-modify-write under the variable's lock: no other writer, in any process, interleaves. */
+  /**
+   * Read-modify-write, for every type (a struct's value included). Local: under the variable's writer lock, so no
+   * writer in any process interleaves. Remote: get, `fn`, set, atomic in this process only (across clients:
+   * `mutate` with `expectedVersion`).
+   */
   update(fn: (current: T) => T): T;
   /** The service version of this variable's last change. */
   version(): bigint;
