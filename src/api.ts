@@ -8,7 +8,9 @@ export { VariableType, type ScalarValue, type StructValue, type VariableTypeId, 
 export { MAX_STRUCT_FIELDS, type StructField, type StructFieldSpec, type StructSpec } from './core/struct-layout.js';
 export type { FileChangeEvent } from './core/file-change-event.js';
 export type { Staleness, ValueOfType, VariableHandle } from './core/file-accessor.js';
-export type { ReadonlySignal } from '@preact/signals-core';
+// The signal library's own functions, re-exported: a page that imports /client.js (one bundle, with its own copy
+// of the library) must react with that copy's effect, not another's.
+export { batch, computed, effect, type ReadonlySignal } from '@preact/signals-core';
 export type { MutateOptions } from './core/mutate-options.js';
 export type { ByteRange } from './core/byte-diff.js';
 export type { WaitOptions } from './core/event-queue.js';
