@@ -1,13 +1,15 @@
-// The examples' server: commy on 127.0.0.1:9000 with a tenant "demo" and one key (a fixed one: this is a demo,
+// The examples' server: commy on 127.0.0.1:9000 (COMMY_EXAMPLE_PORT) with a tenant "demo" and one key (a fixed one: this is a demo,
 // never a deployment — see docs/operations.md for real keys). Data in ./commy-example-data. Stop with Ctrl-C.
 import { Server } from 'commy/server';
 
-export const DEMO = { url: 'ws://127.0.0.1:9000', tenant: 'demo', key: 'demo:demo-secret' };
+/** COMMY_EXAMPLE_PORT moves it (the examples' test runs them on free ports). */
+export const PORT = Number(process.env.COMMY_EXAMPLE_PORT ?? 9000);
+export const DEMO = { url: `ws://127.0.0.1:${PORT}`, tenant: 'demo', key: 'demo:demo-secret' };
 
 export async function startDemoServer() {
   const server = await Server.start({
     host: '127.0.0.1',
-    port: 9000,
+    port: PORT,
     dataDir: './commy-example-data',
     config: { tenants: { demo: { keys: [{ id: 'demo', secret: 'demo-secret', read: ['*'], write: ['*'], admin: ['*'] }] } } },
   });

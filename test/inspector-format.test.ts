@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseExposition } from '../src/core/metrics-text.js';
 import { VariableType } from '../src/core/variable-type.js';
-import { ago, describeError, formatValue, numericOf, parseValue } from '../src/inspector/format.js';
+import { ago, describeError, formatCell, formatValue, numericOf, parseValue } from '../src/inspector/format.js';
 import { History, SAMPLES } from '../src/inspector/sparkline.js';
 import { trafficFigures } from '../src/inspector/traffic.js';
 import { CommyError, ErrorCode } from '../src/core/errors.js';
@@ -18,6 +18,8 @@ test('values are shown on one line: numbers, bigints, quoted strings, bytes in h
   assert.equal(formatValue(new Uint8Array([0, 1, 255])), '0001ff');
   assert.match(formatValue(new Uint8Array(100)), /^0{64}… \(100 bytes\)$/);
   assert.equal(formatValue({ x: 1.5, y: 2n, name: 'p' }), 'x: 1.5, y: 2, name: "p"');
+  assert.equal(formatCell({ x: 1.5, y: 2n }), 'x: 1.5\ny: 2', 'in the table: a field a line');
+  assert.equal(formatCell(7), '7');
 });
 
 test('edited text becomes the variable type\'s value, or TYPE_MISMATCH', () => {

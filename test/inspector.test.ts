@@ -11,6 +11,12 @@ import { OPS_KEY, startClientServer, VIEWER_KEY } from './helpers/client-server.
  * data-* hooks only, as any automation would.
  */
 
+/** Waits (up to a minute) for what a Node client sees. */
+async function until(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!check() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
+
 const cell = (page: Page, id: string) => page.locator(`[data-variable="${id}"] [data-value]`);
 
 async function valueIs(page: Page, id: string, text: string): Promise<void> {
@@ -28,6 +34,8 @@ async function plant(t: Parameters<typeof startClientServer>[0]) {
   await vf.registerVariable(new VariableMetadata('temp', -1, 8, VariableType.F64));
   await vf.registerVariable(new VariableMetadata('count', -1, 8, VariableType.U64));
   await vf.registerVariable(new VariableMetadata('label', -1, 16, VariableType.String));
+  await vf.registerVariable(VariableMetadata.struct('pos', { x: VariableType.F64, y: VariableType.I64 }));
+  vf.set('pos', { x: 1.5, y: 2n });
   vf.set('temp', 21.5);
   vf.set('count', 7n);
   vf.set('label', 'boiler <b>1</b>');
@@ -44,6 +52,7 @@ test('the inspector shows a service live: a Node write appears, an edit in the p
   assert.equal(await cell(page, 'plant/count').textContent(), '7');
   assert.equal(await cell(page, 'plant/label').textContent(), '"boiler <b>1</b>"', 'a value is text, never markup');
   assert.equal(await page.locator('[data-variable="plant/label"] b').count(), 0);
+  assert.equal(await cell(page, 'plant/pos').textContent(), 'x: 1.5\ny: 2', 'a struct: its fields');
 
   // Live: a series of Node writes, the page follows to the last.
   for (let i = 1; i <= 20; i++) {
@@ -55,8 +64,7 @@ test('the inspector shows a service live: a Node write appears, an edit in the p
   // An edit: Enter commits it, a Node client sees it.
   await page.locator('input[data-edit="plant/count"]').fill('42');
   await page.locator('input[data-edit="plant/count"]').press('Enter');
-  const deadline = Date.now() + 60_000;
-  while (vf.get('count') !== 42n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await until(() => vf.get('count') === 42n);
   assert.equal(vf.get('count'), 42n);
   await guard(valueIs(page, 'plant/count', '42'));
   // A bad edit is refused in the page, with its code, and nothing is written.
@@ -64,6 +72,12 @@ test('the inspector shows a service live: a Node write appears, an edit in the p
   await page.locator('input[data-edit="plant/count"]').press('Enter');
   await guard(page.waitForFunction(() => document.querySelector('[data-variable="plant/count"] .note')?.textContent?.startsWith('TYPE_MISMATCH'), undefined, { timeout: 30_000 }));
   assert.equal(vf.get('count'), 42n);
+  // A struct is edited as JSON of some of its fields; the others keep their value.
+  await page.locator('input[data-edit="plant/pos"]').fill('{"y": 5}');
+  await page.locator('input[data-edit="plant/pos"]').press('Enter');
+  await guard(valueIs(page, 'plant/pos', 'x: 1.5\ny: 5'));
+  await until(() => (vf.get('pos') as { y: bigint }).y === 5n);
+  assert.deepEqual(vf.get('pos'), { x: 1.5, y: 5n });
   await page.waitForFunction(() => (document.querySelector('#traffic-figures dl') !== null), undefined, { timeout: 30_000 });
   await screenshot(t, page, 'inspector');
 });
@@ -76,7 +90,7 @@ test('a read-only key sees values but no edit control; the form signs in too', {
   await page.locator('input[name="key"]').fill(VIEWER_KEY);
   await page.locator('button[type="submit"]').click();
   await guard(valueIs(page, 'plant/temp', '21.5'));
-  assert.equal(await page.locator('[data-variable]').count(), 3);
+  assert.equal(await page.locator('[data-variable]').count(), 4);
   assert.equal(await page.locator('[data-edit]').count(), 0, 'no edit control where the key may not write');
 });
 

@@ -21,12 +21,18 @@ function hex(bytes: Uint8Array, limit: number): string {
 export function formatValue(value: unknown): string {
   if (value instanceof Uint8Array) return hex(value, HEX_SHOWN);
   if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(12)));
+  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(9)));
   if (typeof value === 'bigint' || typeof value === 'boolean') return String(value);
   if (typeof value === 'object' && value !== null) {
     return Object.entries(value as Record<string, unknown>).map(([k, v]) => `${k}: ${formatValue(v)}`).join(', ');
   }
   return String(value);
+}
+
+/** A value for the table: a struct one field a line (the cell keeps line breaks), anything else as formatValue. */
+export function formatCell(value: unknown): string {
+  if (typeof value !== 'object' || value === null || value instanceof Uint8Array) return formatValue(value);
+  return Object.entries(value as Record<string, unknown>).map(([k, v]) => `${k}: ${formatValue(v)}`).join('\n');
 }
 
 /** The number a sparkline plots, or undefined for a value that is not one. */

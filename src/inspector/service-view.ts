@@ -2,7 +2,7 @@ import type { Client } from '../client/client.js';
 import type { VirtualVariableFile } from '../client/virtual-variable-file.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { typeName } from '../core/variable-type.js';
-import { ago, describeError, formatValue, numericOf, parseValue } from './format.js';
+import { ago, describeError, formatCell, numericOf, parseValue } from './format.js';
 import { History } from './sparkline.js';
 
 /**
@@ -211,7 +211,7 @@ export class ServiceView {
   private draw(row: Row): void {
     const vf = this.vf;
     if (vf === undefined) return;
-    row.value.textContent = formatValue(this.read(row));
+    row.value.textContent = formatCell(this.read(row));
     try {
       row.version.textContent = String(vf.handle(row.meta.name).version());
     } catch {

@@ -45,7 +45,8 @@ export function followTraffic(panel: HTMLElement): void {
       panel.textContent = `traffic unavailable: ${String(err)}`;
     }
   };
-  void scrape();
+  // Rates need two scrapes: the second comes soon, then one every INTERVAL_MS.
+  void scrape().then(() => setTimeout(() => void scrape(), 500));
   setInterval(() => void scrape(), INTERVAL_MS);
 }
 

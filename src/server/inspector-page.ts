@@ -42,7 +42,7 @@ export const INSPECTOR_HTML = `<!doctype html>
   table { width: 100%; border-collapse: collapse; background: var(--bg); }
   th, td { text-align: left; padding: .3rem .6rem; border-top: 1px solid var(--line); vertical-align: middle; }
   th { font-weight: 500; color: var(--muted); font-size: .85em; }
-  td.value { font-family: ui-monospace, monospace; max-width: 28rem; overflow-wrap: anywhere; }
+  td.value { font-family: ui-monospace, monospace; max-width: 28rem; overflow-wrap: anywhere; white-space: pre-line; }
   td.num { font-variant-numeric: tabular-nums; } td.type, td.when { color: var(--muted); white-space: nowrap; }
   #traffic dt { white-space: nowrap; }
   td.spark polyline { fill: none; stroke: var(--accent); stroke-width: 1.5; }
