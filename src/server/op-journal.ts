@@ -272,7 +272,12 @@ export class OpJournal {
   private reserve(length: number): number {
     let { pos: head, seq } = this.word(H.head);
     let { pos: tail, seq: tailSeq } = this.word(H.tail);
-    for (;;) {
+    // The words and records are in a file any process of the server's user can write while we run: positions
+    // past the ring, a tail that is not a record, or more drops than the ring holds records (a tail sequence
+    // number scribbled ahead of the head's: 2^32 drops of a zero-length "record", the server hung) are damage,
+    // and the ring starts afresh, as read() does. Unchecked, they were a hang or a RangeError under the write's locks.
+    if (!this.placed(head) || !this.placed(tail)) return this.restart(seq);
+    for (let drops = 0; ; drops++) {
       const empty = tailSeq === (seq >>> 0);
       if (empty) {
         tail = head = this.capacity - head < length ? 0 : head;
@@ -291,11 +296,26 @@ export class OpJournal {
         return head;
       }
       // Drop the oldest record.
-      const next = this.after(tail + this.view.getUint32(HEADER + tail + R.length, true));
+      const size = this.capacity - tail >= R.changes ? this.view.getUint32(HEADER + tail + R.length, true) : 0;
+      const record = size >= R.changes && size % 8 === 0 && tail + size <= this.capacity && this.view.getUint32(HEADER + tail + R.magic, true) === RECORD_MAGIC;
+      if (!record || drops > this.capacity / R.changes) return this.restart(seq);
+      const next = this.after(tail + size);
       tailSeq = (tailSeq + 1) >>> 0;
       tail = next;
       this.setWord(H.tail, tail, tailSeq);
     }
+  }
+
+  /** A position a ring word may hold: inside the ring, on a record boundary (records are multiples of 8 bytes). */
+  private placed(pos: number): boolean {
+    return pos <= this.capacity && pos % 8 === 0;
+  }
+
+  /** Empties a damaged ring (its records are forgotten, as by a restart): the next record goes at 0. */
+  private restart(seq: number): number {
+    this.setWord(H.tail, 0, seq);
+    this.setWord(H.head, 0, seq);
+    return 0;
   }
 
   /** Where the record after one ending at `pos` starts: at 0 after a WRAP mark, or when no record fits. */
