@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { AuthCredentials, Client, isCommyError, VariableMetadata, VariableType } from '../src/internal.js';
 import { reconnectingClient, serverIn } from './helpers/server-process.js';
+import { RawClient } from './helpers/raw-client.js';
 import { tempDir } from './helpers/temp.js';
+import type { Message } from '../src/protocol/messages.js';
 
 /**
  * Attacks on the operation journal (src/server/op-journal.ts): `<dataDir>/oplog/<tenant>.ops`, a ring in a
@@ -166,4 +168,89 @@ async function scribbleFuzz(path: string): Promise<number[]> {
 test('random scribbles over a live journal\'s header and records between appends: append never throws nor spins, and a reopen reads a clean run', async (t) => {
   const ids = await scribbleFuzz(join(tempDir(t), 'acme.ops'));
   ids.forEach((id, i) => i > 0 && assert.equal(id, ids[i - 1]! + 1, 'contiguous'));
+});
+
+// ---- operation ids across a restart, over the bare protocol -------------------------------------------------
+
+const CLIENT_A = 'attack-client-key-aaaaaaaaaaaa';
+const CLIENT_B = 'attack-client-key-bbbbbbbbbbbb';
+
+function u64(n: number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+  return b;
+}
+
+/** An authenticated raw connection (protocol 3, a clientKey) subscribed to `service` of `tenant`. */
+async function rawSession(url: string, tenant: string, secret: string, clientKey: string, service: string): Promise<{ c: RawClient; sid: number }> {
+  const c = await RawClient.connect(url);
+  const auth = await c.request('Authenticate', { tenant, method: 'apiKey', credential: secret, protocol: 3, clientKey });
+  assert.equal(auth.type, 'Authenticated', JSON.stringify(auth.body));
+  const sub = await c.request('Subscription', { tenant, service, create: true });
+  assert.equal(sub.type, 'Snapshot', JSON.stringify(sub.body));
+  return { c, sid: (sub.body as { sid: number }).sid };
+}
+
+function reply(m: Message): string {
+  return m.type === 'Error' ? m.body.errorCode : m.type;
+}
+
+async function valueOf(url: string, tenant: string, secret: string, service: string, name: string): Promise<bigint> {
+  const c = await RawClient.connect(url);
+  try {
+    await c.request('Authenticate', { tenant, method: 'apiKey', credential: secret, protocol: 3 });
+    const m = await c.request('ReadVariable', { tenant, service, name });
+    assert.equal(m.type, 'VariableValue');
+    return new DataView((m.body as { value: Uint8Array }).value.buffer, (m.body as { value: Uint8Array }).value.byteOffset).getBigUint64(0, true);
+  } finally {
+    c.close();
+  }
+}
+
+test('after a kill -9 and a restart, a resent operation id is answered only for the same write: another value, another variable or another kind is INVALID_MESSAGE; another client or tenant with the same id is its own write', { timeout: 120_000 }, async (t) => {
+  const dataDir = tempDir(t);
+  const first = await serverIn(t, dataDir);
+  const port = new URL(first.url).port;
+  const a = await rawSession(first.url, 'acme', 'ops:s3cret', CLIENT_A, 'ids');
+  for (const name of ['x', 'y']) assert.equal(reply(await a.c.request('RegisterVariable', { sid: a.sid, name, offset: -1, size: 8, typeId: VariableType.U64 })), 'VariableRegistered');
+  const report = await a.c.request('ReportVariableChanges', { sid: a.sid, changes: [[0, u64(5)]], opId: 7 });
+  assert.equal(reply(report), 'VariableChangesAcknowledged');
+  const mutation = await a.c.request('Mutate', { sid: a.sid, index: 1, value: u64(50), opId: 8 });
+  assert.equal(reply(mutation), 'MutationResponse');
+  const written = await a.c.request('WriteVariable', { tenant: 'acme', service: 'ids', name: 'y', value: u64(60), opId: 9 });
+  assert.equal(reply(written), 'VariableChangesAcknowledged');
+  const b = await rawSession(first.url, 'beta', 'ops:beta-secret', CLIENT_A, 'ids');
+  assert.equal(reply(await b.c.request('RegisterVariable', { sid: b.sid, name: 'x', offset: -1, size: 8, typeId: VariableType.U64 })), 'VariableRegistered');
+  first.child.kill('SIGKILL');
+  await first.child.exited;
+
+  const second = await serverIn(t, dataDir, port);
+  const again = await rawSession(second.url, 'acme', 'ops:s3cret', CLIENT_A, 'ids');
+  // The true retries: the first answers.
+  const retried = await again.c.request('ReportVariableChanges', { sid: again.sid, changes: [[0, u64(5)]], opId: 7 });
+  assert.deepEqual((retried.body as { versions: number[] }).versions, (report.body as { versions: number[] }).versions, 'the same report: the first answer');
+  const remutated = await again.c.request('Mutate', { sid: again.sid, index: 1, value: u64(50), opId: 8 });
+  assert.equal((remutated.body as { version: number }).version, (mutation.body as { version: number }).version);
+  // The same ids on other writes.
+  assert.equal(reply(await again.c.request('ReportVariableChanges', { sid: again.sid, changes: [[0, u64(6)]], opId: 7 })), 'INVALID_MESSAGE', 'a report with another value');
+  assert.equal(reply(await again.c.request('ReportVariableChanges', { sid: again.sid, changes: [[1, u64(5)]], opId: 7 })), 'INVALID_MESSAGE', 'a report of another variable');
+  assert.equal(reply(await again.c.request('Mutate', { sid: again.sid, index: 0, value: u64(5), opId: 7 })), 'INVALID_MESSAGE', 'a Mutate under a report\'s id');
+  assert.equal(reply(await again.c.request('Mutate', { sid: again.sid, index: 1, value: u64(51), opId: 8 })), 'INVALID_MESSAGE', 'a Mutate with another value');
+  assert.equal(reply(await again.c.request('Mutate', { sid: again.sid, index: 1, value: u64(50), opId: 8, expectedVersion: 1 })), 'INVALID_MESSAGE', 'a Mutate with an expected version');
+  assert.equal(reply(await again.c.request('WriteVariable', { tenant: 'acme', service: 'ids', name: 'y', value: u64(61), opId: 9 })), 'INVALID_MESSAGE', 'a WriteVariable with another value');
+  assert.equal(await valueOf(second.url, 'acme', 'ops:s3cret', 'ids', 'x'), 5n, 'x was not written again');
+  assert.equal(await valueOf(second.url, 'acme', 'ops:s3cret', 'ids', 'y'), 60n);
+
+  // Another client of the same key, and the same clientKey in another tenant: their own writes, applied.
+  const other = await rawSession(second.url, 'acme', 'ops:s3cret', CLIENT_B, 'ids');
+  assert.equal(reply(await other.c.request('ReportVariableChanges', { sid: other.sid, changes: [[0, u64(70)]], opId: 7 })), 'VariableChangesAcknowledged');
+  assert.equal(await valueOf(second.url, 'acme', 'ops:s3cret', 'ids', 'x'), 70n, 'another client\'s opId 7 is its own write');
+  const viewerish = await rawSession(second.url, 'acme', 'editor:edit', CLIENT_A, 'ids');
+  assert.equal(reply(await viewerish.c.request('ReportVariableChanges', { sid: viewerish.sid, changes: [[0, u64(80)]], opId: 7 })), 'VariableChangesAcknowledged', 'another key, the same clientKey');
+  assert.equal(await valueOf(second.url, 'acme', 'ops:s3cret', 'ids', 'x'), 80n);
+  const b2 = await rawSession(second.url, 'beta', 'ops:beta-secret', CLIENT_A, 'ids');
+  assert.equal(reply(await b2.c.request('ReportVariableChanges', { sid: b2.sid, changes: [[0, u64(5)]], opId: 7 })), 'VariableChangesAcknowledged');
+  assert.equal(await valueOf(second.url, 'beta', 'ops:beta-secret', 'ids', 'x'), 5n, 'the same clientKey in another tenant: applied');
+  for (const s of [a, b, again, other, viewerish, b2]) s.c.close();
+  second.child.send({ type: 'quit' });
 });

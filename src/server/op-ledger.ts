@@ -77,9 +77,25 @@ interface Recovered {
  * client's own mistakes, not a security boundary (an id is only ever compared within its own client identity).
  */
 export function writeFingerprint(kind: string, target: string, bytes: Uint8Array, expected?: number): string {
+  return `${kind} ${target} ${bytes.length}:${fnv(bytes, 0x811c9dc5).toString(16)}${expected !== undefined ? ` @${expected}` : ''}`;
+}
+
+/**
+ * writeFingerprint of a ReportVariableChanges: each change's variable and length, and a digest of all their
+ * bytes. Without the bytes, a report resent under a known id with other values was answered with the first
+ * report's versions: a success for values never written (a client resends a report with the very bytes it
+ * sent: it copies them when it collects them). About 2 ms per MiB of values, once per report.
+ */
+export function reportFingerprint(serviceId: string, changes: readonly (readonly [number, Uint8Array])[]): string {
   let h = 0x811c9dc5;
+  for (const [, bytes] of changes) h = fnv(bytes, h);
+  return `ReportVariableChanges ${serviceId} ${changes.map(([index, bytes]) => `${index}:${bytes.length}`).join(',')} ${h.toString(16)}`;
+}
+
+/** 32-bit FNV-1a of `bytes`, continuing from `h`. */
+function fnv(bytes: Uint8Array, h: number): number {
   for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-  return `${kind} ${target} ${bytes.length}:${(h >>> 0).toString(16)}${expected !== undefined ? ` @${expected}` : ''}`;
+  return h >>> 0;
 }
 
 interface Entry {

@@ -3,7 +3,7 @@ import { assertFits } from '../../core/variable-rules.js';
 import type { DirEntry, ServiceFile } from '../../local/service-file.js';
 import { encodeFrame } from '../../protocol/frame-codec.js';
 import type { MessageOf, ReportChange, VariableChangesAcknowledgedBody } from '../../protocol/messages.js';
-import { writeFingerprint } from '../op-ledger.js';
+import { reportFingerprint, writeFingerprint } from '../op-ledger.js';
 import type { Reply, Session } from '../session.js';
 
 /**
@@ -53,7 +53,7 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
     version: Math.max(0, ...versions) || Number(file.version),
     versions,
   });
-  const what = `ReportVariableChanges ${sub.host.serviceId} ${m.body.changes.map(([index]) => index).join(',')}`;
+  const what = reportFingerprint(sub.host.serviceId, m.body.changes);
   const ack = await s.once(
     tenant,
     service,
