@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, linkSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { AuthCredentials, Client, isCommyError, VariableMetadata, VariableType } from '../src/internal.js';
 import { reconnectingClient, serverIn } from './helpers/server-process.js';
+import { startTimeOf } from '../src/local/process-lock.js';
+import { Server } from '../src/server/index.js';
+import { identityDigest, OpJournal, OpRecord, whatDigest } from '../src/server/op-journal.js';
 import { RawClient } from './helpers/raw-client.js';
+import { TEST_TENANTS } from './helpers/server.js';
 import { tempDir } from './helpers/temp.js';
 import type { Message } from '../src/protocol/messages.js';
 
@@ -253,4 +258,56 @@ test('after a kill -9 and a restart, a resent operation id is answered only for 
   assert.equal(await valueOf(second.url, 'beta', 'ops:beta-secret', 'ids', 'x'), 5n, 'the same clientKey in another tenant: applied');
   for (const s of [a, b, again, other, viewerish, b2]) s.c.close();
   second.child.send({ type: 'quit' });
+});
+
+test('a tenant\'s journal hard-linked as another tenant\'s (between runs): the other tenant\'s writes neither push out nor settle its records', { timeout: 120_000 }, async (t) => {
+  const dataDir = tempDir(t);
+  const start = () => Server.start({ host: '127.0.0.1', port: 0, dataDir, config: { tenants: TEST_TENANTS, audit: { enabled: false }, limits: { opJournalBytes: 64 * 1024 } } });
+  const first = await start();
+  const a = await rawSession(first.url, 'acme', 'ops:s3cret', CLIENT_A, 'linked');
+  assert.equal(reply(await a.c.request('RegisterVariable', { sid: a.sid, name: 'x', offset: -1, size: 8, typeId: VariableType.U64 })), 'VariableRegistered');
+  const report = await a.c.request('ReportVariableChanges', { sid: a.sid, changes: [[0, u64(5)]], opId: 7 });
+  assert.equal(reply(report), 'VariableChangesAcknowledged');
+  a.c.close();
+  await first.close();
+  linkSync(join(dataDir, 'oplog', 'acme.ops'), join(dataDir, 'oplog', 'beta.ops'));
+
+  const second = await start();
+  t.after(() => second.close());
+  // Beta writes first, with ids: enough records to go round a 64 KiB ring three times.
+  const b = await rawSession(second.url, 'beta', 'ops:beta-secret', CLIENT_B, 'busy');
+  assert.equal(reply(await b.c.request('RegisterVariable', { sid: b.sid, name: 'y', offset: -1, size: 8, typeId: VariableType.U64 })), 'VariableRegistered');
+  for (let opId = 1; opId <= 1300; opId++) assert.equal(reply(await b.c.request('ReportVariableChanges', { sid: b.sid, changes: [[0, u64(opId)]], opId })), 'VariableChangesAcknowledged');
+  // Acme's client resends its report: the journal it left must still answer it (applied once).
+  const again = await rawSession(second.url, 'acme', 'ops:s3cret', CLIENT_A, 'linked');
+  const retried = await again.c.request('ReportVariableChanges', { sid: again.sid, changes: [[0, u64(5)]], opId: 7 });
+  assert.deepEqual((retried.body as { versions: number[] }).versions, (report.body as { versions: number[] }).versions, 'answered from acme\'s journal, not applied again');
+  b.c.close();
+  again.c.close();
+});
+
+test('a journal another live server owns is neither resized nor reset by a server configured with another size', async (t) => {
+  const path = join(tempDir(t), 'acme.ops');
+  const j = OpJournal.open(path, 64 * 1024);
+  const rec = new OpRecord(j, identityDigest('alice'), 1, whatDigest('w'), 'svc');
+  rec.intent([{ index: 0, skipped: false, before: 1 }]);
+  rec.done();
+  await j.close();
+  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  t.after(() => child.kill('SIGKILL'));
+  let start: number | undefined;
+  for (let i = 0; i < 100 && start === undefined; i++) start = startTimeOf(child.pid!);
+  const fd = openSync(path, 'r+');
+  const b = Buffer.alloc(8);
+  b.writeInt32LE(child.pid!, 0);
+  b.writeUInt32LE(start ?? 0, 4);
+  writeSync(fd, b, 0, 8, 32);
+  closeSync(fd);
+  assert.throws(() => OpJournal.open(path, 128 * 1024), { code: 'INVALID_FILE' });
+  assert.equal(statSync(path).size, 64 + 64 * 1024, 'not resized under the server that owns it');
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  const mine = OpJournal.open(path, 64 * 1024);
+  assert.deepEqual(mine.read().map((e) => e.opId), [1], 'its records are still there');
+  await mine.close();
 });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { basename } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { damageCount, native } from '../native/addon.js';
 import { holderGone, OWN_PID, OWN_START } from '../local/process-lock.js';
@@ -21,12 +22,12 @@ import { FileSyncer } from './durability.js';
  * Layout (little-endian; docs/operations.md, *Operation journal*):
  * header (64 bytes): magic, format, capacity, then two 64-bit words each stored whole: `tail` (the oldest
  * record's position and the low 32 bits of its sequence number) and `head` (the next record's position and
- * the next sequence number). Records (8-byte aligned) follow from byte 64: see RECORD below. A record that does
+ * the next sequence number), the owner (pid, start time), and a tag of the tenant whose journal it is. Records (8-byte aligned) follow from byte 64: see RECORD below. A record that does
  * not fit before the end starts again at the beginning, after a WRAP mark (when 8 bytes are left for one).
  */
 
 const MAGIC = 0x4a504f43; // 'COPJ'
-const FORMAT = 1;
+const FORMAT = 2;
 const HEADER = 64;
 const RECORD_MAGIC = 0x3152504f; // 'OPR1'
 const WRAP_MAGIC = 0x5257504f; // 'OPWR'
@@ -34,12 +35,25 @@ const WRAP_MAGIC = 0x5257504f; // 'OPWR'
 const R = { magic: 0, state: 4, length: 8, count: 12, seq: 16, at: 24, opId: 32, what: 40, serviceLen: 44, identity: 48, service: 64, changes: 128 } as const;
 const CHANGE = 24; // index u32, flags u32, version under the lock f64, version written f64
 const SKIPPED = 1;
-const H = { magic: 0, format: 4, capacity: 8, tail: 16, head: 24, owner: 32, ownerStart: 36 } as const;
+const H = { magic: 0, format: 4, capacity: 8, tail: 16, head: 24, owner: 32, ownerStart: 36, tenant: 40 } as const;
+/** The header's tenant tag: 16 bytes of SHA-256 of the file's name (`<tenant>.ops`). */
+const TAG = 16;
 
 export const enum RecordState {
   Intent = 1,
   Done = 2,
   Void = 3,
+}
+
+/** INVALID_FILE when another live server owns the journal (two servers on one data directory). */
+function assertNotOwned(path: string, owner: number, start: number): void {
+  if (owner !== 0 && !(owner === OWN_PID && start === OWN_START) && !holderGone(owner, start, false)) {
+    throw new CommyError(ErrorCode.INVALID_FILE, `${path} is in use by another server (pid ${owner}): one server per data directory`);
+  }
+}
+
+function linked(path: string): CommyError {
+  return new CommyError(ErrorCode.INVALID_FILE, `${path} has other names (hard links) and is not this tenant's journal: remove the extra links`);
 }
 
 /** One change of a write, as the record keeps it. */
@@ -168,12 +182,33 @@ export class OpJournal {
   static open(path: string, capacity: number): OpJournal {
     const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
     try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new CommyError(ErrorCode.INVALID_FILE, `${path} is not a regular file`);
+      // Whose it is, before anything is resized or reset: another live server's journal is left as it is.
+      const header = Buffer.alloc(HEADER);
+      readSync(fd, header, 0, HEADER, 0);
+      assertNotOwned(path, header.readInt32LE(H.owner), header.readUInt32LE(H.ownerStart));
       const size = HEADER + capacity;
-      const fresh = fstatSync(fd).size !== size;
+      const tag = createHash('sha256').update(basename(path)).digest().subarray(0, TAG);
+      // A file with other names (a hard link planted by a process of the server's user, e.g. `beta.ops` →
+      // `acme.ops`) is used only as the journal its header says it is: never resized nor started afresh, since
+      // the tenant it names may be using it. Shared, another tenant's records made room for its own and its
+      // recovery settled them against its own services: acme's resent writes were applied twice.
+      const shared = st.nlink !== 1;
+      const fresh = st.size !== size;
+      if (shared && fresh) throw linked(path);
       if (fresh) ftruncateSync(fd, size);
       const j = new OpJournal(fd, size);
-      if (fresh || !j.valid()) j.reset();
-      j.claim(path);
+      try {
+        if (fresh || !j.valid(tag)) {
+          if (shared) throw linked(path);
+          j.reset(tag);
+        }
+        j.claim(path);
+      } catch (err) {
+        native.unmap(j.buffer);
+        throw err;
+      }
       return j;
     } catch (err) {
       closeSync(fd);
@@ -181,26 +216,28 @@ export class OpJournal {
     }
   }
 
-  private valid(): boolean {
+  private valid(tag: Uint8Array): boolean {
     const v = this.view;
-    return v.getUint32(H.magic, true) === MAGIC && v.getUint32(H.format, true) === FORMAT && v.getUint32(H.capacity, true) === this.capacity;
+    return (
+      v.getUint32(H.magic, true) === MAGIC &&
+      v.getUint32(H.format, true) === FORMAT &&
+      v.getUint32(H.capacity, true) === this.capacity &&
+      Buffer.from(this.u8.subarray(H.tenant, H.tenant + TAG)).equals(tag)
+    );
   }
 
-  private reset(): void {
+  private reset(tag: Uint8Array): void {
     this.u8.fill(0, 0, HEADER);
     this.view.setUint32(H.magic, MAGIC, true);
     this.view.setUint32(H.format, FORMAT, true);
     this.view.setUint32(H.capacity, this.capacity, true);
+    this.u8.set(tag, H.tenant);
     this.setWord(H.tail, 0, 0);
     this.setWord(H.head, 0, 0);
   }
 
   private claim(path: string): void {
-    const owner = this.view.getInt32(H.owner, true);
-    const start = this.view.getUint32(H.ownerStart, true);
-    if (owner !== 0 && !(owner === OWN_PID && start === OWN_START) && !holderGone(owner, start, false)) {
-      throw new CommyError(ErrorCode.INVALID_FILE, `${path} is in use by another server (pid ${owner}): one server per data directory`);
-    }
+    assertNotOwned(path, this.view.getInt32(H.owner, true), this.view.getUint32(H.ownerStart, true));
     this.view.setInt32(H.owner, OWN_PID, true);
     this.view.setUint32(H.ownerStart, OWN_START, true);
   }
