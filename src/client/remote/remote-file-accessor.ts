@@ -325,7 +325,11 @@ export class RemoteFileAccessor implements FileAccessor, HandleOwner, Reattachab
 
   /** What the server holds back for this subscription (it asked: Subscription.pending). */
   onPending(body: SyncPendingBody): void {
-    this.stale.noticed(body);
+    // Only variables this copy has: the tracker keeps what it is told is owed until it is delivered, so indices
+    // it will never be sent (a hostile or confused server named millions, notice after notice) grew it without
+    // bound. A variable whose definition is still on its way is not lost: staleness() cannot name it yet.
+    const pending = body.pending?.filter(([index]) => this.directory.at(index) !== undefined);
+    this.stale.noticed(pending === undefined ? body : { ...body, pending });
   }
 
   watch(listener: (event: FileChangeEvent) => void): () => void {
