@@ -112,7 +112,9 @@ function parseFields(text: string, current: unknown): ShownValue {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw invalid(text, 'an object of fields');
   const out: Record<string, unknown> = { ...(current as Record<string, unknown>) };
   for (const [field, v] of Object.entries(parsed as Record<string, unknown>)) {
-    if (!(field in out)) throw invalid(text, `a value for these fields (${Object.keys(out).join(', ')})`);
+    // Own fields only: `in` also found what every object inherits (`constructor`, `toString`, `__proto__`, whose
+    // assignment below swapped `out`'s prototype and was then written as "no change", with a ✓).
+    if (!Object.hasOwn(out, field)) throw invalid(text, `a value for these fields (${Object.keys(out).join(', ')})`);
     out[field] = typeof out[field] === 'bigint' && (typeof v === 'number' || typeof v === 'string') ? BigInt(v) : v;
   }
   return out;
