@@ -16,6 +16,8 @@ import { History } from './sparkline.js';
  */
 
 const SPARK_W = 120;
+/** From this many rows the table is laid out fixed (table.many in inspector-page.ts): see there why. */
+const MANY_ROWS = 100;
 const SPARK_H = 20;
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -39,8 +41,18 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string,
   return e;
 }
 
+/**
+ * Sets a cell's text only when it changes. Every write of textContent, even of the same text, replaces the
+ * cell's text node and makes the browser lay the table out again: with 5,000 rows, the once-a-second tick
+ * rewrote every row's "current" and held the page for a third of a second each time.
+ */
+function setText(e: HTMLElement, text: string): void {
+  if (e.textContent !== text) e.textContent = text;
+}
+
 export class ServiceView {
   readonly root: HTMLDetailsElement;
+  private readonly table: HTMLTableElement;
   private readonly body: HTMLTableSectionElement;
   private readonly status: HTMLElement;
   private readonly rows = new Map<string, Row>();
@@ -60,7 +72,7 @@ export class ServiceView {
     summary.append(el('span', { class: 'service-name' }, service), el('span', { class: 'badge' }, writable ? 'read · write' : 'read only'));
     this.status = el('span', { class: 'status' });
     summary.append(this.status);
-    const table = el('table');
+    const table = (this.table = el('table'));
     const head = el('tr');
     for (const h of ['variable', 'type', 'value', 'recent', 'version', 'changed', 'staleness', writable ? 'edit' : '']) head.append(el('th', {}, h));
     table.append(el('thead'), (this.body = el('tbody')));
@@ -132,6 +144,7 @@ export class ServiceView {
       if (!this.rows.has(meta.name)) this.rows.set(meta.name, this.row(meta));
       this.body.append(this.rows.get(meta.name)!.tr); // in order: append moves an existing row
     }
+    this.table.classList.toggle('many', this.rows.size >= MANY_ROWS);
   }
 
   private row(meta: VariableMetadata): Row {
@@ -211,11 +224,11 @@ export class ServiceView {
   private draw(row: Row): void {
     const vf = this.vf;
     if (vf === undefined) return;
-    row.value.textContent = formatCell(this.read(row));
+    setText(row.value, formatCell(this.read(row)));
     try {
-      row.version.textContent = String(vf.handle(row.meta.name).version());
+      setText(row.version, String(vf.handle(row.meta.name).version()));
     } catch {
-      row.version.textContent = '—';
+      setText(row.version, '—');
     }
     row.line.setAttribute('points', row.history.points(SPARK_W, SPARK_H));
     this.tick(row);
@@ -227,13 +240,13 @@ export class ServiceView {
     const now = Date.now();
     const vf = this.vf;
     for (const r of rows) {
-      if (r.changedAt !== undefined) r.changed.textContent = ago(now - r.changedAt);
+      if (r.changedAt !== undefined) setText(r.changed, ago(now - r.changedAt));
       if (vf === undefined) continue;
       try {
         const s = vf.staleness(r.meta.name);
-        r.staleness.textContent = Number(s.versionsBehind) === 0 ? 'current' : `${s.versionsBehind} behind, ${Math.round(s.ms)} ms`;
+        setText(r.staleness, Number(s.versionsBehind) === 0 ? 'current' : `${s.versionsBehind} behind, ${Math.round(s.ms)} ms`);
       } catch {
-        r.staleness.textContent = '—';
+        setText(r.staleness, '—');
       }
     }
   }

@@ -40,6 +40,15 @@ export const INSPECTOR_HTML = `<!doctype html>
   summary { cursor: pointer; padding: .5rem .75rem; display: flex; gap: .75rem; align-items: baseline; }
   .service-name { font-weight: 600; } .badge, .status { color: var(--muted); font-size: .85em; }
   table { width: 100%; border-collapse: collapse; background: var(--bg); }
+  /* A service with many variables (service-view.ts): fixed layout, the columns' widths from the header, so that a
+     changed cell never makes the browser measure every row again (with 5,000 rows and one changing at every
+     frame, the automatic layout held the page for seconds at a time). */
+  details { overflow-x: auto; }
+  table.many { table-layout: fixed; min-width: 56rem; }
+  table.many td { overflow-wrap: anywhere; }
+  table.many th:nth-child(1) { width: 14%; } table.many th:nth-child(2) { width: 4rem; } table.many th:nth-child(4) { width: calc(120px + 1.2rem); }
+  table.many th:nth-child(5) { width: 4.5rem; } table.many th:nth-child(6) { width: 5.5rem; } table.many th:nth-child(7) { width: 7rem; }
+  table.many th:nth-child(8) { width: 10rem; } table.many th:nth-child(8):empty { width: 0; padding: 0; }
   th, td { text-align: left; padding: .3rem .6rem; border-top: 1px solid var(--line); vertical-align: middle; }
   th { font-weight: 500; color: var(--muted); font-size: .85em; }
   td.value { font-family: ui-monospace, monospace; max-width: 28rem; overflow-wrap: anywhere; white-space: pre-line; }
