@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { closeSync, linkSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, readSync, statSync, symlinkSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
@@ -310,4 +310,24 @@ test('a journal another live server owns is neither resized nor reset by a serve
   const mine = OpJournal.open(path, 64 * 1024);
   assert.deepEqual(mine.read().map((e) => e.opId), [1], 'its records are still there');
   await mine.close();
+});
+
+test('a journal path that is a symlink, a directory or a FIFO is refused, and a huge sparse file is cut to the ring\'s size without being read', async (t) => {
+  const dir = tempDir(t);
+  const target = join(dir, 'elsewhere');
+  writeFileSync(target, 'not a journal');
+  symlinkSync(target, join(dir, 'link.ops'));
+  assert.throws(() => OpJournal.open(join(dir, 'link.ops'), 64 * 1024), { code: 'ELOOP' });
+  assert.equal(readFileSync(target, 'utf8'), 'not a journal', 'the link\'s target is untouched');
+  mkdirSync(join(dir, 'dir.ops'));
+  assert.throws(() => OpJournal.open(join(dir, 'dir.ops'), 64 * 1024), { code: 'EISDIR' });
+  execFileSync('mkfifo', [join(dir, 'fifo.ops')]);
+  assert.throws(() => OpJournal.open(join(dir, 'fifo.ops'), 64 * 1024), { code: 'INVALID_FILE' });
+  const huge = join(dir, 'huge.ops');
+  writeFileSync(huge, '');
+  truncateSync(huge, 64 * 1024 ** 3); // 64 GiB, sparse
+  const j = OpJournal.open(huge, 64 * 1024);
+  assert.deepEqual(j.read(), []);
+  await j.close();
+  assert.equal(statSync(huge).size, 64 + 64 * 1024);
 });
