@@ -8,7 +8,7 @@ import { AuthCredentials, Client, isCommyError, VariableMetadata, VariableType }
 import { reconnectingClient, serverIn } from './helpers/server-process.js';
 import { startTimeOf } from '../src/local/process-lock.js';
 import { Server } from '../src/server/index.js';
-import { identityDigest, OpJournal, OpRecord, whatDigest } from '../src/server/op-journal.js';
+import { identityDigest, OpJournal, OpRecord, RecordState, whatDigest } from '../src/server/op-journal.js';
 import { RawClient } from './helpers/raw-client.js';
 import { TEST_TENANTS } from './helpers/server.js';
 import { tempDir } from './helpers/temp.js';
@@ -330,4 +330,28 @@ test('a journal path that is a symlink, a directory or a FIFO is refused, and a 
   assert.deepEqual(j.read(), []);
   await j.close();
   assert.equal(statSync(huge).size, 64 + 64 * 1024);
+});
+
+test('a write that fails after it was applied (its sync failed) leaves its record done, and never marks another record void', async (t) => {
+  const path = join(tempDir(t), 'acme.ops');
+  const j = OpJournal.open(path, 64 * 1024);
+  const rec = new OpRecord(j, identityDigest('alice'), 1, whatDigest('w'), 'svc');
+  rec.intent([{ index: 0, skipped: false, before: 1 }]);
+  rec.wrote(0, 2);
+  rec.done();
+  rec.void(); // the ledger's catch, when durable() rejects after the values were written
+  assert.deepEqual(j.read().map((e) => [e.opId, e.state]), [[1, RecordState.Done]], 'written: still done (a retry after a restart is answered, not applied again)');
+  // The same, late: the ring has gone round since, and another record sits where this one was.
+  const late = new OpRecord(j, identityDigest('bob'), 2, whatDigest('w'), 'svc');
+  late.intent([{ index: 0, skipped: false, before: 2 }]);
+  for (let n = 3; n < 1000; n++) {
+    const r = new OpRecord(j, identityDigest('carol'), n, whatDigest('w'), 'svc');
+    r.intent([{ index: 0, skipped: false, before: n }]);
+    r.wrote(0, n + 1);
+    r.done();
+  }
+  late.void();
+  const states = j.read().map((e) => e.state);
+  assert.ok(states.length > 100 && states.every((s) => s === RecordState.Done), 'no other record was marked void');
+  await j.close();
 });

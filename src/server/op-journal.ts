@@ -111,6 +111,9 @@ export function settleWrites(file: ServiceFile, changes: readonly (JournalChange
 /** The handle a write fills in while it applies (ServiceHost.apply): intent, versions, done or void. */
 export class OpRecord {
   private at = -1;
+  /** The record's sequence number in the ring (to tell it from whatever the ring later puts at `at`). */
+  private seq = -1;
+  private finished = false;
   /** With `syncOnDone`: the sync of this record, started as soon as it is done (beside the service file's). */
   synced: Promise<void> | undefined;
 
@@ -128,6 +131,7 @@ export class OpRecord {
   /** Called under the write's locks, before anything is written. Without room, the write goes unrecorded. */
   intent(changes: readonly JournalChange[]): void {
     this.at = this.journal.append(this, changes);
+    if (this.at >= 0) this.seq = this.journal.view.getFloat64(HEADER + this.at + R.seq, true);
   }
 
   /** The version change `i` got (stored as soon as it is known: a kill right after still finds it). */
@@ -136,14 +140,22 @@ export class OpRecord {
   }
 
   done(): void {
+    this.finished = true;
     if (this.at < 0) return;
     this.journal.setState(this.at, RecordState.Done);
     if (this.syncOnDone) this.synced = this.journal.sync();
   }
 
-  /** Nothing was written after all (the write threw after its intent). */
+  /**
+   * Nothing was written after all (the write threw after its intent). Called when the write's promise rejects,
+   * which may be long after: not once the write was done (its values are in the file: a failure after that, a
+   * sync that failed, does not unwrite them, and a retry after a restart must be answered, not applied again),
+   * and only while the record is still at `at` (the ring may have gone round: marking whatever record is there
+   * now would make a server after this one apply that write twice).
+   */
   void(): void {
-    if (this.at >= 0) this.journal.setState(this.at, RecordState.Void);
+    if (this.at < 0 || this.finished || !this.journal.holds(this.at, this.seq)) return;
+    this.journal.setState(this.at, RecordState.Void);
   }
 }
 
@@ -253,6 +265,11 @@ export class OpJournal {
   private word(at: number): { pos: number; seq: number } {
     const w = Atomics.load(this.words, at >> 3);
     return { pos: Number(w & 0xffffffffn), seq: Number(w >> 32n) };
+  }
+
+  /** Is the record with sequence number `seq` still at `at` (not overwritten since)? */
+  holds(at: number, seq: number): boolean {
+    return this.intact() && this.view.getUint32(HEADER + at + R.magic, true) === RECORD_MAGIC && this.view.getFloat64(HEADER + at + R.seq, true) === seq;
   }
 
   setState(at: number, state: RecordState): void {
