@@ -250,15 +250,17 @@ test('handlers: a write retried with the same opId is applied once, across conne
   const file = w.registry.get('acme', 'ops', false).file;
   const version = file.entryVersion(file.entry('n'));
   // The same op on the same connection: the first answer, nothing applied again.
-  const again = await first.ask('ReportVariableChanges', { sid: snap.body.sid, changes: [[0, u64(6n)]], opId: 7 });
+  const again = await first.ask('ReportVariableChanges', { sid: snap.body.sid, changes: [[0, u64(5n)]], opId: 7 });
   assert.deepEqual(again.body, ack.body);
+  // The same id on another value is another write: refused, not answered as if it had been applied.
+  assert.equal(errorOf(await first.ask('ReportVariableChanges', { sid: snap.body.sid, changes: [[0, u64(6n)]], opId: 7 })), ErrorCode.INVALID_MESSAGE);
   // After a reconnect (a new connection, same key and clientKey): still the first answer.
   first.session.closed();
   const second = w.session();
   await second.ask('Authenticate', { tenant: 'acme', method: 'apiKey', credential: 's3cret', protocol: 1, clientKey });
   const snap2 = await second.ask('Subscription', { tenant: 'acme', service: 'ops' });
   assert.ok(snap2.type === 'Snapshot');
-  assert.deepEqual((await second.ask('ReportVariableChanges', { sid: snap2.body.sid, changes: [[0, u64(6n)]], opId: 7 })).body, ack.body);
+  assert.deepEqual((await second.ask('ReportVariableChanges', { sid: snap2.body.sid, changes: [[0, u64(5n)]], opId: 7 })).body, ack.body);
   assert.equal(file.readValue(file.entry('n')), 5n);
   assert.equal(file.entryVersion(file.entry('n')), version);
   // Another client's op 7 is its own.
