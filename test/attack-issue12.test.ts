@@ -7,11 +7,11 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Page } from 'playwright-core';
 import { pino } from 'pino';
-import { AuthCredentials, Client, VariableMetadata, VariableType, type CommyError } from '../src/index.js';
+import { VariableMetadata, VariableType } from '../src/index.js';
 import type { VariableDef } from '../src/protocol/messages.js';
 import { httpOrigin, openPage } from './helpers/browser.js';
 import { OPS_KEY, startClientServer, VIEWER_KEY } from './helpers/client-server.js';
-import { ScriptedServer, send } from './helpers/scripted-server.js';
+import { scriptedClient, send } from './helpers/scripted-server.js';
 import { TEST_TENANTS } from './helpers/server.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -42,14 +42,7 @@ function heapAfterGc(): number {
 // ---- a hostile server's SyncPending (type 77) -------------------------------------------------------------
 
 test('a hostile server\'s SyncPending notices (bogus indices by the million, bad shapes, unknown sids) neither grow the client\'s memory nor corrupt its copy', { timeout: 120_000 }, async (t) => {
-  const server = new ScriptedServer();
-  const url = await server.start();
-  t.after(() => server.close());
-  const errors: CommyError[] = [];
-  const initializing = Client.initialize(url, 'acme', AuthCredentials.apiKey('ops:s3cret'), { mode: 'remote', onError: (e) => errors.push(e) });
-  const { ws } = await server.accept();
-  const client = await initializing;
-  t.after(() => client.close());
+  const { server, ws, client, errors } = await scriptedClient(t);
   const opening = client.getVirtualServiceFile('acme', 'svc');
   const sub = await server.next('Subscription');
   assert.equal(sub.msg.body.pending, true);

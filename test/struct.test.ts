@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { openSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { AuthCredentials, Client, CommyError, VariableMetadata, VariableType, VirtualVariableFile, type StructValue } from '../src/index.js';
+import { CommyError, VariableMetadata, VariableType, VirtualVariableFile, type StructValue } from '../src/index.js';
 import { decodeFrame, encodeFrame } from '../src/protocol/frame-codec.js';
 import type { Message, RegisterVariableBody, VariableDef, WireField } from '../src/protocol/messages.js';
 import { codecOf } from '../src/core/struct-codec.js';
@@ -16,7 +16,7 @@ import { startChild } from './helpers/child.js';
 import { runCli } from './helpers/cli.js';
 import { startClientServer, VIEWER_KEY } from './helpers/client-server.js';
 import { RawClient } from './helpers/raw-client.js';
-import { ScriptedServer, send } from './helpers/scripted-server.js';
+import { scriptedClient, send } from './helpers/scripted-server.js';
 import { until } from './helpers/server-process.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -514,14 +514,7 @@ test('frame shape: a definition with more than 64 fields, or malformed ones, is 
 });
 
 test('a client given a hostile struct definition reports it, ignores that variable, and keeps the others', async (t) => {
-  const server = new ScriptedServer();
-  const url = await server.start();
-  t.after(() => server.close());
-  const errors: CommyError[] = [];
-  const initializing = Client.initialize(url, 'acme', AuthCredentials.apiKey('ops:s3cret'), { mode: 'remote', onError: (e) => errors.push(e) });
-  const { ws } = await server.accept();
-  const client = await initializing;
-  t.after(() => client.close());
+  const { server, ws, client, errors } = await scriptedClient(t);
   const opening = client.getVirtualServiceFile('acme', 'svc');
   const sub = await server.next('Subscription');
   const data = new Uint8Array(40);

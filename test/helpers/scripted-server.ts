@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { AuthCredentials, Client, type CommyError } from '../../src/index.js';
 import { decodeFrame, encodeFrame } from '../../src/protocol/frame-codec.js';
 import type { Message, MessageBodies, MessageOf, MessageTypeName } from '../../src/protocol/messages.js';
 
@@ -50,4 +51,20 @@ export class ScriptedServer {
 
 export function send<K extends MessageTypeName>(ws: WebSocket, type: K, id: number, body: MessageBodies[K]): void {
   ws.send(encodeFrame(type, id, body));
+}
+
+/**
+ * A remote Client (tenant acme) of a fresh ScriptedServer, authenticated: the socket to answer on, and what the
+ * client reported to onError. Both are closed after the test.
+ */
+export async function scriptedClient(t: { after(fn: () => unknown): void }): Promise<{ server: ScriptedServer; ws: WebSocket; client: Client; errors: CommyError[] }> {
+  const server = new ScriptedServer();
+  const url = await server.start();
+  t.after(() => server.close());
+  const errors: CommyError[] = [];
+  const initializing = Client.initialize(url, 'acme', AuthCredentials.apiKey('ops:s3cret'), { mode: 'remote', onError: (e) => errors.push(e) });
+  const { ws } = await server.accept();
+  const client = await initializing;
+  t.after(() => client.close());
+  return { server, ws, client, errors };
 }
