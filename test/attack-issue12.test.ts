@@ -252,3 +252,26 @@ test('inspector: a service of 5,000 variables, one of them written 10,000 times 
   assert.equal(await page.locator('[data-variable]').count(), 5000);
   await page.close();
 });
+
+test('inspector: sign-in submitted three times while it connects opens one client and one set of rows; a refused key can be corrected', { timeout: 120_000 }, async (t) => {
+  const srv = await startClientServer(t);
+  const node = await srv.connect();
+  const vf = await node.getVirtualServiceFile('acme', 'once');
+  await vf.registerVariable(new VariableMetadata('x', -1, 8, VariableType.U64));
+  const { page, guard } = await openPage(t, [/WebSocket|websocket/]);
+  await page.goto(`${httpOrigin(srv.url)}/inspector`);
+  await page.locator('input[name="tenant"]').fill('acme');
+  await page.locator('input[name="key"]').fill('ops:wrong');
+  await page.locator('button[type="submit"]').click();
+  await guard(page.waitForFunction(() => document.getElementById('signin-error')?.textContent?.includes('AUTH_FAILED'), undefined, { timeout: 60_000 }));
+  await page.locator('input[name="key"]').fill(OPS_KEY);
+  await page.evaluate(() => {
+    const form = document.getElementById('signin') as HTMLFormElement;
+    for (let i = 0; i < 3; i++) form.requestSubmit(); // a double click and an Enter, before the first connects
+  });
+  await guard(valueIs(page, 'once/x', '0'));
+  await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 1000))); // the others, had they gone, would be in by now
+  assert.equal(await page.locator('[data-variable="once/x"]').count(), 1, 'one row per variable');
+  assert.equal(srv.server.connectionCount, 2, 'the Node client and one inspector client');
+  await page.close();
+});

@@ -32,7 +32,16 @@ function socketUrl(): string {
   return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
 }
 
+/**
+ * One sign-in at a time, and none once signed in: a second Enter or click while the first connected (or a form
+ * submitted beside a fragment's key) opened a second client, with a second copy of every panel, every row and
+ * its data-variable hook.
+ */
+let signing: 'idle' | 'busy' | 'done' = 'idle';
+
 async function signIn(tenant: string, key: string): Promise<void> {
+  if (signing !== 'idle') return;
+  signing = 'busy';
   const error = byId('signin-error');
   error.textContent = '';
   let client: Client;
@@ -40,8 +49,10 @@ async function signIn(tenant: string, key: string): Promise<void> {
     client = await Client.initialize(socketUrl(), tenant, AuthCredentials.apiKey(key), { mode: 'remote' });
   } catch (err) {
     error.textContent = describeError(err);
+    signing = 'idle';
     return;
   }
+  signing = 'done';
   byId('signin').hidden = true;
   byId('tenant-name').textContent = tenant;
   byId('main').hidden = false;
