@@ -92,7 +92,7 @@ test('inspector: markup in values, struct fields and edit errors shows as text; 
   const { page, guard } = await openPage(t, [/Content Security Policy/]);
   await page.goto(`${httpOrigin(srv.url)}/inspector#tenant=acme&key=${encodeURIComponent(OPS_KEY)}`);
   await guard(valueIs(page, 'xss/label', JSON.stringify(HOSTILE)));
-  await guard(valueIs(page, 'xss/pos', 'name: "<script>window.pwned=2</script>", x: 1.5'));
+  await guard(valueIs(page, 'xss/pos', 'name: "<script>window.pwned=2</script>"\nx: 1.5'));
   // An edit whose error message repeats what was typed.
   await page.locator('input[data-edit="xss/n"]').fill('<img src=x onerror="window.pwned=3">');
   await page.locator('input[data-edit="xss/n"]').press('Enter');

@@ -80,6 +80,7 @@ test('the inspector shows a service live: a Node write appears, an edit in the p
   assert.deepEqual(vf.get('pos'), { x: 1.5, y: 5n });
   await page.waitForFunction(() => (document.querySelector('#traffic-figures dl') !== null), undefined, { timeout: 30_000 });
   await screenshot(t, page, 'inspector');
+  await page.context().close(); // before the server closes: the page would log its failing /metrics poll
 });
 
 test('a read-only key sees values but no edit control; the form signs in too', { timeout: 120_000 }, async (t) => {
@@ -92,6 +93,7 @@ test('a read-only key sees values but no edit control; the form signs in too', {
   await guard(valueIs(page, 'plant/temp', '21.5'));
   assert.equal(await page.locator('[data-variable]').count(), 4);
   assert.equal(await page.locator('[data-edit]').count(), 0, 'no edit control where the key may not write');
+  await page.context().close();
 });
 
 test('a wrong key sees nothing: AUTH_FAILED, no service, no variable', { timeout: 120_000 }, async (t) => {
@@ -103,6 +105,7 @@ test('a wrong key sees nothing: AUTH_FAILED, no service, no variable', { timeout
   assert.equal(await page.locator('[data-variable]').count(), 0);
   assert.equal(await page.locator('[data-service]').count(), 0);
   assert.ok(await page.locator('#main').isHidden());
+  await page.context().close();
 });
 
 test('the page is served with a policy that allows this server\'s scripts only', async (t) => {
