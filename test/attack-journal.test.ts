@@ -8,7 +8,8 @@ import { AuthCredentials, Client, isCommyError, VariableMetadata, VariableType }
 import { reconnectingClient, serverIn } from './helpers/server-process.js';
 import { startTimeOf } from '../src/local/process-lock.js';
 import { Server } from '../src/server/index.js';
-import { identityDigest, OpJournal, OpRecord, RecordState, whatDigest } from '../src/server/op-journal.js';
+import { OpJournal } from '../src/server/op-journal.js';
+import { identityDigest, OpRecord, RecordState, whatDigest } from '../src/server/op-record.js';
 import { RawClient } from './helpers/raw-client.js';
 import { TEST_TENANTS } from './helpers/server.js';
 import { tempDir } from './helpers/temp.js';
@@ -117,11 +118,13 @@ test('a journal whose head points past its end (scribbled while the server runs)
  */
 async function scribbleFuzz(path: string): Promise<number[]> {
   const journal = new URL('../src/server/op-journal.js', import.meta.url).href;
+  const record = new URL('../src/server/op-record.js', import.meta.url).href;
   const source = `
     const { parentPort, workerData } = require('node:worker_threads');
     const { openSync, writeSync, closeSync } = require('node:fs');
     (async () => {
-      const { OpJournal, OpRecord, identityDigest, whatDigest } = await import(${JSON.stringify(journal)});
+      const { OpJournal } = await import(${JSON.stringify(journal)});
+      const { OpRecord, identityDigest, whatDigest } = await import(${JSON.stringify(record)});
       const path = workerData;
       const j = OpJournal.open(path, 64 * 1024);
       const fd = openSync(path, 'r+');

@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import { VariableMetadata, VariableType } from '../src/index.js';
 import { startTimeOf } from '../src/local/process-lock.js';
 import { ServiceFile } from '../src/local/service-file.js';
-import { identityDigest, OpJournal, OpRecord, RecordState, settleWrites, whatDigest } from '../src/server/op-journal.js';
+import { OpJournal } from '../src/server/op-journal.js';
+import { identityDigest, OpRecord, RecordState, settleWrites, whatDigest } from '../src/server/op-record.js';
 import { OpLedger } from '../src/server/op-ledger.js';
 import { tempDir } from './helpers/temp.js';
 

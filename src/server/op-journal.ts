@@ -4,8 +4,8 @@ import { basename } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { damageCount, native } from '../native/addon.js';
 import { holderGone, OWN_PID, OWN_START } from '../local/process-lock.js';
-import type { ServiceFile } from '../local/service-file.js';
 import { FileSyncer } from './durability.js';
+import { RecordState, type JournalChange, type JournalEntry, type OpRecord } from './op-record.js';
 
 /**
  * The operation journal: what a tenant's writes with an operation id did, kept in a memory-mapped file
@@ -39,12 +39,6 @@ const H = { magic: 0, format: 4, capacity: 8, tail: 16, head: 24, owner: 32, own
 /** The header's tenant tag: 16 bytes of SHA-256 of the file's name (`<tenant>.ops`). */
 const TAG = 16;
 
-export const enum RecordState {
-  Intent = 1,
-  Done = 2,
-  Void = 3,
-}
-
 /** INVALID_FILE when another live server owns the journal (two servers on one data directory). */
 function assertNotOwned(path: string, owner: number, start: number): void {
   if (owner !== 0 && !(owner === OWN_PID && start === OWN_START) && !holderGone(owner, start, false)) {
@@ -54,109 +48,6 @@ function assertNotOwned(path: string, owner: number, start: number): void {
 
 function linked(path: string): CommyError {
   return new CommyError(ErrorCode.INVALID_FILE, `${path} has other names (hard links) and is not this tenant's journal: remove the extra links`);
-}
-
-/** One change of a write, as the record keeps it. */
-export interface JournalChange {
-  readonly index: number;
-  /** Not written (a removed variable a report skips): its answer's version is 0. */
-  readonly skipped: boolean;
-  /** The variable's version under the write's lock, before the write. */
-  readonly before: number;
-}
-
-/** A record read back from the journal. */
-export interface JournalEntry {
-  /** identityDigest() of the write's identity, in hex. */
-  readonly identity: string;
-  readonly opId: number;
-  readonly what: number;
-  readonly at: number;
-  readonly service: string;
-  readonly state: RecordState;
-  readonly changes: readonly (JournalChange & { readonly version: number })[];
-  /** Marks the record settled (after recovery decided what an unfinished intent did). */
-  settle(versions: readonly number[] | undefined): void;
-}
-
-/** 128 bits of SHA-256: identities are client-chosen in part (clientKey), so a collision must not be makeable. */
-export function identityDigest(identity: string): Buffer {
-  return createHash('sha256').update(identity).digest().subarray(0, 16);
-}
-
-/** A 32-bit FNV-1a of what a write was: a retry with another `what` is refused (op-ledger.ts). */
-export function whatDigest(what: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < what.length; i++) h = Math.imul(h ^ what.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
-/**
- * What an unfinished write did, from its service file: the version each change got, or undefined when none
- * was written. A change whose record has no version yet was written if its variable's version moved past the
- * one taken under the write's lock (no other writer could take the lock before the write released it).
- */
-export function settleWrites(file: ServiceFile, changes: readonly (JournalChange & { readonly version: number })[]): number[] | undefined {
-  const slots = file.slots();
-  const versions = changes.map((c) => {
-    const entry = slots[c.index];
-    if (c.skipped || entry === undefined) return 0;
-    if (c.version > 0) return c.version;
-    const now = Number(file.entryVersion(entry));
-    return now > c.before ? now : 0;
-  });
-  return versions.some((v) => v > 0) ? versions : undefined;
-}
-
-/** The handle a write fills in while it applies (ServiceHost.apply): intent, versions, done or void. */
-export class OpRecord {
-  private at = -1;
-  /** The record's sequence number in the ring (to tell it from whatever the ring later puts at `at`). */
-  private seq = -1;
-  private finished = false;
-  /** With `syncOnDone`: the sync of this record, started as soon as it is done (beside the service file's). */
-  synced: Promise<void> | undefined;
-
-  constructor(
-    private readonly journal: OpJournal,
-    /** identityDigest() of the write's identity. */
-    readonly identity: Uint8Array,
-    readonly opId: number,
-    readonly what: number,
-    readonly service: string,
-    /** Durability `ack`: the answer waits for the record on disk too. */
-    private readonly syncOnDone = false,
-  ) {}
-
-  /** Called under the write's locks, before anything is written. Without room, the write goes unrecorded. */
-  intent(changes: readonly JournalChange[]): void {
-    this.at = this.journal.append(this, changes);
-    if (this.at >= 0) this.seq = this.journal.view.getFloat64(HEADER + this.at + R.seq, true);
-  }
-
-  /** The version change `i` got (stored as soon as it is known: a kill right after still finds it). */
-  wrote(i: number, version: number): void {
-    if (this.at >= 0) this.journal.view.setFloat64(HEADER + this.at + R.changes + i * CHANGE + 16, version, true);
-  }
-
-  done(): void {
-    this.finished = true;
-    if (this.at < 0) return;
-    this.journal.setState(this.at, RecordState.Done);
-    if (this.syncOnDone) this.synced = this.journal.sync();
-  }
-
-  /**
-   * Nothing was written after all (the write threw after its intent). Called when the write's promise rejects,
-   * which may be long after: not once the write was done (its values are in the file: a failure after that, a
-   * sync that failed, does not unwrite them, and a retry after a restart must be answered, not applied again),
-   * and only while the record is still at `at` (the ring may have gone round: marking whatever record is there
-   * now would make a server after this one apply that write twice).
-   */
-  void(): void {
-    if (this.at < 0 || this.finished || !this.journal.holds(this.at, this.seq)) return;
-    this.journal.setState(this.at, RecordState.Void);
-  }
 }
 
 /** One tenant's journal file, mapped. One server writes it (its owner, checked at open). */
@@ -270,6 +161,16 @@ export class OpJournal {
   /** Is the record with sequence number `seq` still at `at` (not overwritten since)? */
   holds(at: number, seq: number): boolean {
     return this.intact() && this.view.getUint32(HEADER + at + R.magic, true) === RECORD_MAGIC && this.view.getFloat64(HEADER + at + R.seq, true) === seq;
+  }
+
+  /** The sequence number of the record at `at`. */
+  seqAt(at: number): number {
+    return this.view.getFloat64(HEADER + at + R.seq, true);
+  }
+
+  /** Stores the version change `i` of the record at `at` got. */
+  setVersion(at: number, i: number, version: number): void {
+    this.view.setFloat64(HEADER + at + R.changes + i * CHANGE + 16, version, true);
   }
 
   setState(at: number, state: RecordState): void {

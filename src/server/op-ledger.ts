@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import type { DurabilityMode } from './durability.js';
 import type { Limits } from './limits.js';
-import { identityDigest, OpJournal, OpRecord, RecordState, whatDigest, type JournalChange, type JournalEntry } from './op-journal.js';
+import { OpJournal } from './op-journal.js';
+import { identityDigest, OpRecord, RecordState, whatDigest, type JournalChange, type JournalEntry } from './op-record.js';
 
 /**
  * Idempotent writes: the server remembers what each write it applied answered, by client identity and

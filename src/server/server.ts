@@ -19,7 +19,7 @@ import { createServerLogger, type Logger } from './logger.js';
 import { LogBudget } from './log-budget.js';
 import { ServerMetrics } from './metrics.js';
 import { ensurePrivateDir } from './data-dir.js';
-import { settleWrites } from './op-journal.js';
+import { settleWrites } from './op-record.js';
 import { OpLedger, type OpJournalOptions } from './op-ledger.js';
 import type { ServiceHost } from './service-host.js';
 import { ServiceRegistry } from './service-registry.js';

@@ -5,7 +5,7 @@ import { encodeFrame } from '../protocol/frame-codec.js';
 import { Broadcaster, type BroadcastSource } from './broadcaster.js';
 import { FileSyncer, type DurabilityMode } from './durability.js';
 import type { ServerMetrics } from './metrics.js';
-import type { OpRecord } from './op-journal.js';
+import type { OpRecord } from './op-record.js';
 import type { ChangeFeed, ChangeFeedFactory, FeedChange } from './change-feed.js';
 import { localChangeFeed } from './local-change-feed.js';
 import { snapshotFrames } from './snapshot.js';

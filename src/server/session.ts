@@ -13,7 +13,7 @@ import type { Limits } from './limits.js';
 import type { LogBudget } from './log-budget.js';
 import type { Logger } from './logger.js';
 import type { ServerMetrics } from './metrics.js';
-import type { OpRecord } from './op-journal.js';
+import type { OpRecord } from './op-record.js';
 import type { OpAnswer, OpLedger } from './op-ledger.js';
 import type { Permissions, PermissionsCache, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
