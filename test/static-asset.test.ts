@@ -133,3 +133,12 @@ test('Accept-Encoding: gzip when named or *, unless its q is 0', () => {
   ];
   for (const [header, expected] of cases) assert.equal(acceptsGzip(header), expected, `Accept-Encoding: ${header}`);
 });
+
+test('every answer of the port says what it is: plain text, metrics and a 404 carry nosniff', async (t) => {
+  const server = await startServer(t);
+  const origin = httpOrigin(server.url);
+  for (const path of ['/healthz', '/metrics', '/no-such-route']) {
+    const r = await get(`${origin}${path}`);
+    assert.equal(r.headers['x-content-type-options'], 'nosniff', path);
+  }
+});

@@ -23,7 +23,7 @@ export interface ServerState {
 export type HttpRoute = (req: IncomingMessage, res: ServerResponse, state: ServerState) => void;
 
 const text = (res: ServerResponse, status: number, body: string): void => {
-  res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff' }).end(body);
 };
 
 /** The browser bundle (scripts/build-browser.mjs): dist/browser/, beside this file's dist/src/server/. */
@@ -56,7 +56,7 @@ export const HTTP_ROUTES: ReadonlyMap<string, HttpRoute> = new Map<string, HttpR
 async function scrapeInto(res: ServerResponse, metrics: ServerMetrics, perTenant: boolean): Promise<void> {
   try {
     const { contentType, body } = await metrics.scrape(perTenant);
-    res.writeHead(200, { 'content-type': contentType }).end(body);
+    res.writeHead(200, { 'content-type': contentType, 'x-content-type-options': 'nosniff' }).end(body);
   } catch {
     text(res, 500, 'metrics unavailable\n');
   }
