@@ -4,7 +4,7 @@
  * buckets over the interval (an upper bound: the bucket's edge).
  */
 
-import { parseExposition, quantile, total, type Sample } from '../core/metrics-text.js';
+import { parseExposition, quantile, rate, total, type Sample } from '../core/metrics-text.js';
 
 export interface StatsOptions {
   url: string;
@@ -68,24 +68,24 @@ async function boundedText(endpoint: string, res: Response): Promise<string> {
 }
 
 function statsRow(a: Sample, b: Sample, seconds: number): string[] {
-  const rate = (name: string) => (total(b, name) - total(a, name)) / seconds;
+  const perSecond = (name: string) => rate(a, b, name, seconds);
   const get = (key: string) => b.get(key) ?? 0;
   const kb = (x: number) => (x / 1024).toFixed(1);
-  const acks = rate('commy_write_ack_seconds_count');
+  const acks = perSecond('commy_write_ack_seconds_count');
   return [
     String(get('commy_connections{state="authenticated"}') + get('commy_connections{state="unauthenticated"}')),
     String(get('commy_connections{state="unauthenticated"}')),
-    rate('commy_messages_received_total').toFixed(0),
-    rate('commy_messages_sent_total').toFixed(0),
-    kb(rate('commy_received_bytes_total')),
-    kb(rate('commy_sent_bytes_total')),
+    perSecond('commy_messages_received_total').toFixed(0),
+    perSecond('commy_messages_sent_total').toFixed(0),
+    kb(perSecond('commy_received_bytes_total')),
+    kb(perSecond('commy_sent_bytes_total')),
     acks.toFixed(0),
     ms(quantile(a, b, 'commy_write_ack_seconds', 0.5)),
     ms(quantile(a, b, 'commy_write_ack_seconds', 0.99)),
-    rate('commy_errors_total').toFixed(0),
+    perSecond('commy_errors_total').toFixed(0),
     String(total(b, 'commy_services_open')),
     String(total(b, 'commy_variables')),
-    rate('commy_file_syncs_total').toFixed(0),
+    perSecond('commy_file_syncs_total').toFixed(0),
     kb(get('commy_output_buffered_bytes{stat="max"}')),
   ];
 }

@@ -38,3 +38,8 @@ export function quantile(a: Sample, b: Sample, name: string, q: number): number 
   for (const [edge, cumulative] of buckets) if (cumulative >= q * count) return edge;
   return Infinity;
 }
+
+/** Per second, how much `name` (all label sets) grew between two scrapes `seconds` apart. */
+export function rate(a: Sample, b: Sample, name: string, seconds: number): number {
+  return (total(b, name) - total(a, name)) / seconds;
+}

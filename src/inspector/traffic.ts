@@ -1,4 +1,4 @@
-import { parseExposition, quantile, total, type Sample } from '../core/metrics-text.js';
+import { parseExposition, quantile, rate, total, type Sample } from '../core/metrics-text.js';
 
 /**
  * The server's connections and traffic, from its /metrics (the totals every visitor may read; per-tenant
@@ -14,17 +14,17 @@ export interface TrafficFigure {
 
 /** The figures between two scrapes `seconds` apart (pure: tested in Node). */
 export function trafficFigures(a: Sample, b: Sample, seconds: number): TrafficFigure[] {
-  const rate = (name: string) => (total(b, name) - total(a, name)) / seconds;
+  const perSecond = (name: string) => rate(a, b, name, seconds);
   const get = (key: string) => b.get(key) ?? 0;
   const authed = get('commy_connections{state="authenticated"}');
   const unauth = get('commy_connections{state="unauthenticated"}');
   const ms = (s: number) => (Number.isNaN(s) ? '—' : s === Infinity ? '> 1 s' : s < 0.001 ? `≤ ${(s * 1e6).toFixed(0)} µs` : `≤ ${(s * 1000).toFixed(1)} ms`);
   return [
     { label: 'connections', value: `${authed + unauth}${unauth > 0 ? ` (${unauth} signing in)` : ''}` },
-    { label: 'messages in / s', value: rate('commy_messages_received_total').toFixed(0) },
-    { label: 'messages out / s', value: rate('commy_messages_sent_total').toFixed(0) },
-    { label: 'KB in / s', value: (rate('commy_received_bytes_total') / 1024).toFixed(1) },
-    { label: 'KB out / s', value: (rate('commy_sent_bytes_total') / 1024).toFixed(1) },
+    { label: 'messages in / s', value: perSecond('commy_messages_received_total').toFixed(0) },
+    { label: 'messages out / s', value: perSecond('commy_messages_sent_total').toFixed(0) },
+    { label: 'KB in / s', value: (perSecond('commy_received_bytes_total') / 1024).toFixed(1) },
+    { label: 'KB out / s', value: (perSecond('commy_sent_bytes_total') / 1024).toFixed(1) },
     { label: 'write → ack p50', value: ms(quantile(a, b, 'commy_write_ack_seconds', 0.5)) },
     { label: 'write → ack p99', value: ms(quantile(a, b, 'commy_write_ack_seconds', 0.99)) },
     { label: 'services open', value: String(total(b, 'commy_services_open')) },

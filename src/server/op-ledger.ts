@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { FNV_BASIS, fnv1a } from '../core/fnv.js';
 import type { DurabilityMode } from './durability.js';
 import type { Limits } from './limits.js';
 import { OpJournal } from './op-journal.js';
@@ -78,7 +79,7 @@ interface Recovered {
  * client's own mistakes, not a security boundary (an id is only ever compared within its own client identity).
  */
 export function writeFingerprint(kind: string, target: string, bytes: Uint8Array, expected?: number): string {
-  return `${kind} ${target} ${bytes.length}:${fnv(bytes, 0x811c9dc5).toString(16)}${expected !== undefined ? ` @${expected}` : ''}`;
+  return `${kind} ${target} ${bytes.length}:${fnv1a(bytes).toString(16)}${expected !== undefined ? ` @${expected}` : ''}`;
 }
 
 /**
@@ -88,15 +89,9 @@ export function writeFingerprint(kind: string, target: string, bytes: Uint8Array
  * sent: it copies them when it collects them). About 2 ms per MiB of values, once per report.
  */
 export function reportFingerprint(serviceId: string, changes: readonly (readonly [number, Uint8Array])[]): string {
-  let h = 0x811c9dc5;
-  for (const [, bytes] of changes) h = fnv(bytes, h);
+  let h = FNV_BASIS;
+  for (const [, bytes] of changes) h = fnv1a(bytes, h);
   return `ReportVariableChanges ${serviceId} ${changes.map(([index, bytes]) => `${index}:${bytes.length}`).join(',')} ${h.toString(16)}`;
-}
-
-/** 32-bit FNV-1a of `bytes`, continuing from `h`. */
-function fnv(bytes: Uint8Array, h: number): number {
-  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-  return h >>> 0;
 }
 
 interface Entry {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { fnv1a } from '../core/fnv.js';
 import type { ServiceFile } from '../local/service-file.js';
 import type { OpJournal } from './op-journal.js';
 
@@ -43,9 +44,7 @@ export function identityDigest(identity: string): Buffer {
 
 /** A 32-bit FNV-1a of what a write was: a retry with another `what` is refused (op-ledger.ts). */
 export function whatDigest(what: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < what.length; i++) h = Math.imul(h ^ what.charCodeAt(i), 0x01000193);
-  return h >>> 0;
+  return fnv1a(what);
 }
 
 /**
