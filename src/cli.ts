@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { isCommyError } from './core/errors.js';
 import { hashKey } from './server/key-hash.js';
-import { defaultDevTenant, loadConfig, type ServerConfig } from './server/config.js';
+import { ConfigError, defaultDevTenant, loadConfig, type ServerConfig } from './server/config.js';
 import { loadTls, selfSignedTls, type TlsMaterial } from './server/tls.js';
 
 /** Exit codes: 2 for a usage or configuration mistake, 1 for anything that went wrong at run time. */
@@ -19,6 +19,8 @@ interface ServeFlags {
   tick?: 'immediate' | number;
   durability?: 'ack' | 'periodic' | 'none';
   logLevel?: ServerConfig['logLevel'];
+  cluster?: string;
+  nodeId?: string;
 }
 
 function program(): Command {
@@ -38,6 +40,8 @@ function program(): Command {
     .option('--tick <tick>', "'immediate' or milliseconds between update batches", parseTick)
     .option('--log-level <level>', 'fatal, error, warn, info (default), debug (one line per connection lifecycle event), trace or silent', parseLogLevel)
     .option('--durability <mode>', "'ack' (sync before acknowledging), 'periodic' (default: every syncIntervalMs) or 'none'", parseDurability)
+    .option('--cluster <redis-url>', 'run as a node of a cluster on this Redis (docs/cluster.md); needs --node-id')
+    .option('--node-id <id>', "this node's name in the cluster: unique, and the same across restarts")
     .action((flags: ServeFlags) => serve(flags));
   cli
     .command('hash-key')
@@ -113,7 +117,18 @@ function withFlags(config: ServerConfig, flags: ServeFlags): ServerConfig {
   if (flags.tick !== undefined) out.tick = flags.tick;
   if (flags.durability !== undefined) out.durability = flags.durability;
   if (flags.logLevel !== undefined) out.logLevel = flags.logLevel;
+  if (flags.cluster !== undefined || flags.nodeId !== undefined) out.cluster = clusterOf(config, flags);
   return out;
+}
+
+/** `--cluster` and `--node-id` over the config file's `cluster` (both needed when the file has none). */
+function clusterOf(config: ServerConfig, flags: ServeFlags): ServerConfig['cluster'] {
+  const redis = flags.cluster ?? config.cluster?.redis;
+  const nodeId = flags.nodeId ?? config.cluster?.nodeId;
+  if (redis === undefined || nodeId === undefined) {
+    throw new ConfigError(redis === undefined ? 'cluster.redis' : 'cluster.nodeId', 'invalid config: --cluster and --node-id go together (or with a config file whose cluster gives the other)');
+  }
+  return loadConfig({ cluster: { ...config.cluster, redis, nodeId } }).cluster;
 }
 
 /** A clean stop answers, broadcasts, closes and syncs within seconds; past this it gives up (exit 1). */

@@ -7,6 +7,7 @@ import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
 import { DEFAULT_DURABILITY } from './durability.js';
+import { DEFAULT_OP_ID_TTL_MS, DEFAULT_STREAM_LENGTH } from '../cluster/cluster-config.js';
 import { isScryptHash } from './key-hash.js';
 import { resolveGroup } from './file-policy.js';
 import { DEFAULT_LIMITS, FRAME_HEADROOM, type Limits } from './limits.js';
@@ -127,6 +128,14 @@ const auditSchema = z.strictObject({
   /** Rotated files kept (audit.log.1 …); unset: the audit log's default (5). */
   maxFiles: z.number().int().min(0).optional(),
 });
+const clusterSchema = z.strictObject({
+  /** The Redis every node shares (docs/cluster.md). */
+  redis: z.string().regex(/^rediss?:\/\/./, 'expected a redis:// or rediss:// URL'),
+  /** Unique in the cluster and the same across this node's restarts. */
+  nodeId: name('node id'),
+  streamLength: positiveInt.min(100).default(DEFAULT_STREAM_LENGTH),
+  opIdTtlMs: positiveInt.default(DEFAULT_OP_ID_TTL_MS),
+});
 const configSchema = z.strictObject({
   host: z.string().min(1).default(DEFAULT_HOST),
   port: z.number().int().min(0).max(65535).default(DEFAULT_PORT),
@@ -146,6 +155,8 @@ const configSchema = z.strictObject({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   durability: z.enum(['ack', 'periodic', 'none']).default(DEFAULT_DURABILITY.mode),
   syncIntervalMs: positiveInt.default(DEFAULT_DURABILITY.intervalMs),
+  /** Several servers on one Redis (docs/cluster.md); absent: a single server, no Redis. */
+  cluster: clusterSchema.optional(),
 });
 
 // ---- types ----
@@ -265,6 +276,7 @@ function withDefaults(raw: ParsedConfig): ServerConfig {
     ...(raw.metricsToken !== undefined ? { metricsToken: raw.metricsToken } : {}),
     durability: raw.durability,
     syncIntervalMs: raw.syncIntervalMs,
+    ...(raw.cluster !== undefined ? { cluster: { ...raw.cluster } } : {}),
   };
   assertKeyGlobs(config);
   if (raw.tls) config.tls = { ...raw.tls };

@@ -54,14 +54,14 @@ export class TenantQuotas {
   }
 
   /** QUOTA_EXCEEDED or RATE_LIMITED before a new service file is created; otherwise reserves it. */
-  checkCreate(tenant: string): void {
+  checkCreate(tenant: string, replicated = false): void {
     const usage = this.usage(tenant);
     const { maxServicesPerTenant } = this.limits;
     if (usage.services + 1 > maxServicesPerTenant) {
       throw new CommyError(ErrorCode.QUOTA_EXCEEDED, `tenant ${tenant} already has ${usage.services} services (limit ${maxServicesPerTenant})`);
     }
     this.assertBytes(tenant, usage, NEW_SERVICE_BYTES);
-    if (!this.creationLimiter(tenant).take()) {
+    if (!replicated && !this.creationLimiter(tenant).take()) {
       throw new CommyError(ErrorCode.RATE_LIMITED, `tenant ${tenant} may create at most ${SERVICE_CREATIONS_PER_SECOND} services per second`);
     }
     usage.services += 1;

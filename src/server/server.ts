@@ -21,6 +21,7 @@ import { ServerMetrics } from './metrics.js';
 import { ensurePrivateDir } from './data-dir.js';
 import { settleWrites } from './op-record.js';
 import { OpLedger, type OpJournalOptions } from './op-ledger.js';
+import type { ClusterNode } from '../cluster/cluster-node.js';
 import type { ServiceHost } from './service-host.js';
 import { ServiceRegistry } from './service-registry.js';
 import { ServerSocket } from './server-socket.js';
@@ -93,6 +94,8 @@ export class Server implements ServerState {
     readonly metrics: ServerMetrics,
     clientLines: LogBudget,
     private readonly ledger: OpLedger,
+    /** This server as a cluster node (config `cluster`); undefined on a single server. */
+    private readonly cluster: ClusterNode | undefined,
   ) {
     this.config = config;
     this.admission = new Admission(config.limits);
@@ -136,8 +139,10 @@ export class Server implements ServerState {
       tick: config.tick,
       maxFrameBytes: config.limits.maxFrameBytes,
       onError,
-      onLocalWrite: (host, pid, variables) =>
-        audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid }),
+      onLocalWrite: (host, pid, variables) => {
+        audit.record({ event: 'LocalVariablesChanged', clientId: '', keyId: '', tenant: host.tenant, service: host.service, variables, pid });
+        cluster?.localWrites(host, variables); // a local process's write reaches the other nodes through the stream
+      },
     }, policies, { mode: config.durability, intervalMs: config.syncIntervalMs });
     const audit = createAuditLog({
       enabled: config.audit.enabled,
@@ -151,14 +156,16 @@ export class Server implements ServerState {
       ...(options.authThrottle !== undefined ? { throttle: options.authThrottle } : {}),
     });
     const ledger = OpLedger.of(config.limits, opJournal(config, registry, logger));
+    // Loaded only for a cluster: a single server never loads the Redis client.
+    const cluster = config.cluster === undefined ? undefined : new (await import('../cluster/cluster-node.js')).ClusterNode(config.cluster, registry, logger);
     const clientLines = new LogBudget(logger);
-    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics, clientLines, ledger));
+    const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics, clientLines, ledger, cluster));
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, made));
     // Admission at the TCP connection, not the upgrade: a socket that never sends a request is counted too.
     http.on('connection', (socket: Socket) => made.admit(socket));
     // Made once and shared by every connection: per-connection objects are what an idle connection costs.
     const permissions = new PermissionsCache(config.limits);
-    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => made.ended(s), log: logger, clientLines, metrics };
+    const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => made.ended(s), log: logger, clientLines, metrics, ...(cluster !== undefined ? { cluster } : {}) };
     const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS), metrics };
     http.on('upgrade', (req, socket, head) => made.upgrade(req, socket as Socket, head, ctx, wire));
     await new Promise<void>((resolve, reject) => {
@@ -333,6 +340,7 @@ export class Server implements ServerState {
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       this.http.closeAllConnections?.();
       await new Promise<void>((resolve) => this.http.close(() => resolve()));
+      await this.cluster?.close(); // before the files: no entry is applied into a closed one
       await this.registry.close(); // every file written since its last sync is synced first
       await this.ledger.close();
       await this.audit.close();

@@ -110,8 +110,9 @@ export class ServiceRegistry {
    * The open service, opening its file if it exists; with `create`, creating it (QUOTA_EXCEEDED past the
    * tenant's services or bytes, RATE_LIMITED past SERVICE_CREATIONS_PER_SECOND). SERVICE_NOT_FOUND otherwise.
    * The host stays open for serviceIdleMs after this call unless retain()ed: use it now or retain it.
+   * `replicated`: created because the cluster has it (docs/cluster.md): not counted against the creation rate.
    */
-  get(tenant: string, service: string, create: boolean): ServiceHost {
+  get(tenant: string, service: string, create: boolean, replicated = false): ServiceHost {
     this.assertOpen();
     const path = this.pathOf(tenant, service);
     const key = keyOf(tenant, service);
@@ -125,7 +126,7 @@ export class ServiceRegistry {
       if (known.refs === 0) this.markIdle(known); // a use: the idle clock starts again
       return known.host;
     }
-    const host = this.open(tenant, service, path, create);
+    const host = this.open(tenant, service, path, create, replicated);
     const entry: OpenService = { key, host, refs: 0, timer: undefined };
     this.hosts.set(key, entry);
     this.markIdle(entry);
@@ -233,12 +234,12 @@ export class ServiceRegistry {
 
   // ---- opening ------------------------------------------------------------------------------------
 
-  private open(tenant: string, service: string, path: string, create: boolean): ServiceHost {
+  private open(tenant: string, service: string, path: string, create: boolean, replicated: boolean): ServiceHost {
     const creating = !this.fileExists(tenant, path);
     if (creating && !create) throw notFound(tenant, service);
     this.makeRoom();
     if (creating) {
-      this.quotas.checkCreate(tenant);
+      this.quotas.checkCreate(tenant, replicated);
       this.ensureTenantDir(tenant);
     }
     const policy = this.policies.get(tenant);

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { clusterOpOf, type ClusterOp } from '../cluster/cluster-op.js';
+import type { ClusterNode } from '../cluster/cluster-node.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertValidName } from '../core/names.js';
 import { DEFAULT_LOCK_POLICY } from '../local/process-lock.js';
@@ -41,6 +43,8 @@ export interface SessionContext {
   clientLines?: LogBudget;
   /** The server's metrics (absent: nothing counted). */
   metrics?: ServerMetrics;
+  /** This server as a node of a cluster (docs/cluster.md); absent on a single server. */
+  cluster?: ClusterNode;
 }
 
 /**
@@ -222,6 +226,7 @@ export class Session {
     if (!create || registry.exists(tenant, service)) return registry.get(tenant, service, false);
     this.check(tenant, service, 'admin');
     const host = registry.get(tenant, service, true);
+    this.ctx.cluster?.announce(host);
     this.ctx.audit.record({ event: 'ServiceCreated', clientId: this.clientId, keyId: this.keyId(tenant), tenant, service });
     return host;
   }
@@ -285,13 +290,16 @@ export class Session {
    * names the same); `answer`: what the answer costs to remember, and how to make it again from its versions.
    * `op` passes the journal record it gets to ServiceHost.apply.
    */
-  once<T>(tenant: string, service: string, opId: number | undefined, what: string, op: (record: OpRecord | undefined) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
+  once<T>(tenant: string, service: string, opId: number | undefined, what: string, op: (record: OpRecord | undefined, clusterOp?: ClusterOp) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
     const grant = this.grantOf(tenant);
     if (grant === undefined) return op(undefined); // not authenticated for it: op's own checks refuse it
     // Whose operation ids these are: the credential (by kind: key:<id>, jwt:<iss>:<sub>) and the client's
     // clientKey (or this connection alone). Neither tenant nor clientKey holds a '/': the parts never run together.
-    grant.identity ??= `${tenant}/${grant.perms.grants.principal}/${grant.clientKey ?? `connection:${this.clientId}`}`;
-    return this.ctx.ledger.once({ tenant, identity: grant.identity, opId, what, service }, op, answer);
+    const identity = (grant.identity ??= `${tenant}/${grant.perms.grants.principal}/${grant.clientKey ?? `connection:${this.clientId}`}`);
+    // In a cluster the id is also checked in Redis, so that a retry on another node (or after this one lost its
+    // memory) is answered, not applied again.
+    const clusterOp = opId === undefined || this.ctx.cluster === undefined ? undefined : clusterOpOf(identity, opId, what);
+    return this.ctx.ledger.once({ tenant, identity, opId, what, service }, (record) => op(record, clusterOp), answer);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */

@@ -17,7 +17,8 @@ export async function removeVariable(s: Session, m: MessageOf<'RemoveVariable'>)
   s.assertName(name, 'variable name');
   const host = sub.host;
   const entry = host.file.entry(name); // VARIABLE_NOT_FOUND before waiting for anything
-  const version = await s.whenFree(() => host.remove(name), `${host.serviceId}/${name}`);
+  const cluster = s.ctx.cluster;
+  const version = cluster !== undefined ? await cluster.remove(host, name) : await s.whenFree(() => host.remove(name), `${host.serviceId}/${name}`);
   await host.durable();
   const { tenant, service } = host;
   s.ctx.audit.record({ event: 'VariableRemoved', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });
@@ -33,7 +34,8 @@ export async function registerVariable(s: Session, m: MessageOf<'RegisterVariabl
   const meta = new VariableMetadata(name, offset, size, typeId as VariableTypeId, fieldsOfWire(m.body.fields));
   assertDefinition(meta, file.maxVariableSize); // a bad layout is refused as such, before any quota is counted
   s.ctx.registry.checkRegistration(sub.host, meta);
-  const entry = await s.whenFree(() => file.tryRegister(meta), `the directory of ${sub.host.serviceId}`);
+  const cluster = s.ctx.cluster;
+  const entry = cluster !== undefined ? await cluster.register(sub.host, meta) : await s.whenFree(() => file.tryRegister(meta), `the directory of ${sub.host.serviceId}`);
   await sub.host.durable();
   const { tenant, service } = sub.host;
   s.ctx.audit.record({ event: 'VariableRegistered', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [name] });

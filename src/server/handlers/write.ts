@@ -18,11 +18,15 @@ export async function writeVariable(s: Session, m: MessageOf<'WriteVariable'>): 
   s.assertName(name, 'variable name');
   const acked = (serviceId: string, version: number): VariableChangesAcknowledgedBody => ({ serviceId, changedVariables: [name], count: 1, version, versions: [version] });
   const what = writeFingerprint('WriteVariable', `${tenant}/${service}/${name}`, value);
-  const ack = await s.once(tenant, service, opId, what, (record) =>
+  const ack = await s.once(tenant, service, opId, what, (record, op) =>
     s.withService(tenant, service, async (host): Promise<VariableChangesAcknowledgedBody> => {
       const entry = host.file.entry(name);
       assertFits(entry.meta, value.length);
-      const [written] = await s.whenFree(() => host.apply([entry], [value], { record }), `${host.serviceId}/${name}`);
+      const cluster = s.ctx.cluster;
+      const [written] =
+        cluster !== undefined
+          ? await cluster.write(host, { entries: [entry], values: [value], record, op })
+          : await s.whenFree(() => host.apply([entry], [value], { record }), `${host.serviceId}/${name}`);
       await host.durable();
       s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: perms.grants.keyId, tenant, service, variables: [name] });
       return acked(host.serviceId, Number(written));
@@ -59,11 +63,12 @@ export async function reportChanges(s: Session, m: MessageOf<'ReportVariableChan
     service,
     m.body.opId,
     what,
-    async (record): Promise<VariableChangesAcknowledgedBody> => {
+    async (record, op): Promise<VariableChangesAcknowledgedBody> => {
       const entries = m.body.changes.map((change) => entryOf(file, change, true));
       const values = m.body.changes.map(([, bytes]) => bytes);
+      const cluster = s.ctx.cluster;
       const apply = () => (sub.closed ? [] : sub.host.apply(entries, values, { origin: sub, skipRemoved: true, record }));
-      const written = await s.whenFree(apply, `variables of ${sub.host.serviceId}`);
+      const written = cluster !== undefined ? await cluster.write(sub.host, { entries, values, origin: sub, record, op }) : await s.whenFree(apply, `variables of ${sub.host.serviceId}`);
       if (sub.closed) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sub.sid} ended before its changes were applied`);
       await sub.host.durable();
       const versions = written.map(Number);
@@ -93,10 +98,14 @@ export async function mutate(s: Session, m: MessageOf<'Mutate'>): Promise<Reply>
     service,
     opId,
     what,
-    async (record) => {
+    async (record, op) => {
       const entry = entryOf(sub.host.file, [index, value]);
+      const cluster = s.ctx.cluster;
       const apply = () => (sub.closed ? [] : sub.host.apply([entry], [value], { origin: sub, expected: [expectedVersion], record }));
-      const [written] = await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
+      const [written] =
+        cluster !== undefined
+          ? await cluster.write(sub.host, { entries: [entry], values: [value], origin: sub, record, expected: expectedVersion, op })
+          : await s.whenFree(apply, `${sub.host.serviceId}/${entry.meta.name}`);
       if (written === undefined) throw new CommyError(ErrorCode.SERVICE_NOT_FOUND, `subscription ${sid} ended before the mutation was applied`);
       await sub.host.durable();
       s.ctx.audit.record({ event: 'VariablesChanged', clientId: s.clientId, keyId: s.keyId(tenant), tenant, service, variables: [entry.meta.name] });

@@ -1,0 +1,538 @@
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { CommyError, ErrorCode } from '../core/errors.js';
+import { isValidName } from '../core/names.js';
+import type { VariableMetadata } from '../core/variable-metadata.js';
+import { BUSY, type DirEntry } from '../local/service-file.js';
+import { untilNotBusy } from '../server/busy-retry.js';
+import type { OpRecord } from '../server/op-record.js';
+import type { ServiceHost } from '../server/service-host.js';
+import type { ServiceRegistry } from '../server/service-registry.js';
+import type { Subscriber } from '../server/subscriber.js';
+import type { ClusterConfig } from './cluster-config.js';
+import { parseEntry, type ClusterEntry, type ClusterItem } from './cluster-entry.js';
+import type { ClusterOp } from './cluster-op.js';
+import { CATALOG_SET, CATALOG_STREAM } from './cluster-keys.js';
+import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, SNAPSHOT_SCRIPT } from './cluster-scripts.js';
+import { layoutCode, metadataOfCode } from './layout-code.js';
+import { Positions } from './positions.js';
+import { ServiceReplica, type Applied, type Waiter } from './service-replica.js';
+import { compareIds, STREAM_START, type StreamId } from './stream-id.js';
+
+/** A remote client's write, as a handler gives it to the cluster. */
+export interface ClusterWrite {
+  readonly entries: readonly DirEntry[];
+  readonly values: readonly Uint8Array[];
+  readonly origin?: Subscriber | undefined;
+  readonly record?: OpRecord | undefined;
+  /** Compare-and-set of the first entry: the version the client last saw (node-local). */
+  readonly expected?: number | undefined;
+  /** The operation id as Redis dedups it (cluster-wide). */
+  readonly op?: ClusterOp | undefined;
+}
+
+type AppendReply = [string, string];
+interface ClusterCommands {
+  commyAppend(...args: (string | Buffer | Uint8Array | number)[]): Promise<AppendReply>;
+  commySnapshotBuffer(...args: string[]): Promise<[Buffer, Buffer[], Buffer[]]>;
+  commyAnnounce(...args: string[]): Promise<number>;
+}
+type StreamReply = [Buffer, [Buffer, Buffer[]][]][] | null;
+
+/** Entries read per stream per XREAD; the reader waits while a service has more than QUEUE_LIMIT unapplied. */
+const READ_COUNT = 512;
+const QUEUE_LIMIT = 4096;
+/** How long one XREAD blocks: a bound on how long a stop waits, nothing else (new streams wake it). */
+const BLOCK_MS = 5000;
+const RETRY_MS = [50, 100, 250, 500, 1000, 2000];
+
+/**
+ * This server as a node of a cluster (docs/cluster.md): every write of a remote client is appended to its
+ * service's Redis stream (one script: checks and append), every node reads every service's stream and applies
+ * each entry, in order, into its own file, and answers its own clients' writes once its own apply is done.
+ * Local processes' writes, seen by the node's watcher, are appended too. Subscribers are fed by the file's
+ * watcher as on a single server: the cluster only writes files.
+ */
+export class ClusterNode {
+  private readonly cmd: Redis & ClusterCommands;
+  private readonly reader: Redis;
+  private readonly replicas = new Map<string, ServiceReplica>();
+  private readonly byLog = new Map<string, ServiceReplica>();
+  private readonly positions: Positions;
+  /** Services created here whose announcement Redis has not taken yet. */
+  private readonly unannounced = new Set<string>();
+  private readonly wakeKey: string;
+  private wakeFrom: StreamId = STREAM_START;
+  private readonly boot = `${process.pid.toString(36)}${Date.now().toString(36)}`;
+  private seq = 0;
+  private closed = false;
+  private readonly reading: Promise<void>;
+  private failures = 0;
+
+  constructor(
+    readonly config: ClusterConfig,
+    private readonly registry: ServiceRegistry,
+    private readonly log: Logger,
+  ) {
+    this.positions = new Positions(registry.root, config.nodeId);
+    this.wakeKey = `commy:wake:${config.nodeId}`;
+    // Writes fail at once while Redis is away (NOT_CONNECTED to the client), never queue behind a reconnect.
+    this.cmd = new Redis(config.redis, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false }) as Redis & ClusterCommands;
+    this.cmd.defineCommand('commyAppend', { numberOfKeys: 6, lua: APPEND_SCRIPT });
+    this.cmd.defineCommand('commySnapshot', { numberOfKeys: 3, lua: SNAPSHOT_SCRIPT });
+    this.cmd.defineCommand('commyAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
+    this.cmd.on('ready', () => this.reconnected());
+    this.cmd.on('error', (err: Error) => this.redisError('commands', err));
+    this.reader = new Redis(config.redis, { maxRetriesPerRequest: null });
+    this.reader.on('error', (err: Error) => this.redisError('reader', err));
+    for (const [serviceId, at] of this.positions.services()) {
+      const [tenant, service] = serviceId.split('/');
+      if (tenant !== undefined && service !== undefined) this.track(tenant, service, at);
+    }
+    this.reading = this.readLoop();
+  }
+
+  // ---- what handlers call -----------------------------------------------------------------------------
+
+  /** A service was created on this node: the cluster hears of it (every node creates it) and this node replicates it. */
+  announce(host: ServiceHost): void {
+    this.replicaOf(host);
+    this.unannounced.add(host.serviceId);
+    void this.sendAnnouncements();
+  }
+
+  /**
+   * Appends a remote client's write; resolves with the versions this node's apply gave it (0: a variable removed
+   * meanwhile, skipped). CONFLICT (compare-and-set), NOT_CONNECTED (Redis away: nothing appended, or unknown —
+   * a resend with the same operation id is safe).
+   */
+  async write(host: ServiceHost, w: ClusterWrite): Promise<bigint[]> {
+    const replica = await this.readyReplica(host);
+    let casPos = '';
+    if (w.expected !== undefined) {
+      const e = w.entries[0]!;
+      const have = host.file.entryVersion(e);
+      if (have !== BigInt(w.expected)) throw new CommyError(ErrorCode.CONFLICT, `${host.serviceId}/${e.meta.name} is at version ${have}, not ${w.expected}`);
+      if (replica.hasLocalPending(e.meta.name)) throw new CommyError(ErrorCode.CONFLICT, `${host.serviceId}/${e.meta.name} has a local write not yet ordered in the cluster`);
+      casPos = replica.applied; // the file holds every entry up to here: the variable must not have moved since
+    }
+    const live = w.entries.flatMap((e, i) => (host.file.isLive(e) ? [i] : []));
+    const items = live.map((i) => ({ name: w.entries[i]!.meta.name, value: w.values[i]!, code: layoutCode(w.entries[i]!.meta) }));
+    if (items.length === 0) return w.entries.map(() => 0n);
+    const applied = await this.append(replica, 'w', items, { origin: w.origin, record: w.record }, casPos, w.op);
+    const versions = Array.isArray(applied) ? applied : [];
+    // The apply answers per item appended; the client asked per entry (a removed one: 0).
+    const out = w.entries.map(() => 0n);
+    live.forEach((i, j) => (out[i] = versions[j] ?? 0n));
+    return out;
+  }
+
+  /** Registers `meta` cluster-wide; resolves with its entry in this node's file. TYPE_MISMATCH if the cluster has it with another shape. */
+  async register(host: ServiceHost, meta: VariableMetadata): Promise<DirEntry> {
+    const replica = await this.readyReplica(host);
+    const applied = await this.append(replica, 'r', [{ name: meta.name, value: String(meta.offset), code: layoutCode(meta) }], {}, '');
+    if (typeof applied === 'object' && !Array.isArray(applied)) return applied;
+    throw new CommyError(ErrorCode.INTERNAL_ERROR, `registration of ${host.serviceId}/${meta.name} was not applied`);
+  }
+
+  /** Removes a variable cluster-wide; resolves with the version of its removal on this node. */
+  async remove(host: ServiceHost, name: string): Promise<bigint> {
+    const replica = await this.readyReplica(host);
+    const applied = await this.append(replica, 'x', [{ name, value: '', code: '' }], {}, '');
+    return typeof applied === 'bigint' ? applied : 0n;
+  }
+
+  /** The watcher saw local processes write these variables: they go to the stream (a backlog while Redis is away). */
+  localWrites(host: ServiceHost, names: readonly string[]): void {
+    const replica = this.replicas.get(host.serviceId);
+    if (replica === undefined) return;
+    for (const name of names) replica.unsent.add(name);
+    void this.sendLocal(replica, host);
+  }
+
+  /** Stops reading and appending; waiting writes end with NOT_CONNECTED. Positions are saved. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const r of this.replicas.values()) r.abandon('the server is stopping');
+    this.reader.disconnect();
+    await this.reading.catch(() => {});
+    this.cmd.disconnect();
+    this.positions.flush();
+  }
+
+  // ---- appending ----------------------------------------------------------------------------------------
+
+  private async append(
+    replica: ServiceReplica,
+    kind: 'w' | 'r' | 'x',
+    items: readonly { name: string; value: Uint8Array | string; code: string }[],
+    waiter: Pick<Waiter, 'origin' | 'record' | 'localNames'>,
+    casPos: string,
+    op?: ClusterOp,
+  ): Promise<Applied> {
+    const token = `${this.boot}.${(this.seq++).toString(36)}`;
+    const keys = replica.keys;
+    const args: (string | Uint8Array)[] = [keys.log, keys.last, keys.values, keys.layout, keys.at, op === undefined ? `${keys.opPrefix}-` : keys.opPrefix + op.key];
+    args.push(kind, this.config.nodeId, token, String(this.config.streamLength), casPos, op === undefined ? '0' : String(this.config.opIdTtlMs), op?.what ?? '', String(items.length));
+    for (const it of items) args.push(it.name, it.value, it.code);
+    const done = new Promise<Applied>((resolve, reject) => replica.waiters.set(token, { ...waiter, resolve, reject }));
+    done.catch(() => {}); // rejected only through the waiter, when nobody may be awaiting it yet
+    let reply: AppendReply;
+    try {
+      reply = await this.cmd.commyAppend(...args);
+    } catch (err) {
+      replica.waiters.delete(token);
+      throw new CommyError(ErrorCode.NOT_CONNECTED, `the cluster's Redis did not take the write: ${(err as Error).message}`, { cause: err });
+    }
+    const [status, detail] = reply;
+    if (status === 'ok') return done;
+    replica.waiters.delete(token);
+    if (status === 'dup') return this.answerOfDup(replica, detail, items.map((it) => it.name));
+    throw refusal(status, detail, replica.serviceId);
+  }
+
+  /** A resent operation id: answered with the versions its first apply gave, once this node has applied it. */
+  private async answerOfDup(replica: ServiceReplica, id: StreamId, names: readonly string[]): Promise<Applied> {
+    await replica.reached(id);
+    const known = replica.recent.get(id);
+    if (known !== undefined) return known;
+    // Applied before this process started: its versions here are gone; the variables' current ones are the
+    // nearest true answer (the write is in them, or was overwritten by a later one).
+    const host = this.registry.get(replica.tenant, replica.service, false);
+    return names.map((n) => {
+      const e = host.file.find(n);
+      return e === undefined ? 0n : host.file.entryVersion(e);
+    });
+  }
+
+  private async sendLocal(replica: ServiceReplica, host: ServiceHost): Promise<void> {
+    if (replica.unsent.size === 0 || this.closed || !replica.live) return;
+    const names = [...replica.unsent];
+    replica.unsent.clear();
+    const items: { name: string; value: Uint8Array; code: string }[] = [];
+    for (const name of names) {
+      const e = host.file.find(name);
+      if (e === undefined) continue; // removed since: its removal is the local process's last word (not replicated)
+      items.push({ name, value: host.file.readBytes(e), code: layoutCode(e.meta) });
+    }
+    if (items.length === 0) return;
+    const localNames = items.map((it) => it.name);
+    replica.countLocal(localNames, 1);
+    try {
+      await this.append(replica, 'w', items, { localNames }, '');
+    } catch (err) {
+      replica.countLocal(localNames, -1);
+      if (err instanceof CommyError && err.code === ErrorCode.NOT_CONNECTED) {
+        for (const n of localNames) replica.unsent.add(n); // sent again once Redis is back
+        return;
+      }
+      this.log.error({ err, service: replica.serviceId, variables: localNames }, 'cluster: a local write could not be replicated');
+    }
+  }
+
+  private async sendAnnouncements(): Promise<void> {
+    for (const serviceId of [...this.unannounced]) {
+      const [tenant = '', service = ''] = serviceId.split('/');
+      try {
+        await this.cmd.commyAnnounce(CATALOG_SET, CATALOG_STREAM, tenant, service);
+        this.unannounced.delete(serviceId);
+      } catch {
+        return; // Redis away: sent again when it is back (reconnected)
+      }
+    }
+  }
+
+  private reconnected(): void {
+    this.failures = 0;
+    void this.sendAnnouncements();
+    for (const replica of this.replicas.values()) {
+      if (replica.unsent.size === 0) continue;
+      let host: ServiceHost;
+      try {
+        host = this.registry.get(replica.tenant, replica.service, false);
+      } catch {
+        continue;
+      }
+      void this.sendLocal(replica, host);
+    }
+  }
+
+  // ---- replicas -------------------------------------------------------------------------------------------
+
+  private replicaOf(host: ServiceHost): ServiceReplica {
+    return this.replicas.get(host.serviceId) ?? this.track(host.tenant, host.service, this.positions.of(host.serviceId) ?? STREAM_START);
+  }
+
+  private async readyReplica(host: ServiceHost): Promise<ServiceReplica> {
+    const replica = this.replicaOf(host);
+    if (!replica.live) await replica.ready;
+    return replica;
+  }
+
+  /** Starts replicating a service: from `from`, or from a snapshot if the stream was trimmed past it. */
+  private track(tenant: string, service: string, from: StreamId): ServiceReplica {
+    const replica = new ServiceReplica(tenant, service, from);
+    this.replicas.set(replica.serviceId, replica);
+    this.byLog.set(replica.keys.log, replica);
+    void this.startReplica(replica);
+    return replica;
+  }
+
+  private async startReplica(replica: ServiceReplica): Promise<void> {
+    for (let attempt = 0; !this.closed; attempt++) {
+      try {
+        this.registry.get(replica.tenant, replica.service, true, true); // every node has a file of every service
+        if (await this.trimmedPast(replica)) await this.loadSnapshot(replica);
+        else replica.start();
+        await this.wake();
+        return;
+      } catch (err) {
+        if (attempt === 0) this.log.warn({ err, service: replica.serviceId }, 'cluster: cannot start replicating yet; retrying');
+        await sleep(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!);
+      }
+    }
+  }
+
+  /** Were entries after the replica's position trimmed away (so reading on would skip them)? */
+  private async trimmedPast(replica: ServiceReplica): Promise<boolean> {
+    let info: unknown[];
+    try {
+      info = (await this.cmd.xinfo('STREAM', replica.keys.log)) as unknown[];
+    } catch (err) {
+      if (/no such key/i.test((err as Error).message)) return false;
+      throw err;
+    }
+    const at = info.indexOf('max-deleted-entry-id');
+    const maxDeleted = at >= 0 ? String(info[at + 1]) : STREAM_START;
+    return compareIds(maxDeleted, replica.applied) > 0;
+  }
+
+  /** Loads the service's snapshot from Redis (layout, values, and the stream id they are current at). */
+  private async loadSnapshot(replica: ServiceReplica): Promise<void> {
+    const [atBuf, layout, values] = await this.cmd.commySnapshotBuffer(replica.keys.at, replica.keys.layout, replica.keys.values);
+    const at = atBuf.toString('latin1') || STREAM_START;
+    const host = this.registry.acquire(replica.tenant, replica.service, false);
+    try {
+      const shapes = new Map<string, string>();
+      for (let i = 0; i + 1 < layout.length; i += 2) shapes.set(layout[i]!.toString('utf8'), layout[i + 1]!.toString('latin1'));
+      for (const e of host.file.list()) if (!shapes.has(e.meta.name)) await this.busy(() => host.remove(e.meta.name), host, e.meta.name);
+      for (const [name, code] of shapes) await this.ensureRegistered(host, name, code);
+      for (let i = 0; i + 1 < values.length; i += 2) {
+        const e = host.file.find(values[i]!.toString('utf8'));
+        const bytes = values[i + 1]!;
+        if (e !== undefined && bytes.length === e.meta.size) await this.busy(() => host.apply([e], [bytes], { skipRemoved: true }), host, e.meta.name);
+      }
+    } finally {
+      this.registry.release(host);
+    }
+    this.log.info({ service: replica.serviceId, at }, 'cluster: loaded a snapshot (the stream was trimmed past this node)');
+    replica.start(at);
+    this.positions.set(replica.serviceId, at);
+    // Writes of this node that waited for entries the snapshot covers: answered with the current versions.
+    for (const [token, w] of replica.waiters) {
+      replica.waiters.delete(token);
+      w.reject(new CommyError(ErrorCode.NOT_CONNECTED, `${replica.serviceId} was reloaded from a snapshot; resend (the operation id makes it safe)`));
+    }
+  }
+
+  /** Interrupts the reader's blocking XREAD, so that it reads a stream just started. */
+  private async wake(): Promise<void> {
+    await this.cmd.xadd(this.wakeKey, 'MAXLEN', '~', '100', '*', 'w', '1');
+  }
+
+  // ---- reading ------------------------------------------------------------------------------------------
+
+  private async readLoop(): Promise<void> {
+    while (!this.closed) {
+      await this.roomToRead();
+      const live = [...this.replicas.values()].filter((r) => r.live);
+      const keys = [CATALOG_STREAM, this.wakeKey, ...live.map((r) => r.keys.log)];
+      const ids = [this.positions.catalog, this.wakeFrom, ...live.map((r) => r.readFrom)];
+      let reply: StreamReply;
+      try {
+        reply = (await this.reader.xreadBuffer('COUNT', READ_COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', ...keys, ...ids)) as StreamReply;
+      } catch (err) {
+        if (this.closed) return;
+        await sleep(RETRY_MS[Math.min(this.failures++, RETRY_MS.length - 1)]!);
+        continue;
+      }
+      for (const [keyBuf, entries] of reply ?? []) this.received(keyBuf.toString('utf8'), entries);
+    }
+  }
+
+  private received(key: string, entries: [Buffer, Buffer[]][]): void {
+    if (key === this.wakeKey) {
+      this.wakeFrom = entries[entries.length - 1]![0].toString('latin1');
+      return;
+    }
+    if (key === CATALOG_STREAM) {
+      for (const [id, fields] of entries) {
+        this.catalogued(fields);
+        this.positions.catalog = id.toString('latin1');
+      }
+      return;
+    }
+    const replica = this.byLog.get(key);
+    if (replica === undefined || !replica.live) return;
+    for (const [idBuf, fields] of entries) {
+      const id = idBuf.toString('latin1');
+      replica.readFrom = id;
+      const entry = parseEntry(id, fields);
+      if (entry === undefined) {
+        this.log.error({ service: replica.serviceId, id }, 'cluster: skipped a malformed stream entry');
+        replica.queue.push({ id, kind: 'w', node: '', token: '', items: [] });
+      } else replica.queue.push(entry);
+    }
+    void this.drain(replica);
+  }
+
+  /** A catalog entry: the service exists in the cluster; this node creates its file and replicates it. */
+  private catalogued(fields: Buffer[]): void {
+    let tenant = '';
+    let service = '';
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const k = fields[i]!.toString('latin1');
+      if (k === 't') tenant = fields[i + 1]!.toString('utf8');
+      else if (k === 's') service = fields[i + 1]!.toString('utf8');
+    }
+    const serviceId = `${tenant}/${service}`;
+    if (this.replicas.has(serviceId)) return;
+    if (!isValidName(tenant) || !isValidName(service)) {
+      this.log.error({ service: serviceId }, 'cluster: skipped a catalog entry with an invalid name');
+      return;
+    }
+    this.track(tenant, service, this.positions.of(serviceId) ?? STREAM_START);
+  }
+
+  /** The reader waits while any service has many entries read and not applied (a slow file, a stopped lock holder). */
+  private async roomToRead(): Promise<void> {
+    for (;;) {
+      const full = [...this.replicas.values()].find((r) => r.queue.length > QUEUE_LIMIT);
+      if (full === undefined || this.closed) return;
+      await sleep(5);
+    }
+  }
+
+  // ---- applying -------------------------------------------------------------------------------------------
+
+  /** Applies the replica's queue in order, one entry at a time (an entry may wait for a local process's lock). */
+  private async drain(replica: ServiceReplica): Promise<void> {
+    if (replica.draining) return;
+    replica.draining = true;
+    try {
+      while (replica.queue.length > 0 && !this.closed) {
+        const entry = replica.queue.shift()!;
+        await this.applyEntry(replica, entry);
+        replica.moved(entry.id);
+        this.positions.set(replica.serviceId, entry.id);
+      }
+    } finally {
+      replica.draining = false;
+    }
+  }
+
+  private async applyEntry(replica: ServiceReplica, entry: ClusterEntry): Promise<void> {
+    const waiter = entry.node === this.config.nodeId ? replica.waiters.get(entry.token) : undefined;
+    if (waiter !== undefined) replica.waiters.delete(entry.token);
+    if (waiter?.localNames !== undefined) replica.countLocal(waiter.localNames, -1);
+    if (entry.items.length === 0) return waiter?.resolve([]);
+    let host: ServiceHost;
+    try {
+      host = this.registry.acquire(replica.tenant, replica.service, false);
+    } catch (err) {
+      this.log.error({ err, service: replica.serviceId, id: entry.id }, 'cluster: cannot open the service to apply an entry');
+      return waiter?.reject(err);
+    }
+    try {
+      const applied = await this.applyTo(host, entry, waiter);
+      if (Array.isArray(applied)) replica.remember(entry.id, applied);
+      waiter?.resolve(applied);
+    } catch (err) {
+      if (waiter !== undefined) waiter.reject(err);
+      else this.log.error({ err, service: replica.serviceId, id: entry.id, node: entry.node }, 'cluster: an entry could not be applied here');
+    } finally {
+      this.registry.release(host);
+    }
+  }
+
+  private async applyTo(host: ServiceHost, entry: ClusterEntry, waiter: Waiter | undefined): Promise<Applied> {
+    if (entry.kind === 'r') {
+      const [it] = entry.items;
+      return this.ensureRegistered(host, it!.name, it!.code ?? '', Number(it!.value.toString('latin1')));
+    }
+    if (entry.kind === 'x') {
+      const [it] = entry.items;
+      if (host.file.find(it!.name) === undefined) return 0n;
+      return this.busy(() => host.remove(it!.name), host, it!.name);
+    }
+    return this.applyWrite(host, entry, waiter);
+  }
+
+  private async applyWrite(host: ServiceHost, entry: ClusterEntry, waiter: Waiter | undefined): Promise<bigint[]> {
+    const entries: DirEntry[] = [];
+    const values: Uint8Array[] = [];
+    const at: number[] = [];
+    for (const [i, it] of entry.items.entries()) {
+      const e = it.code === undefined ? host.file.find(it.name) : await this.ensureRegistered(host, it.name, it.code);
+      if (e === undefined || e.meta.size !== it.value.length) continue; // not here, or not this shape here: skipped
+      entries.push(e);
+      values.push(it.value);
+      at.push(i);
+    }
+    const versions = entry.items.map(() => 0n);
+    if (entries.length === 0) return versions;
+    // A local process's write coming back unchanged: the file already holds it; writing it again would only
+    // make a second version of the same value.
+    if (waiter?.localNames !== undefined && sameBytes(host, entries, values)) {
+      entries.forEach((e, j) => (versions[at[j]!] = host.file.entryVersion(e)));
+      return versions;
+    }
+    const written = await this.busy(() => host.apply(entries, values, { origin: waiter?.origin, record: waiter?.record, skipRemoved: true }), host, 'variables');
+    written.forEach((v, j) => (versions[at[j]!] = v));
+    return versions;
+  }
+
+  /** The variable's entry, registered first if this node's file does not have it (with the shape the cluster gave it). */
+  private async ensureRegistered(host: ServiceHost, name: string, code: string, offset = -1): Promise<DirEntry> {
+    const known = host.file.find(name);
+    if (known !== undefined && layoutCode(known.meta) === code) return known;
+    const meta = metadataOfCode(name, code, known === undefined ? offset : -1);
+    return this.busy(() => host.file.tryRegister(meta), host, name);
+  }
+
+  private busy<T>(attempt: () => T | typeof BUSY, host: ServiceHost, what: string): Promise<T> {
+    return untilNotBusy(attempt, `${host.serviceId}/${what}`, 10_000, () => !this.closed);
+  }
+
+  private redisError(which: string, err: Error): void {
+    if (this.closed) return;
+    if (this.failures === 0 || this.failures % 50 === 0) this.log.warn({ err: err.message, connection: which }, 'cluster: Redis connection error (reconnecting)');
+    this.failures++;
+  }
+}
+
+function sameBytes(host: ServiceHost, entries: readonly DirEntry[], values: readonly Uint8Array[]): boolean {
+  return entries.every((e, i) => Buffer.compare(host.file.readBytes(e), values[i]!) === 0);
+}
+
+function refusal(status: string, detail: string, serviceId: string): CommyError {
+  switch (status) {
+    case 'conflict':
+      return new CommyError(ErrorCode.CONFLICT, `${serviceId}/${detail} was written elsewhere in the cluster since the version given`);
+    case 'missing':
+      return new CommyError(ErrorCode.VARIABLE_NOT_FOUND, `${serviceId} has no variable ${detail} in the cluster`);
+    case 'layout':
+      return new CommyError(ErrorCode.TYPE_MISMATCH, `${serviceId}/${detail} has another type or size in the cluster`);
+    case 'reused':
+      return new CommyError(ErrorCode.INVALID_MESSAGE, `the operation id was used for another write`);
+    default:
+      return new CommyError(ErrorCode.INTERNAL_ERROR, `the cluster's Redis answered ${status}`);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export type { ClusterItem };

@@ -1,0 +1,17 @@
+import { createHash } from 'node:crypto';
+
+/** An operation id as Redis keeps it (cluster-scripts.ts APPEND): whose and which, and a digest of the write. */
+export interface ClusterOp {
+  /** Digest of the client's identity (op-ledger.ts), then the id: the identity itself (a key id, a clientKey) never reaches Redis. */
+  readonly key: string;
+  /** Digest of what the write was: the same id for another write is refused, as on a single server. */
+  readonly what: string;
+}
+
+export function clusterOpOf(identity: string, opId: number, what: string): ClusterOp {
+  return { key: `${digest(identity)}:${opId}`, what: digest(what) };
+}
+
+function digest(text: string): string {
+  return createHash('sha256').update(text).digest('base64url').slice(0, 22);
+}

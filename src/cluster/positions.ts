@@ -1,0 +1,84 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../server/config.js';
+import { isStreamId, type StreamId } from './stream-id.js';
+
+interface PositionsFile {
+  node: string;
+  catalog: StreamId;
+  services: Record<string, StreamId>;
+}
+
+/**
+ * How far this node has applied each stream: `<dataDir>/cluster/positions.json`, so a restarted node reads on
+ * from there. Saved shortly after it moves, by rename (never half-written). A position saved is always one
+ * whose entries are in the files: a kill loses at most the last moves, and entries read again are applied
+ * again, which ends on the same values (applying the stream is idempotent from any earlier point).
+ */
+export class Positions {
+  private readonly path: string;
+  private readonly data: PositionsFile;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(dataDir: string, nodeId: string, private readonly saveDelayMs = 50) {
+    const dir = join(dataDir, 'cluster');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.path = join(dir, 'positions.json');
+    this.data = readPositions(this.path) ?? { node: nodeId, catalog: '0-0', services: {} };
+    if (this.data.node !== nodeId) {
+      throw new ConfigError('cluster.nodeId', `invalid config: cluster.nodeId: this data directory belongs to node ${JSON.stringify(this.data.node)}, not ${JSON.stringify(nodeId)}`);
+    }
+  }
+
+  get catalog(): StreamId {
+    return this.data.catalog;
+  }
+
+  set catalog(id: StreamId) {
+    this.data.catalog = id;
+    this.schedule();
+  }
+
+  /** The services this node has applied something of, with their positions. */
+  services(): [string, StreamId][] {
+    return Object.entries(this.data.services);
+  }
+
+  of(serviceId: string): StreamId | undefined {
+    return this.data.services[serviceId];
+  }
+
+  set(serviceId: string, id: StreamId): void {
+    this.data.services[serviceId] = id;
+    this.schedule();
+  }
+
+  /** Writes now what is pending (at close). */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const tmp = `${this.path}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
+    renameSync(tmp, this.path);
+  }
+
+  private schedule(): void {
+    this.timer ??= setTimeout(() => this.flush(), this.saveDelayMs);
+  }
+}
+
+/** The saved positions, or undefined when there are none or they cannot be read (then the node reads everything again). */
+function readPositions(path: string): PositionsFile | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const { node, catalog, services } = raw as Partial<PositionsFile>;
+  if (typeof node !== 'string' || !isStreamId(catalog) || typeof services !== 'object' || services === null) return undefined;
+  const clean: Record<string, StreamId> = {};
+  for (const [k, v] of Object.entries(services)) if (isStreamId(v)) clean[k] = v;
+  return { node, catalog, services: clean };
+}
