@@ -175,7 +175,7 @@ export class ClusterNode {
     const keys = replica.keys;
     const args: (string | Uint8Array)[] = [keys.log, keys.last, keys.values, keys.layout, keys.at, op === undefined ? `${keys.opPrefix}-` : keys.opPrefix + op.key];
     args.push(kind, this.config.nodeId, token, String(this.config.streamLength), casPos, op === undefined ? '0' : String(this.config.opIdTtlMs), op?.what ?? '', String(items.length));
-    for (const it of items) args.push(it.name, it.value, it.code);
+    for (const it of items) args.push(it.name, typeof it.value === 'string' ? it.value : asBuffer(it.value), it.code);
     const done = new Promise<Applied>((resolve, reject) => replica.waiters.set(token, { ...waiter, resolve, reject }));
     done.catch(() => {}); // rejected only through the waiter, when nobody may be awaiting it yet
     let reply: AppendReply;
@@ -510,6 +510,11 @@ export class ClusterNode {
     if (this.failures === 0 || this.failures % 50 === 0) this.log.warn({ err: err.message, connection: which }, 'cluster: Redis connection error (reconnecting)');
     this.failures++;
   }
+}
+
+/** ioredis sends a Buffer as bytes, but any other Uint8Array as its String() ("1,2,3"): wrapped, not copied. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function sameBytes(host: ServiceHost, entries: readonly DirEntry[], values: readonly Uint8Array[]): boolean {
