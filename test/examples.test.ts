@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openPage, screenshot } from './helpers/browser.js';
+import { freePort } from './helpers/port.js';
 import { tempDir } from './helpers/temp.js';
 
 /**
@@ -13,14 +13,6 @@ import { tempDir } from './helpers/temp.js';
  */
 
 const EXAMPLES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples');
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((done) => srv.listen(0, '127.0.0.1', done));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((done) => srv.close(() => done()));
-  return port;
-}
 
 interface Running {
   readonly child: ChildProcess;
