@@ -45,6 +45,8 @@ const QUEUE_LIMIT = 4096;
 /** How long one XREAD blocks: a bound on how long a stop waits, nothing else (new streams wake it). */
 const BLOCK_MS = 5000;
 const RETRY_MS = [50, 100, 250, 500, 1000, 2000];
+/** A Redis command unanswered this long has failed (Redis answers in microseconds when it is there). */
+const COMMAND_TIMEOUT_MS = 3000;
 
 /**
  * This server as a node of a cluster (docs/cluster.md): every write of a remote client is appended to its
@@ -77,13 +79,15 @@ export class ClusterNode {
     this.positions = new Positions(registry.root, config.nodeId);
     this.wakeKey = `commy:wake:${config.nodeId}`;
     // Writes fail at once while Redis is away (NOT_CONNECTED to the client), never queue behind a reconnect.
-    this.cmd = new Redis(config.redis, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false }) as Redis & ClusterCommands;
+    // A command in flight when the connection drops can be left unanswered by ioredis (it is neither resent nor
+    // rejected with the offline queue off): commandTimeout makes it fail, and its write is then "outcome unknown".
+    this.cmd = new Redis(config.redis, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS }) as Redis & ClusterCommands;
     this.cmd.defineCommand('commyAppend', { numberOfKeys: 6, lua: APPEND_SCRIPT });
     this.cmd.defineCommand('commySnapshot', { numberOfKeys: 3, lua: SNAPSHOT_SCRIPT });
     this.cmd.defineCommand('commyAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
     this.cmd.on('ready', () => this.reconnected());
     this.cmd.on('error', (err: Error) => this.redisError('commands', err));
-    this.reader = new Redis(config.redis, { maxRetriesPerRequest: null });
+    this.reader = new Redis(config.redis, { maxRetriesPerRequest: null, commandTimeout: BLOCK_MS + COMMAND_TIMEOUT_MS });
     this.reader.on('error', (err: Error) => this.redisError('reader', err));
     for (const [serviceId, at] of this.positions.services()) {
       const [tenant, service] = serviceId.split('/');
@@ -103,7 +107,7 @@ export class ClusterNode {
 
   /**
    * Appends a remote client's write; resolves with the versions this node's apply gave it (0: a variable removed
-   * meanwhile, skipped). CONFLICT (compare-and-set), NOT_CONNECTED (Redis away: nothing appended, or unknown —
+   * meanwhile, skipped). CONFLICT (compare-and-set), UNAVAILABLE (Redis away: nothing appended, or unknown —
    * a resend with the same operation id is safe).
    */
   async write(host: ServiceHost, w: ClusterWrite): Promise<bigint[]> {
@@ -183,7 +187,7 @@ export class ClusterNode {
       reply = await this.cmd.commyAppend(...args);
     } catch (err) {
       replica.waiters.delete(token);
-      throw new CommyError(ErrorCode.NOT_CONNECTED, `the cluster's Redis did not take the write: ${(err as Error).message}`, { cause: err });
+      throw new CommyError(ErrorCode.UNAVAILABLE, `the cluster's Redis did not take the write (${(err as Error).message}); resend it`, { cause: err });
     }
     const [status, detail] = reply;
     if (status === 'ok') return done;
@@ -223,7 +227,7 @@ export class ClusterNode {
       await this.append(replica, 'w', items, { localNames }, '');
     } catch (err) {
       replica.countLocal(localNames, -1);
-      if (err instanceof CommyError && err.code === ErrorCode.NOT_CONNECTED) {
+      if (err instanceof CommyError && err.code === ErrorCode.UNAVAILABLE) {
         for (const n of localNames) replica.unsent.add(n); // sent again once Redis is back
         return;
       }
@@ -283,6 +287,7 @@ export class ClusterNode {
     for (let attempt = 0; !this.closed; attempt++) {
       try {
         this.registry.get(replica.tenant, replica.service, true, true); // every node has a file of every service
+        await this.connected();
         if (await this.trimmedPast(replica)) await this.loadSnapshot(replica);
         else replica.start();
         await this.wake();
@@ -292,6 +297,12 @@ export class ClusterNode {
         await sleep(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!);
       }
     }
+  }
+
+  /** Resolves once the command connection is up (at start, or after Redis was away). */
+  private connected(): Promise<void> {
+    if (this.cmd.status === 'ready') return Promise.resolve();
+    return new Promise((resolve) => this.cmd.once('ready', () => resolve()));
   }
 
   /** Were entries after the replica's position trimmed away (so reading on would skip them)? */
@@ -332,7 +343,7 @@ export class ClusterNode {
     // Writes of this node that waited for entries the snapshot covers: answered with the current versions.
     for (const [token, w] of replica.waiters) {
       replica.waiters.delete(token);
-      w.reject(new CommyError(ErrorCode.NOT_CONNECTED, `${replica.serviceId} was reloaded from a snapshot; resend (the operation id makes it safe)`));
+      w.reject(new CommyError(ErrorCode.UNAVAILABLE, `${replica.serviceId} was reloaded from a snapshot; resend (the operation id makes it safe)`));
     }
   }
 

@@ -25,6 +25,12 @@ export const ErrorCode = {
   CLOSED: 'CLOSED',
   /** The caller's AbortSignal fired, or the request was cancelled; `cause` holds the signal's reason. */
   ABORTED: 'ABORTED',
+  /**
+   * The server cannot take writes for now, through no fault of the request (a cluster node whose Redis is away):
+   * nothing was applied, or — after a timeout — its outcome is unknown; resend (the operation id makes it safe).
+   * A client's set()/flush() values are resent by themselves, as after RATE_LIMITED; mutate() retries until its deadline.
+   */
+  UNAVAILABLE: 'UNAVAILABLE',
   INTERNAL_ERROR: 'INTERNAL_ERROR',
   CONFIG_INVALID: 'CONFIG_INVALID',
 } as const;

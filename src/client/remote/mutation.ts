@@ -23,6 +23,8 @@ export interface MutationSite {
 
 /** While offline, look again for the connection this often (the deadline bounds the whole wait). */
 const OFFLINE_POLL_MS = 20;
+/** After UNAVAILABLE, asked again this much later. */
+const UNAVAILABLE_PAUSE_MS = 100;
 
 /**
  * A Mutate round trip under one operation id: resent with the same id when the connection is lost before
@@ -69,8 +71,11 @@ export async function mutateRemote(site: MutationSite, entry: RemoteEntry, value
         // Lost with the connection: its outcome is unknown, and asking again under the same id is safe. Never
         // at once: a send refused on the spot would otherwise loop in microtasks, and the event loop would never
         // get to the socket's close event that ends the wait.
-        if (!isCommyError(err, ErrorCode.NOT_CONNECTED)) throw err;
-        await new Promise((resolve) => setTimeout(resolve, OFFLINE_POLL_MS));
+        // UNAVAILABLE (a cluster node without its Redis) is the same for the caller: resent, under the same id,
+        // after a longer pause, until the deadline.
+        if (isCommyError(err, ErrorCode.UNAVAILABLE)) await new Promise((resolve) => setTimeout(resolve, UNAVAILABLE_PAUSE_MS));
+        else if (!isCommyError(err, ErrorCode.NOT_CONNECTED)) throw err;
+        else await new Promise((resolve) => setTimeout(resolve, OFFLINE_POLL_MS));
       }
     }
   })();

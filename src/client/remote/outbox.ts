@@ -349,9 +349,9 @@ export class Outbox {
       return;
     }
     this.answered(report);
-    if (err.code === ErrorCode.RATE_LIMITED) {
+    if (err.code === ErrorCode.RATE_LIMITED || err.code === ErrorCode.UNAVAILABLE) {
       // Nothing is wrong with the values: they go again after a pause; the caller awaiting this report
-      // gets RATE_LIMITED.
+      // gets the error (RATE_LIMITED, or UNAVAILABLE: a cluster node whose Redis is away).
       this.peer.refused(report.group, true);
       report.reject(err);
       if (this.retryTimer === undefined && !this.stopped) this.retryTimer = setTimeout(this.retry, RATE_LIMIT_RETRY_MS);
