@@ -76,7 +76,7 @@ export class ClusterNode {
     private readonly registry: ServiceRegistry,
     private readonly log: Logger,
   ) {
-    this.positions = new Positions(registry.root, config.nodeId);
+    this.positions = new Positions(registry.root, config.nodeId, (err) => log.error({ err }, 'cluster: cannot save the stream positions'));
     this.wakeKey = `commy:wake:${config.nodeId}`;
     // Writes fail at once while Redis is away (NOT_CONNECTED to the client), never queue behind a reconnect.
     // A command in flight when the connection drops can be left unanswered by ioredis (it is neither resent nor
@@ -87,7 +87,9 @@ export class ClusterNode {
     this.cmd.defineCommand('commyAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
     this.cmd.on('ready', () => this.reconnected());
     this.cmd.on('error', (err: Error) => this.redisError('commands', err));
-    this.reader = new Redis(config.redis, { maxRetriesPerRequest: null, commandTimeout: BLOCK_MS + COMMAND_TIMEOUT_MS });
+    // The reader's offline queue is on: a read in flight when the connection drops is sent again on reconnection.
+    // No command timeout: its timer would keep a stopped process alive while Redis is away.
+    this.reader = new Redis(config.redis, { maxRetriesPerRequest: null });
     this.reader.on('error', (err: Error) => this.redisError('reader', err));
     for (const [serviceId, at] of this.positions.services()) {
       const [tenant, service] = serviceId.split('/');
@@ -160,7 +162,9 @@ export class ClusterNode {
     this.closed = true;
     for (const r of this.replicas.values()) r.abandon('the server is stopping');
     this.reader.disconnect();
-    await this.reading.catch(() => {});
+    // A read in flight while Redis is away is only given up at its command timeout: not waited for (the loop
+    // sees `closed` and applies nothing more).
+    await Promise.race([this.reading.catch(() => {}), sleep(100)]);
     this.cmd.disconnect();
     this.positions.flush();
   }

@@ -20,7 +20,13 @@ export class Positions {
   private readonly data: PositionsFile;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(dataDir: string, nodeId: string, private readonly saveDelayMs = 50) {
+  constructor(
+    dataDir: string,
+    nodeId: string,
+    /** A save that failed (disk full, directory gone): the node goes on, and saves again at the next move. */
+    private readonly onError: (err: unknown) => void,
+    private readonly saveDelayMs = 50,
+  ) {
     const dir = join(dataDir, 'cluster');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.path = join(dir, 'positions.json');
@@ -58,8 +64,12 @@ export class Positions {
     clearTimeout(this.timer);
     this.timer = undefined;
     const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
-    renameSync(tmp, this.path);
+    try {
+      writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
+      renameSync(tmp, this.path);
+    } catch (err) {
+      this.onError(err);
+    }
   }
 
   private schedule(): void {
