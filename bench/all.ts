@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchFile, fmt, machine, verdict } from './harness.js';
 
-const FIGURES = ['local-rw', 'local-change', 'remote-ack', 'fanout', 'idle', 'diff', 'durability', 'browser-update'];
+const FIGURES = ['local-rw', 'local-change', 'remote-ack', 'fanout', 'idle', 'diff', 'durability', 'browser-update', 'cluster'];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !FIGURES.includes(w));

@@ -285,7 +285,7 @@ export const BENCH_KEY = 'ops:bench';
  * the server to close (or, with `kill`, SIGKILLs it: quicker with thousands of connections open).
  */
 export async function startCommyServer(
-  opts: { limits?: Record<string, unknown>; authThrottle?: Record<string, number>; durability?: 'ack' | 'periodic' | 'none' } = {},
+  opts: { limits?: Record<string, unknown>; authThrottle?: Record<string, number>; durability?: 'ack' | 'periodic' | 'none'; cluster?: { redis: string; nodeId: string } } = {},
   execArgv: string[] = [],
 ): Promise<{ child: Child; url: string; stop: (how?: 'close' | 'kill') => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'commy-bench-server-'));
