@@ -17,7 +17,7 @@ end
  * APPEND. KEYS: log, last, values, layout, at, op (the operation id's key; ignored when ARGV[6] is '0').
  * ARGV: kind ('w' write, 'r' register, 'x' remove), node, token, maxlen, casPos ('' none), opTtlMs, opWhat, n,
  * then n triples (name, value, layout code — '' for a write of a variable the cluster already has).
- * Returns {'ok', id} | {'dup', id} | {'reused', id} | {'conflict', name} | {'layout', name} | {'missing', name}.
+ * Returns {'ok', id, previous id} | {'dup', id} | {'reused', id} | {'conflict', name} | {'layout', name} | {'missing', name}.
  * With casPos, a write is refused (conflict) if any of its variables was written after casPos in the stream.
  */
 export const APPEND_SCRIPT = `${BEFORE}
@@ -71,9 +71,10 @@ for i = 0, n - 1 do
     if kind == 'w' then redis.call('HSET', KEYS[3], name, value) end
   end
 end
+local prev = redis.call('GET', KEYS[5]) or ''
 redis.call('SET', KEYS[5], id)
 if withOp then redis.call('SET', KEYS[6], id .. '|' .. ARGV[7], 'PX', ARGV[6]) end
-return {'ok', id}
+return {'ok', id, prev}
 `;
 
 /**

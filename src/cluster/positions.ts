@@ -3,6 +3,12 @@ import { join } from 'node:path';
 import { ConfigError } from '../server/config.js';
 import { isStreamId, type StreamId } from './stream-id.js';
 
+/**
+ * Positions are saved at most this often while streams move: a kill costs at most this much of the stream
+ * applied again at restart (which ends on the same values), and a busy node one small file write per period.
+ */
+const SAVE_DELAY_MS = 250;
+
 interface PositionsFile {
   node: string;
   catalog: StreamId;
@@ -11,7 +17,7 @@ interface PositionsFile {
 
 /**
  * How far this node has applied each stream: `<dataDir>/cluster/positions.json`, so a restarted node reads on
- * from there. Saved shortly after it moves, by rename (never half-written). A position saved is always one
+ * from there. Saved at most every SAVE_DELAY_MS while it moves, by rename (never half-written). A position saved is always one
  * whose entries are in the files: a kill loses at most the last moves, and entries read again are applied
  * again, which ends on the same values (applying the stream is idempotent from any earlier point).
  */
@@ -25,7 +31,7 @@ export class Positions {
     nodeId: string,
     /** A save that failed (disk full, directory gone): the node goes on, and saves again at the next move. */
     private readonly onError: (err: unknown) => void,
-    private readonly saveDelayMs = 50,
+    private readonly saveDelayMs = SAVE_DELAY_MS,
   ) {
     const dir = join(dataDir, 'cluster');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
