@@ -53,6 +53,9 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   server: ['core', 'protocol', 'native', 'local'],
   // Only through the Node platform (node-platform.ts, local-attach.ts); client-core.test.ts keeps the core Node-free.
   client: ['core', 'protocol', 'native', 'local'],
+  // Above the server: a node is a server that also writes its files from Redis. The server loads it only
+  // dynamically (server.ts, when `cluster` is configured).
+  cluster: ['core', 'protocol', 'native', 'local', 'server'],
 };
 
 test('no import runs back up the layers', () => {

@@ -9,9 +9,10 @@ import type { OpRecord } from '../server/op-record.js';
 import type { ServiceHost } from '../server/service-host.js';
 import type { ServiceRegistry } from '../server/service-registry.js';
 import type { Subscriber } from '../server/subscriber.js';
-import type { ClusterConfig } from './cluster-config.js';
+import type { ClusterConfig } from '../server/config.js';
 import { parseEntry, type ClusterEntry, type ClusterItem } from './cluster-entry.js';
-import type { ClusterOp } from './cluster-op.js';
+import { clusterOpOf, type ClusterOp } from './cluster-op.js';
+import type { OpKey } from '../server/op-ledger.js';
 import { CATALOG_SET, CATALOG_STREAM } from './cluster-keys.js';
 import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, SNAPSHOT_SCRIPT } from './cluster-scripts.js';
 import { layoutCode, metadataOfCode } from './layout-code.js';
@@ -27,8 +28,8 @@ export interface ClusterWrite {
   readonly record?: OpRecord | undefined;
   /** Compare-and-set of the first entry: the version the client last saw (node-local). */
   readonly expected?: number | undefined;
-  /** The operation id as Redis dedups it (cluster-wide). */
-  readonly op?: ClusterOp | undefined;
+  /** The write's operation id, as the ledger names it: Redis dedups it cluster-wide. */
+  readonly op?: OpKey | undefined;
 }
 
 type AppendReply = [string, string, string?];
@@ -125,7 +126,7 @@ export class ClusterNode {
     const live = w.entries.flatMap((e, i) => (host.file.isLive(e) ? [i] : []));
     const items = live.map((i) => ({ name: w.entries[i]!.meta.name, value: w.values[i]!, code: layoutCode(w.entries[i]!.meta) }));
     if (items.length === 0) return w.entries.map(() => 0n);
-    const applied = await this.append(replica, 'w', items, { origin: w.origin, record: w.record }, casPos, w.op);
+    const applied = await this.append(replica, 'w', items, { origin: w.origin, record: w.record }, casPos, clusterOpOf(w.op));
     const versions = Array.isArray(applied) ? applied : [];
     // The apply answers per item appended; the client asked per entry (a removed one: 0).
     const out = w.entries.map(() => 0n);

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { OpKey } from '../server/op-ledger.js';
 
 /** An operation id as Redis keeps it (cluster-scripts.ts APPEND): whose and which, and a digest of the write. */
 export interface ClusterOp {
@@ -8,8 +9,10 @@ export interface ClusterOp {
   readonly what: string;
 }
 
-export function clusterOpOf(identity: string, opId: number, what: string): ClusterOp {
-  return { key: `${digest(identity)}:${opId}`, what: digest(what) };
+/** The operation id of a write as Redis keeps it; undefined for a write without one. */
+export function clusterOpOf(key: OpKey | undefined): ClusterOp | undefined {
+  if (key?.opId === undefined) return undefined;
+  return { key: `${digest(key.identity)}:${key.opId}`, what: digest(key.what) };
 }
 
 function digest(text: string): string {

@@ -7,7 +7,6 @@ import { assertGlobs } from '../core/glob.js';
 import { MAX_NAME_LENGTH, isValidName } from '../core/names.js';
 import { DEFAULT_MAX_VARIABLES, INITIAL_DATA_CAPACITY, MAX_MAX_FILE_SIZE, PAGE_SIZE, dataStartFor } from '../local/file-format.js';
 import { DEFAULT_DURABILITY } from './durability.js';
-import { DEFAULT_OP_ID_TTL_MS, DEFAULT_STREAM_LENGTH } from '../cluster/cluster-config.js';
 import { isScryptHash } from './key-hash.js';
 import { resolveGroup } from './file-policy.js';
 import { DEFAULT_LIMITS, FRAME_HEADROOM, type Limits } from './limits.js';
@@ -129,12 +128,14 @@ const auditSchema = z.strictObject({
   maxFiles: z.number().int().min(0).optional(),
 });
 const clusterSchema = z.strictObject({
-  /** The Redis every node shares (docs/cluster.md). */
+  /** The Redis every node shares (docs/cluster.md): redis://[user:pass@]host:port[/db], rediss:// for TLS. */
   redis: z.string().regex(/^rediss?:\/\/./, 'expected a redis:// or rediss:// URL'),
-  /** Unique in the cluster and the same across this node's restarts. */
+  /** Unique in the cluster and the same across this node's restarts (its data directory is its own). */
   nodeId: name('node id'),
-  streamLength: positiveInt.min(100).default(DEFAULT_STREAM_LENGTH),
-  opIdTtlMs: positiveInt.default(DEFAULT_OP_ID_TTL_MS),
+  /** Entries kept per service stream (approximately); a node further behind loads a snapshot. */
+  streamLength: positiveInt.min(100).default(100_000),
+  /** How long Redis remembers an operation id (a retry after that is applied again). */
+  opIdTtlMs: positiveInt.default(10 * 60_000),
 });
 const configSchema = z.strictObject({
   host: z.string().min(1).default(DEFAULT_HOST),
@@ -168,6 +169,7 @@ export type JwtConfig = z.output<typeof jwtSchema>;
 export type FilesConfig = z.output<typeof filesSchema>;
 export type TenantConfig = z.output<typeof tenantSchema>;
 export type AuditConfig = z.output<typeof auditSchema>;
+export type ClusterConfig = z.output<typeof clusterSchema>;
 /** Limits as a config file or `Server.start({ limits })` gives them: any subset, `rateLimit` too. */
 export type LimitsInput = z.input<typeof limitsSchema>;
 type ParsedConfig = z.output<typeof configSchema>;

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { clusterOpOf, type ClusterOp } from '../cluster/cluster-op.js';
 import type { ClusterNode } from '../cluster/cluster-node.js';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { assertValidName } from '../core/names.js';
@@ -16,7 +15,7 @@ import type { LogBudget } from './log-budget.js';
 import type { Logger } from './logger.js';
 import type { ServerMetrics } from './metrics.js';
 import type { OpRecord } from './op-record.js';
-import type { OpAnswer, OpLedger } from './op-ledger.js';
+import type { OpAnswer, OpKey, OpLedger } from './op-ledger.js';
 import type { Permissions, PermissionsCache, Action } from './permissions.js';
 import type { ServiceHost, Subscriber, Outlet } from './service-host.js';
 import type { ServiceRegistry } from './service-registry.js';
@@ -290,16 +289,16 @@ export class Session {
    * names the same); `answer`: what the answer costs to remember, and how to make it again from its versions.
    * `op` passes the journal record it gets to ServiceHost.apply.
    */
-  once<T>(tenant: string, service: string, opId: number | undefined, what: string, op: (record: OpRecord | undefined, clusterOp?: ClusterOp) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
+  once<T>(tenant: string, service: string, opId: number | undefined, what: string, op: (record: OpRecord | undefined, key?: OpKey) => Promise<T>, answer: OpAnswer<T>): Promise<T> {
     const grant = this.grantOf(tenant);
     if (grant === undefined) return op(undefined); // not authenticated for it: op's own checks refuse it
     // Whose operation ids these are: the credential (by kind: key:<id>, jwt:<iss>:<sub>) and the client's
     // clientKey (or this connection alone). Neither tenant nor clientKey holds a '/': the parts never run together.
-    const identity = (grant.identity ??= `${tenant}/${grant.perms.grants.principal}/${grant.clientKey ?? `connection:${this.clientId}`}`);
-    // In a cluster the id is also checked in Redis, so that a retry on another node (or after this one lost its
-    // memory) is answered, not applied again.
-    const clusterOp = opId === undefined || this.ctx.cluster === undefined ? undefined : clusterOpOf(identity, opId, what);
-    return this.ctx.ledger.once({ tenant, identity, opId, what, service }, (record) => op(record, clusterOp), answer);
+    grant.identity ??= `${tenant}/${grant.perms.grants.principal}/${grant.clientKey ?? `connection:${this.clientId}`}`;
+    const key: OpKey = { tenant, identity: grant.identity, opId, what, service };
+    // `key` goes to op too: in a cluster the id is also checked in Redis, so that a retry on another node (or
+    // after this one lost its memory) is answered, not applied again.
+    return this.ctx.ledger.once(key, (record) => op(record, key), answer);
   }
 
   /** Retries `attempt` while another process holds what it needs, without blocking the event loop. */
