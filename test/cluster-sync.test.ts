@@ -84,6 +84,11 @@ test('an operation id resent to another node is answered there, not applied agai
   await new Promise((resolve) => setTimeout(resolve, 300)); // a wrongly applied resend would land by now
   assert.equal(onA.get('n'), 2n, 'the resend did not overwrite the later write (node a)');
   assert.equal(onB.get('n'), 2n, 'nor on node b');
+  // The node's series in /metrics say so too.
+  const metrics = await (await fetch(b.url.replace(/^ws/, 'http') + '/metrics')).text();
+  assert.match(metrics, /^commy_cluster_redis_up 1$/m);
+  assert.match(metrics, /^commy_cluster_appends_total\{result="dup"\} 1$/m);
+  assert.ok(Number(/^commy_cluster_entries_applied_total (\d+)$/m.exec(metrics)?.[1]) >= 3, 'entries applied: the registration and two writes at least');
 });
 
 test('a node that joins after the stream was trimmed loads a snapshot: same variables, same values, removals included', { timeout: 120_000 }, async (t) => {

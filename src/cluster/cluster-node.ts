@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { isValidName } from '../core/names.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
@@ -16,6 +17,7 @@ import type { OpKey } from '../server/op-ledger.js';
 import { CATALOG_SET, CATALOG_STREAM } from './cluster-keys.js';
 import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, SNAPSHOT_SCRIPT } from './cluster-scripts.js';
 import { layoutCode, metadataOfCode } from './layout-code.js';
+import { ClusterMetrics } from './cluster-metrics.js';
 import { Positions } from './positions.js';
 import { ServiceReplica, type Applied, type Waiter } from './service-replica.js';
 import { compareIds, STREAM_START, type StreamId } from './stream-id.js';
@@ -40,7 +42,11 @@ interface ClusterCommands {
 }
 type StreamReply = [Buffer, [Buffer, Buffer[]][]][] | null;
 
-/** Entries read per stream per XREAD; the reader waits while a service has more than QUEUE_LIMIT unapplied. */
+/**
+ * Entries read per stream per XREAD. A service with more than QUEUE_LIMIT entries read and not applied (a file
+ * whose lock a stopped process holds, a damaged file) is left out of the reads until it is down to half: one
+ * slow service never holds up the others, nor grows the node's memory.
+ */
 const READ_COUNT = 512;
 const QUEUE_LIMIT = 4096;
 /** How long one XREAD blocks: a bound on how long a stop waits, nothing else (new streams wake it). */
@@ -72,10 +78,14 @@ export class ClusterNode {
   private readonly reading: Promise<void>;
   private failures = 0;
 
+  private readonly metrics: ClusterMetrics | undefined;
+
   constructor(
     readonly config: ClusterConfig,
     private readonly registry: ServiceRegistry,
     private readonly log: Logger,
+    /** The server's metrics registry: the node's series go there (absent: none). */
+    metricsRegistry?: Registry,
   ) {
     this.positions = new Positions(registry.root, config.nodeId, (err) => log.error({ err }, 'cluster: cannot save the stream positions'));
     this.wakeKey = `commy:wake:${config.nodeId}`;
@@ -97,6 +107,14 @@ export class ClusterNode {
       if (tenant !== undefined && service !== undefined) this.track(tenant, service, at);
     }
     this.reading = this.readLoop();
+    this.metrics =
+      metricsRegistry === undefined
+        ? undefined
+        : new ClusterMetrics(metricsRegistry, {
+            redisUp: () => this.cmd.status === 'ready' && this.reader.status === 'ready',
+            services: () => this.replicas.size,
+            unapplied: () => [...this.replicas.values()].reduce((n, r) => n + r.queue.length, 0),
+          });
   }
 
   // ---- what handlers call -----------------------------------------------------------------------------
@@ -192,9 +210,11 @@ export class ClusterNode {
       reply = await this.cmd.commyAppend(...args);
     } catch (err) {
       replica.waiters.delete(token);
+      this.metrics?.appended('unavailable');
       throw new CommyError(ErrorCode.UNAVAILABLE, `the cluster's Redis did not take the write (${(err as Error).message}); resend it`, { cause: err });
     }
     const [status, detail, previous] = reply;
+    this.metrics?.appended(status === 'ok' || status === 'dup' || status === 'conflict' ? status : 'refused');
     if (status === 'ok') {
       this.applyOwnAtOnce(replica, { id: detail, kind, node: this.config.nodeId, token, items: items.map(entryItem) }, previous);
       return done;
@@ -375,8 +395,7 @@ export class ClusterNode {
 
   private async readLoop(): Promise<void> {
     while (!this.closed) {
-      await this.roomToRead();
-      const live = [...this.replicas.values()].filter((r) => r.live);
+      const live = [...this.replicas.values()].filter((r) => r.live && !this.full(r));
       const keys = [CATALOG_STREAM, this.wakeKey, ...live.map((r) => r.keys.log)];
       const ids = [this.positions.catalog, this.wakeFrom, ...live.map((r) => r.readFrom)];
       let reply: StreamReply;
@@ -435,13 +454,10 @@ export class ClusterNode {
     this.track(tenant, service, this.positions.of(serviceId) ?? STREAM_START);
   }
 
-  /** The reader waits while any service has many entries read and not applied (a slow file, a stopped lock holder). */
-  private async roomToRead(): Promise<void> {
-    for (;;) {
-      const full = [...this.replicas.values()].find((r) => r.queue.length > QUEUE_LIMIT);
-      if (full === undefined || this.closed) return;
-      await sleep(5);
-    }
+  /** Is the replica's queue over QUEUE_LIMIT (left out of the reads until it is down to half: see drain)? */
+  private full(replica: ServiceReplica): boolean {
+    if (replica.queue.length > QUEUE_LIMIT) replica.paused = true;
+    return replica.paused;
   }
 
   // ---- applying -------------------------------------------------------------------------------------------
@@ -453,8 +469,13 @@ export class ClusterNode {
     try {
       while (replica.queue.length > 0 && !this.closed) {
         const entry = replica.queue.shift()!;
+        if (replica.paused && replica.queue.length <= QUEUE_LIMIT / 2) {
+          replica.paused = false;
+          void this.wake().catch(() => {}); // read it again (the reader may be blocked on the others)
+        }
         if (compareIds(entry.id, replica.applied) <= 0) continue; // applied already (applyOwnAtOnce)
         await this.applyEntry(replica, entry);
+        this.metrics?.entryApplied();
         replica.moved(entry.id);
         this.positions.set(replica.serviceId, entry.id);
       }

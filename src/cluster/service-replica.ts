@@ -37,6 +37,8 @@ export class ServiceReplica {
   /** Read, not yet applied. */
   readonly queue: ClusterEntry[] = [];
   draining = false;
+  /** Left out of the reads until its queue is down to half (ClusterNode.full). */
+  paused = false;
   /** False while a snapshot loads: not read, and writes wait (`ready`). */
   live = false;
   readonly ready: Promise<void>;
