@@ -540,9 +540,33 @@ export class ClusterNode {
       entries.forEach((e, j) => (versions[at[j]!] = host.file.entryVersion(e)));
       return versions;
     }
+    if (waiter?.localNames !== undefined) return this.applyEcho(host, entries, values, at, versions);
     const written = await this.busy(() => host.apply(entries, values, { origin: waiter?.origin, record: waiter?.record, skipRemoved: true }), host, 'variables');
     written.forEach((v, j) => (versions[at[j]!] = v));
     return versions;
+  }
+
+  /**
+   * A local process's write coming back (this node appended it). Where a local process wrote the variable last,
+   * the file holds this value or a newer one of that process (appended after this entry): writing this one
+   * again would undo the newer one, and a local read-modify-write would lose updates. Only a variable that this
+   * node's apply wrote since (an entry ordered before this one) gets it again. Checked under the locks: a local
+   * write landing in between is a CONFLICT, and the variables are looked at again.
+   */
+  private async applyEcho(host: ServiceHost, entries: DirEntry[], values: Uint8Array[], at: number[], versions: bigint[]): Promise<bigint[]> {
+    for (;;) {
+      const keep = entries.flatMap((e, j) => (host.file.lastWriter(e) === process.pid ? [j] : []));
+      entries.forEach((e, j) => (versions[at[j]!] = host.file.entryVersion(e)));
+      if (keep.length === 0) return versions;
+      const expected = keep.map((j) => Number(host.file.entryVersion(entries[j]!)));
+      try {
+        const written = await this.busy(() => host.apply(keep.map((j) => entries[j]!), keep.map((j) => values[j]!), { expected, skipRemoved: true }), host, 'variables');
+        written.forEach((v, k) => (versions[at[keep[k]!]!] = v));
+        return versions;
+      } catch (err) {
+        if (!(err instanceof CommyError && err.code === ErrorCode.CONFLICT)) throw err;
+      }
+    }
   }
 
   /** The variable's entry, registered first if this node's file does not have it (with the shape the cluster gave it). */

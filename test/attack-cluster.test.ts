@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, type VirtualVariableFile } from '../src/index.js';
+import { Server } from '../src/server/index.js';
+import { startChild } from './helpers/child.js';
+import { startRedis, type RedisOptions, type RedisProc } from './helpers/redis.js';
+import { OPS, until } from './helpers/server-process.js';
+import { TEST_TENANTS } from './helpers/server.js';
+
+/**
+ * Attack on cluster mode (docs/cluster.md) as a careless user, a local process and anyone who can write to the
+ * shared Redis would. Nodes run in this process (fast to start, their logs readable), each on its own data
+ * directory, on a real redis-server of the test's own; local writers run in processes of their own.
+ */
+
+type Hooks = { after(fn: () => void | Promise<void>): void };
+interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+interface TestNode {
+  server: Server;
+  url: string;
+  dataDir: string;
+  /** What the node logged (pino lines). */
+  lines: LogLine[];
+}
+
+/** Runs the closers given to it after the test, last first (nodes before their Redis, directories last). */
+function closers(t: Hooks): (fn: () => unknown) => void {
+  const fns: (() => unknown)[] = [];
+  t.after(async () => {
+    for (const fn of fns.reverse()) await fn();
+  });
+  return (fn) => void fns.push(fn);
+}
+
+function dir(defer: (fn: () => unknown) => void, prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  defer(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+async function redis(defer: (fn: () => unknown) => void, options?: RedisOptions): Promise<RedisProc> {
+  const r = await startRedis(options);
+  defer(() => r.stop());
+  return r;
+}
+
+async function node(
+  defer: (fn: () => unknown) => void,
+  redisUrl: string,
+  nodeId: string,
+  options: { dataDir?: string; streamLength?: number } = {},
+): Promise<TestNode> {
+  const dataDir = options.dataDir ?? dir(defer, `commy-attack-${nodeId}-`);
+  const lines: LogLine[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
+  const cluster = { redis: redisUrl, nodeId, ...(options.streamLength !== undefined ? { streamLength: options.streamLength } : {}) };
+  const server = await Server.start({ host: '127.0.0.1', port: 0, dataDir, logger, config: { tenants: TEST_TENANTS, audit: { enabled: false }, cluster } });
+  defer(() => server.close());
+  return { server, url: server.url, dataDir, lines };
+}
+
+async function client(defer: (fn: () => unknown) => void, url: string, credentials = OPS): Promise<Client> {
+  const c = await Client.initialize(url, 'acme', credentials, { mode: 'remote', onError: () => {} });
+  defer(() => c.close());
+  return c;
+}
+
+/** The service once the node has it (created elsewhere, it comes through the catalog). */
+async function opened(c: Client, service: string, what = service): Promise<VirtualVariableFile> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await c.getVirtualServiceFile('acme', service);
+    } catch (err) {
+      if (!isCommyError(err, 'SERVICE_NOT_FOUND') && !isCommyError(err, 'PERMISSION_DENIED')) throw err;
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}
+
+const VIEWER = AuthCredentials.apiKey('viewer:view');
+const u64 = (name: string): VariableMetadata => new VariableMetadata(name, -1, 8, VariableType.U64);
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+test("a local process's read-modify-writes on a cluster node are not undone by their own echo from the stream", { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const a = await node(defer, r.url, 'a');
+  const b = await node(defer, r.url, 'b');
+  const vf = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'echo');
+  await vf.registerVariable(u64('counter'));
+  // Another process maps node a's file and adds 1 under the variable's writer lock, as fast as it can; nobody
+  // else writes. Each of its writes goes to the stream and comes back to node a.
+  const local = startChild('attack-local-incr', [join(a.dataDir, 'tenants', 'acme', 'echo.mem'), 'update'], t);
+  await local.next('ready');
+  local.send({ type: 'go' });
+  await sleep(1500);
+  local.send({ type: 'stop' });
+  const { increments } = await local.next<{ increments: number }>('done');
+  await local.exited;
+  await until(() => vf.get('counter') === BigInt(increments), `node a's counter to hold all ${increments} increments (it has ${String(vf.get('counter'))})`, 15_000);
+  const far = await opened(await client(defer, b.url, VIEWER), 'echo');
+  await until(() => far.get('counter') === BigInt(increments), `node b to end on ${increments} (it has ${String(far.get('counter'))})`, 15_000);
+});
