@@ -111,3 +111,33 @@ test("a local process's read-modify-writes on a cluster node are not undone by t
   const far = await opened(await client(defer, b.url, VIEWER), 'echo');
   await until(() => far.get('counter') === BigInt(increments), `node b to end on ${increments} (it has ${String(far.get('counter'))})`, 15_000);
 });
+
+test('a compare-and-set on a node never undoes what a local process of the same node wrote meanwhile', { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const a = await node(defer, r.url, 'a');
+  const vf = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'cas-local');
+  await vf.registerVariable(u64('counter'));
+  const local = startChild('attack-local-incr', [join(a.dataDir, 'tenants', 'acme', 'cas-local.mem'), 'update'], t);
+  await local.next('ready');
+  local.send({ type: 'go' });
+  const REMOTE = 30;
+  const counter = vf.handle<bigint>('counter');
+  for (let i = 0; i < REMOTE; i++) {
+    for (;;) {
+      const version = counter.version();
+      try {
+        await vf.mutate('counter', counter.get() + 1n, { expectedVersion: version });
+        break;
+      } catch (err) {
+        if (!isCommyError(err, 'CONFLICT')) throw err;
+        await sleep(1);
+      }
+    }
+  }
+  local.send({ type: 'stop' });
+  const { increments } = await local.next<{ increments: number }>('done');
+  await local.exited;
+  const want = BigInt(increments + REMOTE);
+  await until(() => vf.get('counter') === want, `every increment of both sides: ${increments} local + ${REMOTE} remote (the counter has ${String(vf.get('counter'))})`, 15_000);
+});

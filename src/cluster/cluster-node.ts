@@ -144,7 +144,8 @@ export class ClusterNode {
     const live = w.entries.flatMap((e, i) => (host.file.isLive(e) ? [i] : []));
     const items = live.map((i) => ({ name: w.entries[i]!.meta.name, value: w.values[i]!, code: layoutCode(w.entries[i]!.meta) }));
     if (items.length === 0) return w.entries.map(() => 0n);
-    const applied = await this.append(replica, 'w', items, { origin: w.origin, record: w.record }, casPos, clusterOpOf(w.op));
+    const cas = w.expected === undefined ? {} : { casVersion: BigInt(w.expected) };
+    const applied = await this.append(replica, 'w', items, { origin: w.origin, record: w.record, ...cas }, casPos, clusterOpOf(w.op));
     const versions = Array.isArray(applied) ? applied : [];
     // The apply answers per item appended; the client asked per entry (a removed one: 0).
     const out = w.entries.map(() => 0n);
@@ -194,7 +195,7 @@ export class ClusterNode {
     replica: ServiceReplica,
     kind: 'w' | 'r' | 'x',
     items: readonly { name: string; value: Uint8Array | string; code: string }[],
-    waiter: Pick<Waiter, 'origin' | 'record' | 'localNames'>,
+    waiter: Pick<Waiter, 'origin' | 'record' | 'localNames' | 'casVersion'>,
     casPos: string,
     op?: ClusterOp,
   ): Promise<Applied> {
@@ -541,7 +542,11 @@ export class ClusterNode {
       return versions;
     }
     if (waiter?.localNames !== undefined) return this.applyEcho(host, entries, values, at, versions);
-    const written = await this.busy(() => host.apply(entries, values, { origin: waiter?.origin, record: waiter?.record, skipRemoved: true }), host, 'variables');
+    // This node's compare-and-set: Redis saw no entry write the variable since the check, but a local process may
+    // have (its entry comes later): then it is refused here, and that process's write is not undone.
+    const cas = waiter?.casVersion;
+    const expected = cas === undefined ? undefined : at.map((i) => (i === 0 ? Number(cas) : undefined));
+    const written = await this.busy(() => host.apply(entries, values, { origin: waiter?.origin, record: waiter?.record, skipRemoved: true, ...(expected === undefined ? {} : { expected }) }), host, 'variables');
     written.forEach((v, j) => (versions[at[j]!] = v));
     return versions;
   }

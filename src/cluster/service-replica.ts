@@ -16,6 +16,8 @@ export interface Waiter {
   readonly record?: OpRecord | undefined;
   /** A local process's writes, appended by this node: counted in `localPending` until applied. */
   readonly localNames?: readonly string[];
+  /** A compare-and-set: the version of its variable at the check (a local process's write since refuses it here). */
+  readonly casVersion?: bigint;
   resolve(applied: Applied): void;
   reject(err: unknown): void;
 }
