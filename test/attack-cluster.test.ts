@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, type VirtualVariableFile } from '../src/index.js';
+import { ServiceFile } from '../src/local/service-file.js';
 import { Server } from '../src/server/index.js';
 import { startChild } from './helpers/child.js';
+import { RawClient } from './helpers/raw-client.js';
 import { startRedis, type RedisOptions, type RedisProc } from './helpers/redis.js';
 import { OPS, until } from './helpers/server-process.js';
 import { TEST_TENANTS } from './helpers/server.js';
@@ -91,6 +94,18 @@ const VIEWER = AuthCredentials.apiKey('viewer:view');
 const u64 = (name: string): VariableMetadata => new VariableMetadata(name, -1, 8, VariableType.U64);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A client of the shared Redis that writes into the cluster's keys by hand (another app, or a bug of ours). */
+function rogue(defer: (fn: () => unknown) => void, url: string): Redis {
+  const r = new Redis(url);
+  defer(() => r.disconnect());
+  return r;
+}
+
+/** Lua: XADD ARGV[1] entries into KEYS[1] at once, each writing the u64 `v` (with its shape) to its number, as a node would. */
+const FLOOD = `for i = 1, tonumber(ARGV[1]) do
+  redis.call('XADD', KEYS[1], '*', 'k', 'w', 'n', 'elsewhere', 't', 'x' .. i, 'mv', '1:8', 'wv', struct.pack('<I8', i))
+end`;
+
 test("a local process's read-modify-writes on a cluster node are not undone by their own echo from the stream", { timeout: 60_000 }, async (t) => {
   const defer = closers(t);
   const r = await redis(defer);
@@ -140,4 +155,46 @@ test('a compare-and-set on a node never undoes what a local process of the same 
   await local.exited;
   const want = BigInt(increments + REMOTE);
   await until(() => vf.get('counter') === want, `every increment of both sides: ${increments} local + ${REMOTE} remote (the counter has ${String(vf.get('counter'))})`, 15_000);
+});
+
+test('a flood of entries for many services at once is applied a slice per event-loop turn, whatever the number of services', { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const b = await node(defer, r.url, 'b');
+  const other = rogue(defer, r.url);
+  const SERVICES = 20;
+  const PER = 1000;
+  const names = Array.from({ length: SERVICES }, (_, i) => `flood${i}`);
+  for (const s of names) await other.xadd('commy:catalog', '*', 't', 'acme', 's', s);
+  const paths = names.map((s) => join(b.dataDir, 'tenants', 'acme', `${s}.mem`));
+  await until(() => paths.every((p) => existsSync(p)), 'node b to create the services of the catalog');
+  const files = paths.map((p) => ServiceFile.open(p, { readOnly: true }));
+  defer(() => files.forEach((f) => f.close()));
+  // A client of node b subscribed to all of them that never reads a byte.
+  const mute = await RawClient.connect(b.url.replace('http', 'ws'));
+  defer(() => mute.ws.terminate());
+  await mute.auth('acme', 'ops:s3cret');
+  for (const s of names) assert.equal((await mute.request('Subscription', { tenant: 'acme', service: s })).type, 'Snapshot');
+  (mute.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  // How many writes node b applies in one turn of its event loop (it runs in this process): the files' versions, a turn apart.
+  const total = (): bigint => files.reduce((sum, f) => sum + f.version, 0n);
+  let most = 0n;
+  let sampling = true;
+  const sample = (before: bigint): void => {
+    if (!sampling) return;
+    const now = total();
+    if (now - before > most) most = now - before;
+    setImmediate(() => sample(now));
+  };
+  sample(total());
+  // Another node's 20,000 writes land at once (one script: node b's next read finds them all).
+  await other.eval(`${names.map((_, i) => FLOOD.replace('KEYS[1]', `KEYS[${i + 1}]`)).join('\n')}\nreturn 1`, SERVICES, ...names.map((s) => `commy:{acme/${s}}:log`), PER);
+  const v = (f: ServiceFile): bigint => {
+    const e = f.find('v');
+    return e === undefined ? 0n : f.readBytes(e).reduce((n, byte, i) => n + (BigInt(byte) << BigInt(8 * i)), 0n);
+  };
+  await until(() => files.every((f) => v(f) === BigInt(PER)), `node b to apply all ${SERVICES * PER} writes`, 45_000);
+  sampling = false;
+  t.diagnostic(`at most ${most} writes applied in one event-loop turn`);
+  assert.ok(most <= 4096n, `node b applied ${most} writes in one turn of its event loop (no other connection was served meanwhile)`);
 });

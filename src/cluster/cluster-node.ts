@@ -10,6 +10,7 @@ import type { OpRecord } from '../server/op-record.js';
 import type { ServiceHost } from '../server/service-host.js';
 import type { ServiceRegistry } from '../server/service-registry.js';
 import type { Subscriber } from '../server/subscriber.js';
+import { TurnBudget } from '../server/turn-budget.js';
 import type { ClusterConfig } from '../server/config.js';
 import { parseEntry, type ClusterEntry, type ClusterItem } from './cluster-entry.js';
 import { clusterOpOf, type ClusterOp } from './cluster-op.js';
@@ -43,12 +44,14 @@ interface ClusterCommands {
 type StreamReply = [Buffer, [Buffer, Buffer[]][]][] | null;
 
 /**
- * Entries read per stream per XREAD. A service with more than QUEUE_LIMIT entries read and not applied (a file
- * whose lock a stopped process holds, a damaged file) is left out of the reads until it is down to half: one
- * slow service never holds up the others, nor grows the node's memory.
+ * Entries one XREAD brings, all services together (shared among the streams read). A service with more than
+ * QUEUE_LIMIT entries read and not applied (a file whose lock a stopped process holds, a damaged file) is left
+ * out of the reads until it is down to half: one slow service never holds up the others, nor grows the node's memory.
  */
 const READ_COUNT = 512;
 const QUEUE_LIMIT = 4096;
+/** Applying, all services together, takes at most about this much of one event-loop turn (then the next turn goes on). */
+const APPLY_SLICE_MS = 10;
 /** How long one XREAD blocks: a bound on how long a stop waits, nothing else (new streams wake it). */
 const BLOCK_MS = 5000;
 const RETRY_MS = [50, 100, 250, 500, 1000, 2000];
@@ -77,6 +80,7 @@ export class ClusterNode {
   private closed = false;
   private readonly reading: Promise<void>;
   private failures = 0;
+  private readonly turns = new TurnBudget(APPLY_SLICE_MS);
 
   private readonly metrics: ClusterMetrics | undefined;
 
@@ -401,7 +405,7 @@ export class ClusterNode {
       const ids = [this.positions.catalog, this.wakeFrom, ...live.map((r) => r.readFrom)];
       let reply: StreamReply;
       try {
-        reply = (await this.reader.xreadBuffer('COUNT', READ_COUNT, 'BLOCK', BLOCK_MS, 'STREAMS', ...keys, ...ids)) as StreamReply;
+        reply = (await this.reader.xreadBuffer('COUNT', Math.ceil(READ_COUNT / keys.length), 'BLOCK', BLOCK_MS, 'STREAMS', ...keys, ...ids)) as StreamReply;
       } catch (err) {
         if (this.closed) return;
         await sleep(RETRY_MS[Math.min(this.failures++, RETRY_MS.length - 1)]!);
@@ -469,6 +473,9 @@ export class ClusterNode {
     replica.draining = true;
     try {
       while (replica.queue.length > 0 && !this.closed) {
+        const turn = this.turns.take(); // the other services' entries, and every connection, get their turn too
+        if (turn !== undefined) await turn;
+        if (this.closed) break;
         const entry = replica.queue.shift()!;
         if (replica.paused && replica.queue.length <= QUEUE_LIMIT / 2) {
           replica.paused = false;
