@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -9,6 +9,7 @@ import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, 
 import { ServiceFile } from '../src/local/service-file.js';
 import { Server } from '../src/server/index.js';
 import { startChild } from './helpers/child.js';
+import { guard } from './helpers/guard.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startRedis, type RedisOptions, type RedisProc } from './helpers/redis.js';
 import { OPS, until } from './helpers/server-process.js';
@@ -197,4 +198,28 @@ test('a flood of entries for many services at once is applied a slice per event-
   sampling = false;
   t.diagnostic(`at most ${most} writes applied in one event-loop turn`);
   assert.ok(most <= 4096n, `node b applied ${most} writes in one turn of its event loop (no other connection was served meanwhile)`);
+});
+
+test('positions.json that cannot be saved never ends the node; one that cannot be read is refused at start', { timeout: 60_000 }, async (t) => {
+  const g = guard(t);
+  const defer = closers(t);
+  const r = await redis(defer);
+  const a = await node(defer, r.url, 'a');
+  const vf = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'pos');
+  await vf.registerVariable(u64('n'));
+  // Someone puts a directory where the node saves its positions (as a full disk would fail the save).
+  const positions = join(a.dataDir, 'cluster', 'positions.json');
+  mkdirSync(`${positions}.tmp`);
+  for (let i = 1n; i <= 5n; i++) await vf.mutate('n', i);
+  await sleep(200); // past the save delay
+  await until(() => a.lines.some((l) => l.level >= 50 && /positions/.test(l.msg)), 'an error line saying the positions are not saved');
+  rmSync(`${positions}.tmp`, { recursive: true });
+  await vf.mutate('n', 6n);
+  const saved = (): boolean => existsSync(positions) && readFileSync(positions, 'utf8').includes('"acme/pos"');
+  await until(saved, 'the positions saved again once the way is clear');
+  // A data directory whose positions.json is a directory: refused at start, saying so (not a crash at the first save).
+  const broken = dir(defer, 'commy-attack-broken-');
+  mkdirSync(join(broken, 'cluster', 'positions.json'), { recursive: true });
+  await assert.rejects(node(defer, r.url, 'z', { dataDir: broken }), (err: Error) => /positions/.test(err.message));
+  await g.check();
 });

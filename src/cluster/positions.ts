@@ -25,6 +25,7 @@ export class Positions {
   private readonly path: string;
   private readonly data: PositionsFile;
   private timer: NodeJS.Timeout | undefined;
+  private failing = false;
 
   constructor(
     dataDir: string,
@@ -73,8 +74,12 @@ export class Positions {
     try {
       writeFileSync(tmp, JSON.stringify(this.data), { mode: 0o600 });
       renameSync(tmp, this.path);
+      this.failing = false;
     } catch (err) {
-      this.onError(err);
+      // Not saved (disk full, a directory in the way): a restart would read again from an earlier position, which
+      // is safe; never a reason to stop the node (this runs from a timer: a throw would end the process).
+      if (!this.failing) this.onError(err);
+      this.failing = true;
     }
   }
 
@@ -83,11 +88,22 @@ export class Positions {
   }
 }
 
-/** The saved positions, or undefined when there are none or they cannot be read (then the node reads everything again). */
+/**
+ * The saved positions, or undefined when there are none or they are garbled (then the node reads everything
+ * again). A file that cannot be read at all (a directory, no permission) is refused: it could not be saved either.
+ */
 function readPositions(path: string): PositionsFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new ConfigError('dataDir', `invalid data directory: cannot read the cluster positions ${path} (${code ?? String(err)})`, { cause: err });
+  }
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    raw = JSON.parse(text);
   } catch {
     return undefined;
   }
