@@ -223,3 +223,19 @@ test('positions.json that cannot be saved never ends the node; one that cannot b
   await assert.rejects(node(defer, r.url, 'z', { dataDir: broken }), (err: Error) => /positions/.test(err.message));
   await g.check();
 });
+
+test("hand-made catalog entries: a tenant not configured here, names that would leave the data directory, garbage: no file made, later entries still served", { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const a = await node(defer, r.url, 'a');
+  const other = rogue(defer, r.url);
+  await other.xadd('commy:catalog', '*', 't', 'ghost', 's', 'svc');
+  await other.xadd('commy:catalog', '*', 't', '..', 's', '..');
+  await other.xadd('commy:catalog', '*', 't', 'acme', 's', '../../escape');
+  await other.xadd('commy:catalog', '*', 'what', 'ever');
+  await other.xadd('commy:catalog', '*', 't', 'acme', 's', 'real');
+  await opened(await client(defer, a.url, VIEWER), 'real', 'the valid entry after the bad ones');
+  assert.ok(!existsSync(join(a.dataDir, 'tenants', 'ghost')), 'no directory of a tenant this node does not serve');
+  assert.ok(!existsSync(join(a.dataDir, 'escape.mem')) && !existsSync(join(a.dataDir, '..', 'escape.mem')), 'nothing outside the tenants directory');
+  assert.ok(a.lines.some((l) => l.level >= 40 && /not configured/.test(l.msg) && l.service === 'ghost/svc'), 'the skipped tenant is logged');
+});

@@ -90,6 +90,8 @@ export class ClusterNode {
     private readonly log: Logger,
     /** The server's metrics registry: the node's series go there (absent: none). */
     metricsRegistry?: Registry,
+    /** Is this tenant configured on this node? The catalog's others are not replicated here. */
+    private readonly serves: (tenant: string) => boolean = () => true,
   ) {
     this.positions = new Positions(registry.root, config.nodeId, (err) => log.error({ err }, 'cluster: cannot save the stream positions'));
     this.wakeKey = `commy:wake:${config.nodeId}`;
@@ -108,7 +110,7 @@ export class ClusterNode {
     this.reader.on('error', (err: Error) => this.redisError('reader', err));
     for (const [serviceId, at] of this.positions.services()) {
       const [tenant, service] = serviceId.split('/');
-      if (tenant !== undefined && service !== undefined) this.track(tenant, service, at);
+      if (tenant !== undefined && service !== undefined && this.serves(tenant)) this.track(tenant, service, at);
     }
     this.reading = this.readLoop();
     this.metrics =
@@ -454,6 +456,10 @@ export class ClusterNode {
     if (this.replicas.has(serviceId)) return;
     if (!isValidName(tenant) || !isValidName(service)) {
       this.log.error({ service: serviceId }, 'cluster: skipped a catalog entry with an invalid name');
+      return;
+    }
+    if (!this.serves(tenant)) {
+      this.log.warn({ service: serviceId }, 'cluster: skipped a catalog entry of a tenant not configured on this node');
       return;
     }
     this.track(tenant, service, this.positions.of(serviceId) ?? STREAM_START);

@@ -157,7 +157,7 @@ export class Server implements ServerState {
     });
     const ledger = OpLedger.of(config.limits, opJournal(config, registry, logger));
     // Loaded only for a cluster: a single server never loads the Redis client.
-    const cluster = config.cluster === undefined ? undefined : new (await import('../cluster/cluster-node.js')).ClusterNode(config.cluster, registry, logger, metrics.registry);
+    const cluster = config.cluster === undefined ? undefined : new (await import('../cluster/cluster-node.js')).ClusterNode(config.cluster, registry, logger, metrics.registry, (t) => Object.hasOwn(config.tenants, t));
     const clientLines = new LogBudget(logger);
     const made = (server = new Server(config, http, wss, registry, audit, tls !== undefined, authenticator, logger, metrics, clientLines, ledger, cluster));
     http.on('request', (req: IncomingMessage, res: ServerResponse) => routeHttp(req, res, made));
