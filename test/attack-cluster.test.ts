@@ -239,3 +239,36 @@ test("hand-made catalog entries: a tenant not configured here, names that would 
   assert.ok(!existsSync(join(a.dataDir, 'escape.mem')) && !existsSync(join(a.dataDir, '..', 'escape.mem')), 'nothing outside the tenants directory');
   assert.ok(a.lines.some((l) => l.level >= 40 && /not configured/.test(l.msg) && l.service === 'ghost/svc'), 'the skipped tenant is logged');
 });
+
+test('a write racing the removal of its variable (its node had not applied the removal yet) does not bring the variable back', { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const a = await node(defer, r.url, 'a');
+  const b = await node(defer, r.url, 'b');
+  const admin = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'race');
+  await admin.registerVariable(u64('v'));
+  await admin.registerVariable(u64('marker'));
+  const writer = await opened(await client(defer, b.url), 'race');
+  await until(() => writer.variables().length === 2, 'both variables on node b');
+  // A local process on node b holds v's writer lock: node b's apply of the removal waits behind it, so its file
+  // still has v when its client writes v.
+  const holder = startChild('lock-holder', [join(b.dataDir, 'tenants', 'acme', 'race.mem'), 'v'], t);
+  await holder.next('locked');
+  await admin.removeVariable('v'); // done on node a: the removal is in the stream
+  writer.set('v', 7n);
+  const flushed = writer.flush().then(
+    () => 'answered',
+    (err: unknown) => (isCommyError(err) ? err.code : String(err)),
+  );
+  await sleep(300); // the write is appended (after the removal) and waits for node b's apply
+  holder.kill('SIGKILL'); // its lock is recovered: node b applies the removal, then the write
+  t.diagnostic(`the racing write: ${await flushed}`);
+  writer.set('marker', 1n);
+  await writer.flush();
+  const far = await opened(await client(defer, a.url, VIEWER), 'race');
+  await until(() => far.get('marker') === 1n, 'node a to apply everything up to the marker');
+  assert.deepEqual(far.variables().map((m) => m.name), ['marker'], 'node a: v stays removed');
+  await until(() => writer.variables().every((m) => m.name !== 'v'), 'node b: v removed for its client');
+  const again = await opened(await client(defer, b.url, VIEWER), 'race');
+  assert.deepEqual(again.variables().map((m) => m.name), ['marker'], 'node b: v stays removed');
+});

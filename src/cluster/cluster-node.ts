@@ -210,6 +210,8 @@ export class ClusterNode {
     const args: (string | Uint8Array)[] = [keys.log, keys.last, keys.values, keys.layout, keys.at, op === undefined ? `${keys.opPrefix}-` : keys.opPrefix + op.key];
     args.push(kind, this.config.nodeId, token, String(this.config.streamLength), casPos, op === undefined ? '0' : String(this.config.opIdTtlMs), op?.what ?? '', String(items.length));
     for (const it of items) args.push(it.name, typeof it.value === 'string' ? it.value : asBuffer(it.value), it.code);
+    const seen = replica.applied;
+    args.push(seen); // what the file held when the write was taken: a removal after it was not seen
     const done = new Promise<Applied>((resolve, reject) => replica.waiters.set(token, { ...waiter, resolve, reject }));
     done.catch(() => {}); // rejected only through the waiter, when nobody may be awaiting it yet
     let reply: AppendReply;
@@ -223,7 +225,8 @@ export class ClusterNode {
     const [status, detail, previous] = reply;
     this.metrics?.appended(status === 'ok' || status === 'dup' || status === 'conflict' ? status : 'refused');
     if (status === 'ok') {
-      this.applyOwnAtOnce(replica, { id: detail, kind, node: this.config.nodeId, token, items: items.map(entryItem) }, previous);
+      // Only if nothing was applied since the write was taken: the script then appended it as given (see APPEND).
+      if (seen === replica.applied) this.applyOwnAtOnce(replica, { id: detail, kind, node: this.config.nodeId, token, items: items.map(entryItem) }, previous);
       return done;
     }
     replica.waiters.delete(token);

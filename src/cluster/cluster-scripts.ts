@@ -16,7 +16,10 @@ end
 /**
  * APPEND. KEYS: log, last, values, layout, at, op (the operation id's key; ignored when ARGV[6] is '0').
  * ARGV: kind ('w' write, 'r' register, 'x' remove), node, token, maxlen, casPos ('' none), opTtlMs, opWhat, n,
- * then n triples (name, value, layout code — '' for a write of a variable the cluster already has).
+ * then n triples (name, value, layout code — '' for a write of a variable the cluster already has), then the
+ * stream id the appending node had applied (its file's state when it took the write).
+ * A removal leaves its id in `last` (no layout): a write with its shape from a node that had not applied that
+ * removal raced it, and is appended without the shape, changing no hash (every node skips it: the variable is gone).
  * Returns {'ok', id, previous id} | {'dup', id} | {'reused', id} | {'conflict', name} | {'layout', name} | {'missing', name}.
  * With casPos, a write is refused (conflict) if any of its variables was written after casPos in the stream.
  */
@@ -32,6 +35,8 @@ if withOp then
   end
 end
 local n = tonumber(ARGV[8])
+local seen = ARGV[9 + n * 3] or ''
+local stale = {}
 for i = 0, n - 1 do
   local name = ARGV[9 + i * 3]
   local code = ARGV[11 + i * 3]
@@ -42,8 +47,9 @@ for i = 0, n - 1 do
     return {'layout', name}
   elseif kind == 'w' then
     if not known and code == '' then return {'missing', name} end
+    local last = redis.call('HGET', KEYS[2], name)
+    if not known and last and seen ~= '' and before(seen, last) then stale[i] = true end
     if ARGV[5] ~= '' then
-      local last = redis.call('HGET', KEYS[2], name)
       if last and before(ARGV[5], last) then return {'conflict', name} end
     end
   end
@@ -51,7 +57,7 @@ end
 local fields = {'k', kind, 'n', ARGV[2], 't', ARGV[3]}
 for i = 0, n - 1 do
   local name, value, code = ARGV[9 + i * 3], ARGV[10 + i * 3], ARGV[11 + i * 3]
-  if code ~= '' then
+  if code ~= '' and not stale[i] then
     fields[#fields + 1] = 'm' .. name
     fields[#fields + 1] = code
   end
@@ -62,10 +68,10 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(field
 for i = 0, n - 1 do
   local name, value, code = ARGV[9 + i * 3], ARGV[10 + i * 3], ARGV[11 + i * 3]
   if kind == 'x' then
-    redis.call('HDEL', KEYS[2], name)
+    redis.call('HSET', KEYS[2], name, id)
     redis.call('HDEL', KEYS[3], name)
     redis.call('HDEL', KEYS[4], name)
-  else
+  elseif not stale[i] then
     if code ~= '' then redis.call('HSET', KEYS[4], name, code) end
     redis.call('HSET', KEYS[2], name, id)
     if kind == 'w' then redis.call('HSET', KEYS[3], name, value) end
