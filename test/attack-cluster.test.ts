@@ -9,6 +9,7 @@ import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, 
 import { ServiceFile } from '../src/local/service-file.js';
 import { Server } from '../src/server/index.js';
 import { startChild } from './helpers/child.js';
+import { CutProxy } from './helpers/cut-proxy.js';
 import { guard } from './helpers/guard.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startRedis, type RedisOptions, type RedisProc } from './helpers/redis.js';
@@ -123,9 +124,10 @@ test("a local process's read-modify-writes on a cluster node are not undone by t
   local.send({ type: 'stop' });
   const { increments } = await local.next<{ increments: number }>('done');
   await local.exited;
-  await until(() => vf.get('counter') === BigInt(increments), `node a's counter to hold all ${increments} increments (it has ${String(vf.get('counter'))})`, 15_000);
+  const all = BigInt(increments);
+  await until(() => vf.get('counter') === all, 'node a to apply everything', 15_000).catch(() => assert.equal(vf.get('counter'), all, `node a's counter holds all ${increments} increments`));
   const far = await opened(await client(defer, b.url, VIEWER), 'echo');
-  await until(() => far.get('counter') === BigInt(increments), `node b to end on ${increments} (it has ${String(far.get('counter'))})`, 15_000);
+  await until(() => far.get('counter') === all, 'node b to apply everything', 15_000).catch(() => assert.equal(far.get('counter'), all, `node b ends on ${increments}`));
 });
 
 test('a compare-and-set on a node never undoes what a local process of the same node wrote meanwhile', { timeout: 60_000 }, async (t) => {
@@ -155,7 +157,7 @@ test('a compare-and-set on a node never undoes what a local process of the same 
   const { increments } = await local.next<{ increments: number }>('done');
   await local.exited;
   const want = BigInt(increments + REMOTE);
-  await until(() => vf.get('counter') === want, `every increment of both sides: ${increments} local + ${REMOTE} remote (the counter has ${String(vf.get('counter'))})`, 15_000);
+  await until(() => vf.get('counter') === want, 'node a to apply everything', 15_000).catch(() => assert.equal(vf.get('counter'), want, `every increment of both sides: ${increments} local + ${REMOTE} remote`));
 });
 
 test('a flood of entries for many services at once is applied a slice per event-loop turn, whatever the number of services', { timeout: 60_000 }, async (t) => {
@@ -271,4 +273,31 @@ test('a write racing the removal of its variable (its node had not applied the r
   await until(() => writer.variables().every((m) => m.name !== 'v'), 'node b: v removed for its client');
   const again = await opened(await client(defer, b.url, VIEWER), 'race');
   assert.deepEqual(again.variables().map((m) => m.name), ['marker'], 'node b: v stays removed');
+});
+
+test('a node cut off from Redis while the stream is trimmed past it catches up from the snapshot when it is back', { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const proxy = await CutProxy.start(r.port);
+  defer(() => proxy.close());
+  const a = await node(defer, r.url, 'a', { streamLength: 100 });
+  const b = await node(defer, proxy.url.replace('ws:', 'redis:'), 'b', { streamLength: 100 });
+  const vf = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'trim');
+  const names = Array.from({ length: 10 }, (_, i) => `v${i}`);
+  for (const n of names) await vf.registerVariable(u64(n));
+  const far = await opened(await client(defer, b.url, VIEWER), 'trim');
+  await until(() => far.variables().length === names.length, 'the variables on node b');
+  proxy.offline = true; // node b loses Redis (a partition): node a goes on
+  proxy.cut(true);
+  for (const [i, n] of names.entries()) await vf.mutate(n, 1000n + BigInt(i));
+  for (let i = 1n; i <= 400n; i++) await vf.mutate('v0', i); // the stream keeps ~100 entries: the ones above are trimmed
+  proxy.offline = false;
+  const want = names.map((n, i) => `${n}=${i === 0 ? 400 : 1000 + i}`).join(' ');
+  const have = (): string => names.map((n) => `${n}=${String(far.get(n))}`).join(' ');
+  await until(() => have() === want, 'node b to catch up', 30_000).catch(() => assert.equal(have(), want, 'node b ends on the values of node a'));
+  // A node that joins now (it reads from the start, whose entries are gone) starts from the snapshot too.
+  const c = await node(defer, r.url, 'c', { streamLength: 100 });
+  const late = await opened(await client(defer, c.url, VIEWER), 'trim');
+  const seen = (): string => names.map((n) => `${n}=${String(late.variables().some((m) => m.name === n) ? late.get(n) : 'missing')}`).join(' ');
+  await until(() => seen() === want, 'node c to catch up', 30_000).catch(() => assert.equal(seen(), want, 'node c ends on the values of node a'));
 });

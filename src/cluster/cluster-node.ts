@@ -81,6 +81,8 @@ export class ClusterNode {
   private readonly reading: Promise<void>;
   private failures = 0;
   private readonly turns = new TurnBudget(APPLY_SLICE_MS);
+  /** Where each service's stream had been read to when the reader stopped reading for a while (fillGaps). */
+  private readonly gapFrom = new Map<ServiceReplica, StreamId>();
 
   private readonly metrics: ClusterMetrics | undefined;
 
@@ -108,6 +110,7 @@ export class ClusterNode {
     // No command timeout: its timer would keep a stopped process alive while Redis is away.
     this.reader = new Redis(config.redis, { maxRetriesPerRequest: null });
     this.reader.on('error', (err: Error) => this.redisError('reader', err));
+    this.reader.on('close', () => this.markGaps());
     for (const [serviceId, at] of this.positions.services()) {
       const [tenant, service] = serviceId.split('/');
       if (tenant !== undefined && service !== undefined && this.serves(tenant)) this.track(tenant, service, at);
@@ -354,8 +357,8 @@ export class ClusterNode {
     return new Promise((resolve) => this.cmd.once('ready', () => resolve()));
   }
 
-  /** Were entries after the replica's position trimmed away (so reading on would skip them)? */
-  private async trimmedPast(replica: ServiceReplica): Promise<boolean> {
+  /** Were entries after the replica's position (or `from`) trimmed away (so reading on would skip them)? */
+  private async trimmedPast(replica: ServiceReplica, from = replica.applied): Promise<boolean> {
     let info: unknown[];
     try {
       info = (await this.cmd.xinfo('STREAM', replica.keys.log)) as unknown[];
@@ -363,9 +366,13 @@ export class ClusterNode {
       if (/no such key/i.test((err as Error).message)) return false;
       throw err;
     }
-    const at = info.indexOf('max-deleted-entry-id');
-    const maxDeleted = at >= 0 ? String(info[at + 1]) : STREAM_START;
-    return compareIds(maxDeleted, replica.applied) > 0;
+    const field = (name: string): unknown => (info.includes(name) ? info[info.indexOf(name) + 1] : undefined);
+    if (compareIds(String(field('max-deleted-entry-id') ?? STREAM_START), from) > 0) return true;
+    // Trimming (XADD MAXLEN) leaves max-deleted-entry-id alone (Redis 7.0): when entries were trimmed (fewer left
+    // than added; unknown before Redis 7) and the first one left is after `from`, the ones between may be gone.
+    const first = field('first-entry');
+    const trimmed = !(Number(field('entries-added')) <= Number(field('length')));
+    return trimmed && Array.isArray(first) && compareIds(String(first[0]), from) > 0;
   }
 
   /** Loads the service's snapshot from Redis (layout, values, and the stream id they are current at). */
@@ -405,6 +412,10 @@ export class ClusterNode {
 
   private async readLoop(): Promise<void> {
     while (!this.closed) {
+      if (this.gapFrom.size > 0 && !(await this.fillGaps())) {
+        await sleep(RETRY_MS[Math.min(this.failures, RETRY_MS.length - 1)]!);
+        continue;
+      }
       const live = [...this.replicas.values()].filter((r) => r.live && !this.full(r));
       const keys = [CATALOG_STREAM, this.wakeKey, ...live.map((r) => r.keys.log)];
       const ids = [this.positions.catalog, this.wakeFrom, ...live.map((r) => r.readFrom)];
@@ -413,6 +424,7 @@ export class ClusterNode {
         reply = (await this.reader.xreadBuffer('COUNT', Math.ceil(READ_COUNT / keys.length), 'BLOCK', BLOCK_MS, 'STREAMS', ...keys, ...ids)) as StreamReply;
       } catch (err) {
         if (this.closed) return;
+        this.markGaps();
         await sleep(RETRY_MS[Math.min(this.failures++, RETRY_MS.length - 1)]!);
         continue;
       }
@@ -471,7 +483,31 @@ export class ClusterNode {
   /** Is the replica's queue over QUEUE_LIMIT (left out of the reads until it is down to half: see drain)? */
   private full(replica: ServiceReplica): boolean {
     if (replica.queue.length > QUEUE_LIMIT) replica.paused = true;
+    if (replica.paused && !this.gapFrom.has(replica)) this.gapFrom.set(replica, replica.readFrom); // not read meanwhile
     return replica.paused;
+  }
+
+  /** The reader stops reading for a while (its connection dropped, a read failed): streams may be trimmed meanwhile. */
+  private markGaps(): void {
+    for (const r of this.replicas.values()) if (r.live && !this.gapFrom.has(r)) this.gapFrom.set(r, r.readFrom);
+  }
+
+  /**
+   * After such a pause (or one service's, left out of the reads: full), a stream trimmed past where this node had
+   * read (its next entries are gone: reading on would skip them) is caught up from its snapshot, once the entries
+   * read before are applied. False while Redis is away (tried again).
+   */
+  private async fillGaps(): Promise<boolean> {
+    for (const [replica, from] of this.gapFrom) {
+      if (replica.queue.length > 0 || replica.draining) continue; // looked at once what was read before is applied
+      try {
+        if (await this.trimmedPast(replica, from)) await this.loadSnapshot(replica);
+      } catch {
+        return false;
+      }
+      this.gapFrom.delete(replica);
+    }
+    return true;
   }
 
   // ---- applying -------------------------------------------------------------------------------------------
