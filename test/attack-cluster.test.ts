@@ -72,8 +72,8 @@ async function node(
   return { server, url: server.url, dataDir, lines };
 }
 
-async function client(defer: (fn: () => unknown) => void, url: string, credentials = OPS): Promise<Client> {
-  const c = await Client.initialize(url, 'acme', credentials, { mode: 'remote', onError: () => {} });
+async function client(defer: (fn: () => unknown) => void, url: string, credentials = OPS, requestTimeoutMs?: number): Promise<Client> {
+  const c = await Client.initialize(url, 'acme', credentials, { mode: 'remote', onError: () => {}, ...(requestTimeoutMs !== undefined ? { requestTimeoutMs } : {}) });
   defer(() => c.close());
   return c;
 }
@@ -300,4 +300,35 @@ test('a node cut off from Redis while the stream is trimmed past it catches up f
   const late = await opened(await client(defer, c.url, VIEWER), 'trim');
   const seen = (): string => names.map((n) => `${n}=${String(late.variables().some((m) => m.name === n) ? late.get(n) : 'missing')}`).join(' ');
   await until(() => seen() === want, 'node c to catch up', 30_000).catch(() => assert.equal(seen(), want, 'node c ends on the values of node a'));
+});
+
+test('Redis restarted empty: said in the log, services announced again, a write whose entry was lost is answered after a resend', { timeout: 60_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer, { appendonly: false }); // a restart loses everything
+  const a = await node(defer, r.url, 'a');
+  const b = await node(defer, r.url, 'b');
+  const writer = await (await client(defer, b.url, OPS, 20_000)).getVirtualServiceFile('acme', 'kept');
+  await writer.registerVariable(u64('v'));
+  await writer.registerVariable(u64('x'));
+  await writer.mutate('x', 1n);
+  // Node b stops reading the service: a local process holds v's lock and 4,200 entries writing v wait behind it
+  // (more than the node keeps unapplied), so the next write's entry is appended but not read.
+  const holder = startChild('lock-holder', [join(b.dataDir, 'tenants', 'acme', 'kept.mem'), 'v'], t);
+  await holder.next('locked');
+  await rogue(defer, r.url).eval(`${FLOOD}\nreturn 1`, 1, 'commy:{acme/kept}:log', 4200);
+  await sleep(1500);
+  const written = writer.mutate('x', 2n).then(
+    (version) => `version ${version}`,
+    (err: unknown) => (isCommyError(err) ? err.code : String(err)),
+  );
+  await sleep(300);
+  await r.restart(); // empty: the entry of that write is gone, and so is its operation id
+  holder.kill('SIGKILL');
+  assert.match(await written, /^version/, 'the write is answered (resent by the client after UNAVAILABLE, appended anew)');
+  assert.equal(writer.get('x'), 2n);
+  await until(() => [...a.lines, ...b.lines].some((l) => l.level >= 50 && /lost/.test(l.msg)), 'a node to log that Redis lost the cluster\'s data');
+  // A node that joins now learns the services (announced again) and what was written since.
+  const c = await node(defer, r.url, 'c');
+  const late = await opened(await client(defer, c.url, VIEWER), 'kept');
+  await until(() => late.variables().some((m) => m.name === 'x') && late.get('x') === 2n, 'node c to have kept/x = 2');
 });

@@ -57,6 +57,8 @@ const BLOCK_MS = 5000;
 const RETRY_MS = [50, 100, 250, 500, 1000, 2000];
 /** A Redis command unanswered this long has failed (Redis answers in microseconds when it is there). */
 const COMMAND_TIMEOUT_MS = 3000;
+/** A write Redis took that has not come back after this long is looked for in its stream (sweepLost). */
+const LOST_AFTER_MS = 5000;
 
 /**
  * This server as a node of a cluster (docs/cluster.md): every write of a remote client is appended to its
@@ -79,6 +81,8 @@ export class ClusterNode {
   private seq = 0;
   private closed = false;
   private readonly reading: Promise<void>;
+  private readonly sweeper: NodeJS.Timeout;
+  private lossSaid = false;
   private failures = 0;
   private readonly turns = new TurnBudget(APPLY_SLICE_MS);
   /** Where each service's stream had been read to when the reader stopped reading for a while (fillGaps). */
@@ -104,7 +108,10 @@ export class ClusterNode {
     this.cmd.defineCommand('commyAppend', { numberOfKeys: 6, lua: APPEND_SCRIPT });
     this.cmd.defineCommand('commySnapshot', { numberOfKeys: 3, lua: SNAPSHOT_SCRIPT });
     this.cmd.defineCommand('commyAnnounce', { numberOfKeys: 2, lua: ANNOUNCE_SCRIPT });
-    this.cmd.on('ready', () => this.reconnected());
+    this.cmd.on('ready', () => {
+      this.reconnected();
+      void this.checkDataLoss();
+    });
     this.cmd.on('error', (err: Error) => this.redisError('commands', err));
     // The reader's offline queue is on: a read in flight when the connection drops is sent again on reconnection.
     // No command timeout: its timer would keep a stopped process alive while Redis is away.
@@ -124,6 +131,7 @@ export class ClusterNode {
             services: () => this.replicas.size,
             unapplied: () => [...this.replicas.values()].reduce((n, r) => n + r.queue.length, 0),
           });
+    this.sweeper = setInterval(() => void this.sweepLost(), LOST_AFTER_MS).unref();
   }
 
   // ---- what handlers call -----------------------------------------------------------------------------
@@ -189,6 +197,7 @@ export class ClusterNode {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweeper);
     for (const r of this.replicas.values()) r.abandon('the server is stopping');
     this.reader.disconnect();
     // A read in flight while Redis is away is only given up at its command timeout: not waited for (the loop
@@ -228,6 +237,8 @@ export class ClusterNode {
     const [status, detail, previous] = reply;
     this.metrics?.appended(status === 'ok' || status === 'dup' || status === 'conflict' ? status : 'refused');
     if (status === 'ok') {
+      const waiting = replica.waiters.get(token);
+      if (waiting !== undefined) Object.assign(waiting, { id: detail, since: Date.now() });
       // Only if nothing was applied since the write was taken: the script then appended it as given (see APPEND).
       if (seen === replica.applied) this.applyOwnAtOnce(replica, { id: detail, kind, node: this.config.nodeId, token, items: items.map(entryItem) }, previous);
       return done;
@@ -312,6 +323,57 @@ export class ClusterNode {
       }
       void this.sendLocal(replica, host);
     }
+  }
+
+  /**
+   * Redis is back without the cluster's data (restarted empty, flushed): the catalog this node had read is gone.
+   * Said once, loudly; this node announces its services again, so that a node that joins later learns them.
+   */
+  private async checkDataLoss(): Promise<void> {
+    if (this.positions.catalog === STREAM_START) return;
+    let last = STREAM_START;
+    try {
+      const info = (await this.cmd.xinfo('STREAM', CATALOG_STREAM)) as unknown[];
+      last = String(info[info.indexOf('last-generated-id') + 1]);
+    } catch (err) {
+      if (!/no such key/i.test((err as Error).message)) return;
+    }
+    if (compareIds(last, this.positions.catalog) >= 0) return;
+    if (!this.lossSaid) {
+      this.log.error(
+        { catalogRead: this.positions.catalog, catalogNow: last },
+        "cluster: the cluster's Redis has lost its data (restarted empty, or flushed): writes it had taken and not yet delivered are lost (answered UNAVAILABLE), operation ids from before are forgotten, and a node that joins now gets only what is written from now on; services are announced again",
+      );
+    }
+    this.lossSaid = true;
+    for (const r of this.replicas.values()) if (r.live) this.unannounced.add(r.serviceId);
+    await this.sendAnnouncements();
+  }
+
+  /**
+   * Writes of this node that Redis took and that have not come back for LOST_AFTER_MS: one whose entry is not in
+   * its stream was lost (Redis lost its data, or trimmed it unread) and ends with UNAVAILABLE, rather than wait
+   * forever (a resend of it to this node would wait behind it): resent, it is appended anew, or answered as a
+   * duplicate if Redis still knows its operation id.
+   */
+  private async sweepLost(): Promise<void> {
+    let localLost = false;
+    for (const replica of this.replicas.values()) {
+      for (const [token, w] of replica.waiters) {
+        if (w.id === undefined || Date.now() - (w.since ?? 0) < LOST_AFTER_MS) continue;
+        let found: unknown[];
+        try {
+          found = await this.cmd.xrange(replica.keys.log, w.id, w.id);
+        } catch {
+          return; // Redis away: looked at again later
+        }
+        if (found.length > 0 || replica.waiters.get(token) !== w) continue;
+        replica.waiters.delete(token);
+        localLost ||= w.localNames !== undefined;
+        w.reject(new CommyError(ErrorCode.UNAVAILABLE, `${replica.serviceId}: the cluster's Redis lost this write; resend it`));
+      }
+    }
+    if (localLost) setImmediate(() => this.reconnected()); // local writes put back to send (sendLocal) go again
   }
 
   // ---- replicas -------------------------------------------------------------------------------------------

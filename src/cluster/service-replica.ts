@@ -18,6 +18,9 @@ export interface Waiter {
   readonly localNames?: readonly string[];
   /** A compare-and-set: the version of its variable at the check (a local process's write since refuses it here). */
   readonly casVersion?: bigint;
+  /** Its entry's id and when Redis gave it (Date.now()), once Redis took it. */
+  id?: StreamId;
+  since?: number;
   resolve(applied: Applied): void;
   reject(err: unknown): void;
 }
