@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, type VirtualVariableFile } from '../src/index.js';
 import { ServiceFile } from '../src/local/service-file.js';
 import { Server } from '../src/server/index.js';
+import { casIncrements } from './helpers/cas.js';
 import { startChild } from './helpers/child.js';
 import { CutProxy } from './helpers/cut-proxy.js';
 import { guard } from './helpers/guard.js';
@@ -103,6 +104,22 @@ function rogue(defer: (fn: () => unknown) => void, url: string): Redis {
   return r;
 }
 
+/**
+ * A process of its own that maps the service file at `path` and adds 1 to its u64 `counter` under the variable's
+ * writer lock (update()), as fast as it can, from now until the returned stop(), which resolves with its count.
+ */
+async function localIncrements(t: Hooks, path: string): Promise<() => Promise<number>> {
+  const local = startChild('attack-local-incr', [path, 'update'], t);
+  await local.next('ready');
+  local.send({ type: 'go' });
+  return async () => {
+    local.send({ type: 'stop' });
+    const { increments } = await local.next<{ increments: number }>('done');
+    await local.exited;
+    return increments;
+  };
+}
+
 /** Lua: XADD ARGV[1] entries into KEYS[1] at once, each writing the u64 `v` (with its shape) to its number, as a node would. */
 const FLOOD = `for i = 1, tonumber(ARGV[1]) do
   redis.call('XADD', KEYS[1], '*', 'k', 'w', 'n', 'elsewhere', 't', 'x' .. i, 'mv', '1:8', 'wv', struct.pack('<I8', i))
@@ -117,13 +134,9 @@ test("a local process's read-modify-writes on a cluster node are not undone by t
   await vf.registerVariable(u64('counter'));
   // Another process maps node a's file and adds 1 under the variable's writer lock, as fast as it can; nobody
   // else writes. Each of its writes goes to the stream and comes back to node a.
-  const local = startChild('attack-local-incr', [join(a.dataDir, 'tenants', 'acme', 'echo.mem'), 'update'], t);
-  await local.next('ready');
-  local.send({ type: 'go' });
+  const stop = await localIncrements(t, join(a.dataDir, 'tenants', 'acme', 'echo.mem'));
   await sleep(1500);
-  local.send({ type: 'stop' });
-  const { increments } = await local.next<{ increments: number }>('done');
-  await local.exited;
+  const increments = await stop();
   const all = BigInt(increments);
   await until(() => vf.get('counter') === all, 'node a to apply everything', 15_000).catch(() => assert.equal(vf.get('counter'), all, `node a's counter holds all ${increments} increments`));
   const far = await opened(await client(defer, b.url, VIEWER), 'echo');
@@ -136,26 +149,10 @@ test('a compare-and-set on a node never undoes what a local process of the same 
   const a = await node(defer, r.url, 'a');
   const vf = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'cas-local');
   await vf.registerVariable(u64('counter'));
-  const local = startChild('attack-local-incr', [join(a.dataDir, 'tenants', 'acme', 'cas-local.mem'), 'update'], t);
-  await local.next('ready');
-  local.send({ type: 'go' });
+  const stop = await localIncrements(t, join(a.dataDir, 'tenants', 'acme', 'cas-local.mem'));
   const REMOTE = 30;
-  const counter = vf.handle<bigint>('counter');
-  for (let i = 0; i < REMOTE; i++) {
-    for (;;) {
-      const version = counter.version();
-      try {
-        await vf.mutate('counter', counter.get() + 1n, { expectedVersion: version });
-        break;
-      } catch (err) {
-        if (!isCommyError(err, 'CONFLICT')) throw err;
-        await sleep(1);
-      }
-    }
-  }
-  local.send({ type: 'stop' });
-  const { increments } = await local.next<{ increments: number }>('done');
-  await local.exited;
+  await casIncrements(vf, REMOTE, () => sleep(1)); // each: read the version, then the value; CONFLICT: again
+  const increments = await stop();
   const want = BigInt(increments + REMOTE);
   await until(() => vf.get('counter') === want, 'node a to apply everything', 15_000).catch(() => assert.equal(vf.get('counter'), want, `every increment of both sides: ${increments} local + ${REMOTE} remote`));
 });
