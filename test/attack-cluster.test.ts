@@ -329,3 +329,22 @@ test('Redis restarted empty: said in the log, services announced again, a write 
   const late = await opened(await client(defer, c.url, VIEWER), 'kept');
   await until(() => late.variables().some((m) => m.name === 'x') && late.get('x') === 2n, 'node c to have kept/x = 2');
 });
+
+test('a local process that holds a lock past the wait (stopped, not dead): the entries it held up are not lost on that node', { timeout: 90_000 }, async (t) => {
+  const defer = closers(t);
+  const r = await redis(defer);
+  const a = await node(defer, r.url, 'a');
+  const b = await node(defer, r.url, 'b');
+  const writer = await (await client(defer, a.url)).getVirtualServiceFile('acme', 'held');
+  await writer.registerVariable(u64('v'));
+  const far = await opened(await client(defer, b.url, VIEWER), 'held');
+  await until(() => far.variables().length === 1, 'v on node b');
+  const holder = startChild('lock-holder', [join(b.dataDir, 'tenants', 'acme', 'held.mem'), 'v'], t);
+  const { pid } = await holder.next<{ pid: number }>('locked');
+  process.kill(pid, 'SIGSTOP'); // alive, holding v's lock: node b's apply waits for it, then gives up on the entry
+  await writer.mutate('v', 42n);
+  await sleep(11_000); // past the node's wait for a lock (10 s): the entry was skipped there
+  process.kill(pid, 'SIGCONT');
+  holder.kill('SIGKILL'); // the lock is recovered from the dead holder
+  await until(() => far.get('v') === 42n, "node b to load the service's snapshot and hold the last value", 30_000);
+});

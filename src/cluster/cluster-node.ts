@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { CommyError, ErrorCode } from '../core/errors.js';
+import { randomBytes } from 'node:crypto';
+import { CommyError, ErrorCode, isCommyError } from '../core/errors.js';
 import { isValidName } from '../core/names.js';
 import type { VariableMetadata } from '../core/variable-metadata.js';
 import { BUSY, type DirEntry } from '../local/service-file.js';
@@ -57,6 +58,8 @@ const BLOCK_MS = 5000;
 const RETRY_MS = [50, 100, 250, 500, 1000, 2000];
 /** A Redis command unanswered this long has failed (Redis answers in microseconds when it is there). */
 const COMMAND_TIMEOUT_MS = 3000;
+/** How long applying an entry waits for a local process's lock before it skips the entry (and resyncs: resyncLater). */
+const LOCK_WAIT_MS = 10_000;
 /** A write Redis took that has not come back after this long is looked for in its stream (sweepLost). */
 const LOST_AFTER_MS = 5000;
 
@@ -77,7 +80,8 @@ export class ClusterNode {
   private readonly unannounced = new Set<string>();
   private readonly wakeKey: string;
   private wakeFrom: StreamId = STREAM_START;
-  private readonly boot = `${process.pid.toString(36)}${Date.now().toString(36)}`;
+  /** This process's tokens' prefix: random, so that two processes (containers with the same pid) never share one. */
+  private readonly boot = randomBytes(6).toString('base64url');
   private seq = 0;
   private closed = false;
   private readonly reading: Promise<void>;
@@ -87,6 +91,8 @@ export class ClusterNode {
   private readonly turns = new TurnBudget(APPLY_SLICE_MS);
   /** Where each service's stream had been read to when the reader stopped reading for a while (fillGaps). */
   private readonly gapFrom = new Map<ServiceReplica, StreamId>();
+  /** Services that skipped an entry (a lock held too long): loaded from their snapshot (resyncLater). */
+  private readonly resync = new Set<ServiceReplica>();
 
   private readonly metrics: ClusterMetrics | undefined;
 
@@ -438,19 +444,19 @@ export class ClusterNode {
   }
 
   /** Loads the service's snapshot from Redis (layout, values, and the stream id they are current at). */
-  private async loadSnapshot(replica: ServiceReplica): Promise<void> {
+  private async loadSnapshot(replica: ServiceReplica, waitMs = LOCK_WAIT_MS): Promise<void> {
     const [atBuf, layout, values] = await this.cmd.commySnapshotBuffer(replica.keys.at, replica.keys.layout, replica.keys.values);
     const at = atBuf.toString('latin1') || STREAM_START;
     const host = this.registry.acquire(replica.tenant, replica.service, false);
     try {
       const shapes = new Map<string, string>();
       for (let i = 0; i + 1 < layout.length; i += 2) shapes.set(layout[i]!.toString('utf8'), layout[i + 1]!.toString('latin1'));
-      for (const e of host.file.list()) if (!shapes.has(e.meta.name)) await this.busy(() => host.remove(e.meta.name), host, e.meta.name);
-      for (const [name, code] of shapes) await this.ensureRegistered(host, name, code);
+      for (const e of host.file.list()) if (!shapes.has(e.meta.name)) await this.busy(() => host.remove(e.meta.name), host, e.meta.name, waitMs);
+      for (const [name, code] of shapes) await this.ensureRegistered(host, name, code, -1, waitMs);
       for (let i = 0; i + 1 < values.length; i += 2) {
         const e = host.file.find(values[i]!.toString('utf8'));
         const bytes = values[i + 1]!;
-        if (e !== undefined && bytes.length === e.meta.size) await this.busy(() => host.apply([e], [bytes], { skipRemoved: true }), host, e.meta.name);
+        if (e !== undefined && bytes.length === e.meta.size) await this.busy(() => host.apply([e], [bytes], { skipRemoved: true }), host, e.meta.name, waitMs);
       }
     } finally {
       this.registry.release(host);
@@ -549,6 +555,16 @@ export class ClusterNode {
     return replica.paused;
   }
 
+  /**
+   * An entry was skipped because a local process held a variable's lock all along (stopped, not dead: a dead
+   * holder's lock is recovered): the service is loaded from its snapshot once the lock is free, so this node
+   * does not keep the value it missed.
+   */
+  private resyncLater(replica: ServiceReplica): void {
+    this.resync.add(replica);
+    if (!this.gapFrom.has(replica)) this.gapFrom.set(replica, replica.readFrom);
+  }
+
   /** The reader stops reading for a while (its connection dropped, a read failed): streams may be trimmed meanwhile. */
   private markGaps(): void {
     for (const r of this.replicas.values()) if (r.live && !this.gapFrom.has(r)) this.gapFrom.set(r, r.readFrom);
@@ -563,10 +579,15 @@ export class ClusterNode {
     for (const [replica, from] of this.gapFrom) {
       if (replica.queue.length > 0 || replica.draining) continue; // looked at once what was read before is applied
       try {
-        if (await this.trimmedPast(replica, from)) await this.loadSnapshot(replica);
-      } catch {
+        // A resync (an entry was skipped: a local process held its lock) never waits for a lock here: the reader
+        // of every service runs this; still locked, it is tried again at the next read.
+        if (this.resync.has(replica)) await this.loadSnapshot(replica, 0);
+        else if (await this.trimmedPast(replica, from)) await this.loadSnapshot(replica);
+      } catch (err) {
+        if (isCommyError(err, ErrorCode.TIMEOUT)) continue;
         return false;
       }
+      this.resync.delete(replica);
       this.gapFrom.delete(replica);
     }
     return true;
@@ -618,6 +639,7 @@ export class ClusterNode {
     } catch (err) {
       if (waiter !== undefined) waiter.reject(err);
       else this.log.error({ err, service: replica.serviceId, id: entry.id, node: entry.node }, 'cluster: an entry could not be applied here');
+      if (isCommyError(err, ErrorCode.TIMEOUT)) this.resyncLater(replica);
     } finally {
       this.registry.release(host);
     }
@@ -689,15 +711,16 @@ export class ClusterNode {
   }
 
   /** The variable's entry, registered first if this node's file does not have it (with the shape the cluster gave it). */
-  private async ensureRegistered(host: ServiceHost, name: string, code: string, offset = -1): Promise<DirEntry> {
+  private async ensureRegistered(host: ServiceHost, name: string, code: string, offset = -1, waitMs = LOCK_WAIT_MS): Promise<DirEntry> {
     const known = host.file.find(name);
     if (known !== undefined && layoutCode(known.meta) === code) return known;
     const meta = metadataOfCode(name, code, known === undefined ? offset : -1);
-    return this.busy(() => host.file.tryRegister(meta), host, name);
+    return this.busy(() => host.file.tryRegister(meta), host, name, waitMs);
   }
 
-  private busy<T>(attempt: () => T | typeof BUSY, host: ServiceHost, what: string): Promise<T> {
-    return untilNotBusy(attempt, `${host.serviceId}/${what}`, 10_000, () => !this.closed);
+  /** `attempt` until no local process holds what it needs: TIMEOUT after `waitMs` (0: one attempt). */
+  private busy<T>(attempt: () => T | typeof BUSY, host: ServiceHost, what: string, waitMs = LOCK_WAIT_MS): Promise<T> {
+    return untilNotBusy(attempt, `${host.serviceId}/${what}`, waitMs, () => !this.closed);
   }
 
   private redisError(which: string, err: Error): void {
