@@ -7,26 +7,14 @@ import { SignJWT } from 'jose';
 import { createInterface } from 'node:readline';
 import { AuthCredentials, Client, VariableMetadata, VariableType } from '../src/index.js';
 import { startChild } from './helpers/child.js';
-import { CLI, runCli } from './helpers/cli.js';
+import { CLI, runCli, serveCli } from './helpers/cli.js';
 import { tempDir } from './helpers/temp.js';
 
 
 /** Runs `commy serve` on embedded defaults (but port 0) and reads the key and URL it prints. */
 async function serve(t: Parameters<typeof tempDir>[0]): Promise<{ url: string; key: string; cwd: string; exited: Promise<number | null>; stop: () => void }> {
   const cwd = tempDir(t, 'commy-serve-');
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  t.after(() => proc.kill('SIGKILL'));
-  let key = '';
-  let url = '';
-  for await (const line of createInterface({ input: proc.stdout! })) {
-    key ||= /API key: (\S+)/.exec(line)?.[1] ?? '';
-    url ||= /listening on (\S+)/.exec(line)?.[1] ?? '';
-    if (key !== '' && url !== '') break;
-  }
-  assert.match(key, /^dev:/);
-  assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
-  return { url, key, cwd, exited, stop: () => proc.kill('SIGTERM') };
+  return { ...(await serveCli(t, cwd, ['--port', '0'])), cwd };
 }
 
 test('commy serve on embedded defaults: a local and a remote process share a variable with the printed key', { timeout: 120_000 }, async (t) => {

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, type VirtualVariableFile } from '../src/index.js';
 import { startChild, type Child } from './helpers/child.js';
-import { startCluster, type TestNode } from './helpers/cluster.js';
+import { openedWhenThere, startCluster, type TestNode } from './helpers/cluster.js';
 import { OPS, FAST_RECONNECT, until } from './helpers/server-process.js';
 
 /**
@@ -32,24 +32,30 @@ async function service(t: Hooks, nodes: TestNode[], name: string, variables: str
   }
 }
 
-async function opened(c: Client, name: string): Promise<VirtualVariableFile> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await c.getVirtualServiceFile('acme', name);
-    } catch (err) {
-      if (!isCommyError(err, 'SERVICE_NOT_FOUND') && !isCommyError(err, 'PERMISSION_DENIED')) throw err;
-      if (Date.now() > deadline) throw err;
-      await sleep(50);
-    }
-  }
-}
+const opened = openedWhenThere;
 
 /** A load-client (fixtures/load-client.ts) on `node`, ready. */
 async function loadClient(t: Hooks, node: TestNode, serviceName: string, role: 'writer' | 'subscriber', vars: string[] = []): Promise<Child> {
   const child = startChild('load-client', [node.url, 'remote', serviceName, role, ...vars], t);
   await child.next('ready', 60_000);
   return child;
+}
+
+/** Stops the writers (each flushes until it succeeds), then waits for every watcher to hold their final values. */
+async function stopAndConverge(writers: Child[], watchers: Child[]): Promise<{ finals: Record<string, string>; writes: number; failedFlushes: number }> {
+  const finals: Record<string, string> = {};
+  let writes = 0;
+  let failedFlushes = 0;
+  for (const w of writers) {
+    w.send({ type: 'stop' });
+    const stopped = await w.next<{ finals: Record<string, string>; writes: number; failedFlushes: number }>('stopped', 120_000);
+    Object.assign(finals, stopped.finals);
+    writes += stopped.writes;
+    failedFlushes += stopped.failedFlushes;
+  }
+  for (const w of watchers) w.send({ type: 'expect', values: finals });
+  for (const w of watchers) await w.next('converged', 120_000);
+  return { finals, writes, failedFlushes };
 }
 
 test('kill -9 of a node under write load: it restarts, catches up and every node ends on the same final values', { timeout: 240_000 }, async (t) => {
@@ -64,16 +70,7 @@ test('kill -9 of a node under write load: it restarts, catches up and every node
   await sleep(700); // the writers go on: node c misses these entries
   await c.restart();
   await sleep(1000);
-  const finals: Record<string, string> = {};
-  let writes = 0;
-  for (const w of writers) {
-    w.send({ type: 'stop' });
-    const stopped = await w.next<{ finals: Record<string, string>; writes: number }>('stopped', 90_000);
-    Object.assign(finals, stopped.finals);
-    writes += stopped.writes;
-  }
-  for (const w of watchers) w.send({ type: 'expect', values: finals });
-  for (const w of watchers) await w.next('converged', 120_000);
+  const { finals, writes } = await stopAndConverge(writers, watchers);
   // The restarted node's file itself holds them (a fresh client of it, not only one that was reconnected).
   const fresh = await opened(await client(t, c.url, VIEWER), 'load');
   await until(() => Object.entries(finals).every(([n, v]) => String(fresh.get(n)) === v), 'a fresh client of the restarted node to read the finals');
@@ -123,18 +120,9 @@ test('Redis killed and restarted under load: every node reconnects by itself and
   writers[1]!.send({ type: 'start', style: 'nowait', intervalMs: 2 });
   await sleep(800);
   await redis.kill('SIGKILL');
-  await sleep(1500); // writes go on against the nodes: refused (NOT_CONNECTED), retried by the clients
+  await sleep(1500); // writes go on against the nodes: refused (UNAVAILABLE), resent by the clients
   await redis.restart();
   await sleep(1500);
-  const finals: Record<string, string> = {};
-  let failed = 0;
-  for (const w of writers) {
-    w.send({ type: 'stop' });
-    const stopped = await w.next<{ finals: Record<string, string>; failedFlushes: number }>('stopped', 120_000);
-    Object.assign(finals, stopped.finals);
-    failed += stopped.failedFlushes;
-  }
-  for (const w of watchers) w.send({ type: 'expect', values: finals });
-  for (const w of watchers) await w.next('converged', 120_000);
+  const { finals, failedFlushes: failed } = await stopAndConverge(writers, watchers);
   console.log(`cluster Redis restart under load: final ${JSON.stringify(finals)} on all three nodes; ${failed} flushes refused while Redis was away`);
 });

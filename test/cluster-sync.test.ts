@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { AuthCredentials, Client, VariableMetadata, VariableType, type VirtualVariableFile } from '../src/index.js';
 import type { Message, SnapshotBody } from '../src/protocol/messages.js';
 import { Server } from '../src/server/index.js';
-import { CLI, runCli } from './helpers/cli.js';
+import { runCli, serveCli } from './helpers/cli.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startRedis } from './helpers/redis.js';
 import { OPS, until } from './helpers/server-process.js';
@@ -137,16 +135,7 @@ test('commy serve --cluster … --node-id …: a node; --cluster alone is a conf
   const badUrl = await runCli(['serve', '--port', '0', '--cluster', 'http://x', '--node-id', 'a'], t);
   assert.equal(badUrl.code, 2);
   assert.match(badUrl.stderr, /redis:\/\//);
-  const cwd = tempDir(t, 'commy-serve-cluster-');
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--cluster', redis.url, '--node-id', 'n1'], { cwd, stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => proc.kill('SIGKILL'));
-  let key = '';
-  let url = '';
-  for await (const line of createInterface({ input: proc.stdout! })) {
-    key ||= /API key: (\S+)/.exec(line)?.[1] ?? '';
-    url ||= /listening on (\S+)/.exec(line)?.[1] ?? '';
-    if (key !== '' && url !== '') break;
-  }
+  const { url, key } = await serveCli(t, tempDir(t, 'commy-serve-cluster-'), ['--port', '0', '--cluster', redis.url, '--node-id', 'n1']);
   const c = await Client.initialize(url, 'dev', AuthCredentials.apiKey(key), { mode: 'remote' });
   t.after(() => c.close());
   const vf = await c.getVirtualServiceFile('dev', 'demo');

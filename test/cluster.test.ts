@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AuthCredentials, Client, VariableMetadata, VariableType, isCommyError, type VirtualVariableFile } from '../src/index.js';
 import { startChild } from './helpers/child.js';
-import { startCluster } from './helpers/cluster.js';
+import { openedWhenThere, startCluster } from './helpers/cluster.js';
 import { OPS, reconnectingClient, until } from './helpers/server-process.js';
 
 /**
@@ -18,19 +18,7 @@ async function remote(t: { after(fn: () => Promise<void>): void }, url: string, 
   return c;
 }
 
-/** The service once it exists on the node the client talks to (a key without admin cannot create it). */
-async function whenThere(client: Client, service: string): Promise<VirtualVariableFile> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await client.getVirtualServiceFile('acme', service);
-    } catch (err) {
-      if (!isCommyError(err, 'SERVICE_NOT_FOUND') && !isCommyError(err, 'PERMISSION_DENIED')) throw err;
-      if (Date.now() > deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-}
+const whenThere = openedWhenThere;
 
 test('a service created on one node appears on every node, with its variables', { timeout: 120_000 }, async (t) => {
   const { nodes } = await startCluster(t, 3);

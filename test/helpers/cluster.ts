@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+import { isCommyError, type Client, type VirtualVariableFile } from '../../src/index.js';
 import { startChild, type Child } from './child.js';
 import { startRedis, type RedisProc } from './redis.js';
 import { tempDir } from './temp.js';
@@ -58,4 +60,21 @@ async function startNode(t: Hooks, redisUrl: string, id: string): Promise<TestNo
     },
   };
   return node;
+}
+
+/**
+ * Tenant acme's `service` once the node `client` talks to has it (created on another node, it comes through the
+ * catalog): SERVICE_NOT_FOUND (or, for a key that may not create it, PERMISSION_DENIED) until then.
+ */
+export async function openedWhenThere(client: Client, service: string, timeoutMs = 30_000): Promise<VirtualVariableFile> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await client.getVirtualServiceFile('acme', service);
+    } catch (err) {
+      if (!isCommyError(err, 'SERVICE_NOT_FOUND') && !isCommyError(err, 'PERMISSION_DENIED')) throw err;
+      if (Date.now() > deadline) assert.fail(`timed out waiting for service ${service} on the node`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
 }
