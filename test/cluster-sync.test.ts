@@ -147,3 +147,25 @@ test('commy serve --cluster … --node-id …: a node; --cluster alone is a conf
   assert.equal(await r.sismember('commy:services', 'dev/demo'), 1, 'the service is in the cluster catalog');
   assert.ok((await r.xlen('commy:{dev/demo}:log')) >= 2, 'its registration and write are in its stream');
 });
+
+test('a node that cannot listen (its port taken) leaves no Redis connection behind', { timeout: 60_000 }, async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const first = await node(t, redis.url, 'a');
+  const { Redis } = await import('ioredis');
+  const r = new Redis(redis.url);
+  t.after(() => r.disconnect());
+  const clients = async (): Promise<number> => String(await r.client('LIST')).trim().split('\n').length;
+  const before = await clients();
+  const port = Number(new URL(first.url).port);
+  await assert.rejects(
+    Server.start({ host: '127.0.0.1', port, dataDir: tempDir(t, 'commy-node-b-'), config: { tenants: TEST_TENANTS, audit: { enabled: false }, logLevel: 'silent', cluster: { redis: redis.url, nodeId: 'b' } } }),
+    /EADDRINUSE/,
+  );
+  let now = await clients();
+  for (let i = 0; i < 100 && now !== before; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    now = await clients();
+  }
+  assert.equal(now, before, 'its connections closed');
+});

@@ -168,13 +168,18 @@ export class Server implements ServerState {
     const ctx: SessionContext = { registry, authenticator, permissions, audit, ledger, limits: config.limits, onError, ended: (s) => made.ended(s), log: logger, clientLines, metrics, ...(cluster !== undefined ? { cluster } : {}) };
     const wire: ConnectionOptions = { limits: config.limits, redact: registry.root, onError, turns: new TurnBudget(TURN_SLICE_MS), metrics };
     http.on('upgrade', (req, socket, head) => made.upgrade(req, socket as Socket, head, ctx, wire));
-    await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
-      http.listen(config.port, config.host, () => {
-        http.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(config.port, config.host, () => {
+          http.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      await cluster?.close(); // its Redis connections would keep the process alive, reconnecting
+      throw err;
+    }
     return made;
   }
 
