@@ -42,7 +42,7 @@ export class ServiceReplica {
   /** Read, not yet applied. */
   readonly queue: ClusterEntry[] = [];
   draining = false;
-  /** Left out of the reads until its queue is down to half (ClusterNode.full). */
+  /** Left out of the reads until its queue is down to half (StreamReader.full). */
   paused = false;
   /** False while a snapshot loads: not read, and writes wait (`ready`). */
   live = false;
