@@ -19,7 +19,8 @@ import { ClusterMetrics } from './cluster-metrics.js';
 import { EntryApplier } from './entry-apply.js';
 import { LostWrites } from './lost-writes.js';
 import { Positions } from './positions.js';
-import { commandConnection, readerConnection, RedisFailures, retryDelay, sleep, type AppendReply, type CommandConnection } from './redis-connection.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { commandConnection, readerConnection, RedisFailures, retryDelay, type AppendReply, type CommandConnection } from './redis-connection.js';
 import { ServiceReplica, type Applied, type Waiter } from './service-replica.js';
 import { SnapshotLoader } from './snapshot-load.js';
 import { StreamReader } from './stream-reader.js';
@@ -147,8 +148,8 @@ export class ClusterNode {
     let casPos = '';
     if (w.expected !== undefined) {
       const e = w.entries[0]!;
-      const have = host.file.entryVersion(e);
-      if (have !== BigInt(w.expected)) throw new CommyError(ErrorCode.CONFLICT, `${host.serviceId}/${e.meta.name} is at version ${have}, not ${w.expected}`);
+      const moved = host.conflict([e], [w.expected]);
+      if (moved !== undefined) throw moved;
       if (replica.hasLocalPending(e.meta.name)) throw new CommyError(ErrorCode.CONFLICT, `${host.serviceId}/${e.meta.name} has a local write not yet ordered in the cluster`);
       casPos = replica.applied; // the file holds every entry up to here: the variable must not have moved since
     }
@@ -233,8 +234,7 @@ export class ClusterNode {
     if (status === 'ok') {
       const waiting = replica.waiters.get(token);
       if (waiting !== undefined) Object.assign(waiting, { id: detail, since: Date.now() });
-      // Only if nothing was applied since the write was taken: the script then appended it as given (see APPEND).
-      if (seen === replica.applied) this.applyOwnAtOnce(replica, { id: detail, kind, node: this.config.nodeId, token, items: items.map(entryItem) }, previous);
+      this.applyOwnAtOnce(replica, { id: detail, kind, node: this.config.nodeId, token, items: items.map(entryItem) }, seen, previous);
       return done;
     }
     replica.waiters.delete(token);
@@ -245,10 +245,11 @@ export class ClusterNode {
   /**
    * The entry just appended comes right after everything this node has applied (`previous` is the stream's
    * last id before it): applied now, without waiting for the reader to bring it back (one Redis round trip
-   * less for the writer's ack and this node's subscribers). The reader's copy is skipped (drain).
+   * less for the writer's ack and this node's subscribers). The reader's copy is skipped (drain). Only if
+   * nothing was applied since the write was taken (`seen`): the script then appended it as given (see APPEND).
    */
-  private applyOwnAtOnce(replica: ServiceReplica, entry: ClusterEntry, previous: string | undefined): void {
-    if (previous === undefined || previous !== replica.applied || replica.queue.length > 0 || replica.draining) return;
+  private applyOwnAtOnce(replica: ServiceReplica, entry: ClusterEntry, seen: StreamId, previous: string | undefined): void {
+    if (seen !== replica.applied || previous !== replica.applied || replica.queue.length > 0 || replica.draining) return;
     replica.queue.push(entry);
     void this.streams.drain(replica);
   }

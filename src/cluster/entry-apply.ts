@@ -46,7 +46,7 @@ export class EntryApplier {
     }
     try {
       const applied = await this.applyTo(host, entry, waiter);
-      if (Array.isArray(applied)) replica.remember(entry.id, applied);
+      if (Array.isArray(applied)) replica.recent.set(entry.id, applied);
       waiter?.resolve(applied);
       return true;
     } catch (err) {
@@ -97,12 +97,6 @@ export class EntryApplier {
     }
     const versions = entry.items.map(() => 0n);
     if (entries.length === 0) return versions;
-    // A local process's write coming back unchanged: the file already holds it; writing it again would only
-    // make a second version of the same value.
-    if (waiter?.localNames !== undefined && sameBytes(host, entries, values)) {
-      entries.forEach((e, j) => (versions[at[j]!] = host.file.entryVersion(e)));
-      return versions;
-    }
     if (waiter?.localNames !== undefined) return this.applyEcho(host, entries, values, at, versions);
     // This node's compare-and-set: Redis saw no entry write the variable since the check, but a local process may
     // have (its entry comes later): then it is refused here, and that process's write is not undone.
@@ -121,6 +115,12 @@ export class EntryApplier {
    * write landing in between is a CONFLICT, and the variables are looked at again.
    */
   private async applyEcho(host: ServiceHost, entries: DirEntry[], values: Uint8Array[], at: number[], versions: bigint[]): Promise<bigint[]> {
+    // Coming back unchanged: the file already holds it; writing it again would only make a second version of the
+    // same value.
+    if (sameBytes(host, entries, values)) {
+      entries.forEach((e, j) => (versions[at[j]!] = host.file.entryVersion(e)));
+      return versions;
+    }
     for (;;) {
       const keep = entries.flatMap((e, j) => (host.file.lastWriter(e) === process.pid ? [j] : []));
       entries.forEach((e, j) => (versions[at[j]!] = host.file.entryVersion(e)));

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { CommyError, ErrorCode } from '../core/errors.js';
 import { CATALOG_STREAM } from './cluster-keys.js';
 import type { Positions } from './positions.js';
-import type { CommandConnection } from './redis-connection.js';
+import { streamInfo, type CommandConnection } from './redis-connection.js';
 import type { ServiceReplica } from './service-replica.js';
 import { compareIds, STREAM_START } from './stream-id.js';
 
@@ -43,10 +43,10 @@ export class LostWrites {
     if (positions.catalog === STREAM_START) return;
     let last = STREAM_START;
     try {
-      const info = (await this.deps.cmd.xinfo('STREAM', CATALOG_STREAM)) as unknown[];
-      last = String(info[info.indexOf('last-generated-id') + 1]);
-    } catch (err) {
-      if (!/no such key/i.test((err as Error).message)) return;
+      const field = await streamInfo(this.deps.cmd, CATALOG_STREAM);
+      if (field !== undefined) last = String(field('last-generated-id'));
+    } catch {
+      return; // Redis away again: looked at at its next 'ready'
     }
     if (compareIds(last, positions.catalog) >= 0) return;
     if (!this.lossSaid) {

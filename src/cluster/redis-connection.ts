@@ -17,7 +17,7 @@ const RETRY_MS = [50, 100, 250, 500, 1000, 2000];
 const COMMAND_TIMEOUT_MS = 3000;
 
 export function commandConnection(url: string): CommandConnection {
-  // Writes fail at once while Redis is away (NOT_CONNECTED to the client), never queue behind a reconnect.
+  // Writes fail at once while Redis is away (UNAVAILABLE to the client), never queue behind a reconnect.
   // A command in flight when the connection drops can be left unanswered by ioredis (it is neither resent nor
   // rejected with the offline queue off): commandTimeout makes it fail, and its write is then "outcome unknown".
   const cmd = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS }) as CommandConnection;
@@ -57,6 +57,17 @@ export function retryDelay(failures: number): number {
   return RETRY_MS[Math.min(failures, RETRY_MS.length - 1)]!;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * A stream's XINFO STREAM fields by name, or undefined when there is no such stream (nothing appended yet, or
+ * Redis lost it).
+ */
+export async function streamInfo(cmd: Redis, key: string): Promise<((field: string) => unknown) | undefined> {
+  let info: unknown[];
+  try {
+    info = (await cmd.xinfo('STREAM', key)) as unknown[];
+  } catch (err) {
+    if (/no such key/i.test((err as Error).message)) return undefined;
+    throw err;
+  }
+  return (field) => (info.includes(field) ? info[info.indexOf(field) + 1] : undefined);
 }

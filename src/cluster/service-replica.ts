@@ -1,4 +1,5 @@
 import { CommyError, ErrorCode } from '../core/errors.js';
+import { LruMap } from '../core/lru-map.js';
 import type { DirEntry } from '../local/service-file.js';
 import type { OpRecord } from '../server/op-record.js';
 import type { Subscriber } from '../server/subscriber.js';
@@ -53,7 +54,7 @@ export class ServiceReplica {
   readonly unsent = new Set<string>();
   readonly localPending = new Map<string, number>();
   /** Entry id → versions it got here (a resent operation id is answered from it). */
-  readonly recent = new Map<StreamId, bigint[]>();
+  readonly recent = new LruMap<StreamId, bigint[]>(RECENT_ENTRIES);
   /** Waits for the apply to reach an id. */
   private reaching: { id: StreamId; resolve: () => void; reject: (err: unknown) => void }[] = [];
 
@@ -90,11 +91,6 @@ export class ServiceReplica {
       if (n > 0) this.localPending.set(name, n);
       else this.localPending.delete(name);
     }
-  }
-
-  remember(id: StreamId, versions: bigint[]): void {
-    this.recent.set(id, versions);
-    if (this.recent.size > RECENT_ENTRIES) this.recent.delete(this.recent.keys().next().value!);
   }
 
   /** Resolves once the apply has reached `id`. */

@@ -3,7 +3,7 @@ import { CommyError, ErrorCode } from '../core/errors.js';
 import type { ServiceRegistry } from '../server/service-registry.js';
 import { LOCK_WAIT_MS, type EntryApplier } from './entry-apply.js';
 import type { Positions } from './positions.js';
-import type { CommandConnection } from './redis-connection.js';
+import { streamInfo, type CommandConnection } from './redis-connection.js';
 import type { ServiceReplica } from './service-replica.js';
 import { compareIds, STREAM_START, type StreamId } from './stream-id.js';
 
@@ -23,14 +23,8 @@ export class SnapshotLoader {
 
   /** Were entries after the replica's position (or `from`) trimmed away (so reading on would skip them)? */
   async trimmedPast(replica: ServiceReplica, from: StreamId = replica.applied): Promise<boolean> {
-    let info: unknown[];
-    try {
-      info = (await this.deps.cmd.xinfo('STREAM', replica.keys.log)) as unknown[];
-    } catch (err) {
-      if (/no such key/i.test((err as Error).message)) return false;
-      throw err;
-    }
-    const field = (name: string): unknown => (info.includes(name) ? info[info.indexOf(name) + 1] : undefined);
+    const field = await streamInfo(this.deps.cmd, replica.keys.log);
+    if (field === undefined) return false;
     if (compareIds(String(field('max-deleted-entry-id') ?? STREAM_START), from) > 0) return true;
     // Trimming (XADD MAXLEN) leaves max-deleted-entry-id alone (Redis 7.0): when entries were trimmed (fewer left
     // than added; unknown before Redis 7) and the first one left is after `from`, the ones between may be gone.
@@ -61,7 +55,8 @@ export class SnapshotLoader {
     this.deps.log.info({ service: replica.serviceId, at }, 'cluster: loaded a snapshot (the stream was trimmed past this node)');
     replica.start(at);
     this.deps.positions.set(replica.serviceId, at);
-    // Writes of this node that waited for entries the snapshot covers: answered with the current versions.
+    // Writes of this node that waited for entries the snapshot covers: their apply here was skipped, so they end
+    // UNAVAILABLE and their clients resend them (answered by their operation id).
     for (const [token, w] of replica.waiters) {
       replica.waiters.delete(token);
       w.reject(new CommyError(ErrorCode.UNAVAILABLE, `${replica.serviceId} was reloaded from a snapshot; resend (the operation id makes it safe)`));

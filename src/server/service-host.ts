@@ -197,8 +197,11 @@ export class ServiceHost {
     return entries.map((e) => written.get(e) ?? 0n);
   }
 
-  /** Compare-and-set, under the entries' locks: CONFLICT unless each entry is still at its expected version. */
-  private conflict(entries: readonly DirEntry[], expected: readonly (number | undefined)[]): CommyError | undefined {
+  /**
+   * Compare-and-set: CONFLICT unless each entry is still at its expected version. apply() asks it under the
+   * entries' locks; a cluster node asks it first, before it appends (cluster-node.ts).
+   */
+  conflict(entries: readonly DirEntry[], expected: readonly (number | undefined)[]): CommyError | undefined {
     for (let i = 0; i < entries.length; i++) {
       const want = expected[i];
       if (want === undefined) continue;
